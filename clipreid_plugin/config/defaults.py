@@ -1,0 +1,183 @@
+"""Default values of every config key of the toolkit (plugin keys live in their own files).
+
+Conventions: UPPER_CASE keys with fast-reid names where one exists; batch sizes are global
+(summed over processes); periods and schedule positions are in epochs unless the key name
+says ``_ITERS``.
+"""
+
+from .config import CfgNode as CN
+
+_C = CN()
+
+# ---------------------------------------------------------------------------------------------
+# MODEL
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# Registered name in META_ARCH_REGISTRY: "Baseline" (bag of tricks), "CLIPBaseline", "CLIPReID".
+_C.MODEL.META_ARCHITECTURE = "Baseline"
+# "auto" = cuda when available, else cpu; or any torch device string.
+_C.MODEL.DEVICE = "auto"
+# Checkpoint to load before training or evaluation (this project's or the reference's format).
+_C.MODEL.WEIGHTS = ""
+
+_C.MODEL.BACKBONE = CN()
+# Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_clip_backbone", ...).
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+# torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; "50x_32x4d" for ResNeXt-50.
+_C.MODEL.BACKBONE.DEPTH = "50x"
+_C.MODEL.BACKBONE.LAST_STRIDE = 1
+# Output feature width of the backbone (0 = infer from the backbone).
+_C.MODEL.BACKBONE.FEAT_DIM = 0
+# Load pretrained weights from PRETRAIN_PATH (a local file; no downloads at run time).
+_C.MODEL.BACKBONE.PRETRAIN = False
+_C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+
+_C.MODEL.HEADS = CN()
+# Registered name in HEAD_REGISTRY.
+_C.MODEL.HEADS.NAME = "EmbeddingHead"
+# Filled in from the training set when 0.
+_C.MODEL.HEADS.NUM_CLASSES = 0
+# "before" = pre-BN feature at test time (CLIP-ReID configs), "after" = post-BNNeck feature.
+_C.MODEL.HEADS.NECK_FEAT = "after"
+# Global pooling of the backbone's feature map: "avg" or "max" or "gem".
+_C.MODEL.HEADS.POOL_LAYER = "avg"
+# Initialisation std of the bias-free classifier weights.
+_C.MODEL.HEADS.CLS_INIT_STD = 0.001
+
+_C.MODEL.LOSSES = CN()
+# Registered names in LOSS_REGISTRY; each loss reads its own sub-node below.
+_C.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss")
+_C.MODEL.LOSSES.CE = CN()
+_C.MODEL.LOSSES.CE.EPSILON = 0.1  # label smoothing; 0 = plain cross-entropy
+_C.MODEL.LOSSES.CE.SCALE = 1.0
+_C.MODEL.LOSSES.TRI = CN()
+_C.MODEL.LOSSES.TRI.MARGIN = 0.3
+_C.MODEL.LOSSES.TRI.SOFT_MARGIN = False  # True = log(1 + exp(d_ap - d_an))
+_C.MODEL.LOSSES.TRI.NORM_FEAT = False
+_C.MODEL.LOSSES.TRI.SCALE = 1.0
+
+# ---------------------------------------------------------------------------------------------
+# INPUT (transforms)
+# ---------------------------------------------------------------------------------------------
+_C.INPUT = CN()
+_C.INPUT.SIZE_TRAIN = [256, 128]  # (height, width)
+_C.INPUT.SIZE_TEST = [256, 128]
+_C.INPUT.INTERPOLATION_TRAIN = "bicubic"
+_C.INPUT.INTERPOLATION_TEST = "bilinear"
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]  # on [0, 1] images
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.FLIP = CN()
+_C.INPUT.FLIP.ENABLED = True
+_C.INPUT.FLIP.PROB = 0.5
+_C.INPUT.PADDING = CN()
+_C.INPUT.PADDING.ENABLED = True
+_C.INPUT.PADDING.SIZE = 10
+_C.INPUT.PADDING.MODE = "constant"  # zeros, as the reference
+_C.INPUT.REA = CN()  # random erasing, after normalisation, per-pixel N(0,1) fill
+_C.INPUT.REA.ENABLED = True
+_C.INPUT.REA.PROB = 0.5
+_C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
+_C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
+
+# ---------------------------------------------------------------------------------------------
+# DATASETS
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+# Registered names in DATASET_REGISTRY; several names are combined for training.
+_C.DATASETS.NAMES = ("SyntheticReID",)
+_C.DATASETS.TESTS = ("SyntheticReID",)
+_C.DATASETS.ROOT_DIR = "datasets"
+# Skip (and count) unreadable images instead of failing.
+_C.DATASETS.SKIP_BAD_IMAGES = False
+
+# ---------------------------------------------------------------------------------------------
+# DATALOADER
+# ---------------------------------------------------------------------------------------------
+_C.DATALOADER = CN()
+# Registered name in SAMPLER_REGISTRY: "PKSampler" (P identities x K instances) or "RandomSampler".
+_C.DATALOADER.SAMPLER = "PKSampler"
+_C.DATALOADER.NUM_INSTANCE = 4
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.PIN_MEMORY = True
+_C.DATALOADER.PERSISTENT_WORKERS = False
+_C.DATALOADER.PREFETCH_FACTOR = 2
+# Decode every image once into a shared uint8 cache: "" (off), "ram" or "mmap".
+_C.DATALOADER.DECODE_CACHE = ""
+
+# ---------------------------------------------------------------------------------------------
+# SOLVER
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.SEED = 1234
+_C.SOLVER.OPTIMIZER_NAME = "Adam"  # "Adam", "AdamW" or "SGD"
+_C.SOLVER.BASE_LR = 3.5e-4
+_C.SOLVER.BIAS_LR_FACTOR = 1.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 5e-4
+_C.SOLVER.WEIGHT_DECAY_BIAS = 5e-4
+# Global batch size (all processes together).
+_C.SOLVER.IMS_PER_BATCH = 64
+_C.SOLVER.MAX_EPOCHS = 120
+_C.SOLVER.SCHED = CN()
+# "WarmupMultiStepLR" or "WarmupCosineLR".
+_C.SOLVER.SCHED.NAME = "WarmupMultiStepLR"
+# When the LR changes: "epoch" (at the start of each epoch, as the reference) or "iter".
+_C.SOLVER.SCHED.UNIT = "epoch"
+_C.SOLVER.STEPS_EPOCHS = (40, 70)
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 10
+_C.SOLVER.WARMUP_FACTOR = 0.01
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
+_C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor
+# Gradient clipping by global norm (0 = off).
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False
+_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with GradScaler) or "bfloat16" (without)
+# Checkpoint every N epochs (and always at the end).
+_C.SOLVER.CHECKPOINT_PERIOD = 10
+_C.SOLVER.LOG_PERIOD_ITERS = 20
+
+# ---------------------------------------------------------------------------------------------
+# TEST
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CN()
+# Evaluate every N epochs (0 = only at the end).
+_C.TEST.EVAL_PERIOD = 10
+# Global batch size at test time.
+_C.TEST.IMS_PER_BATCH = 128
+# "euclidean" (squared Euclidean, the reference) or "cosine" (1 - cosine similarity).
+_C.TEST.METRIC = "euclidean"
+# L2-normalise features before computing distances (the reference always does).
+_C.TEST.FEAT_NORM = True
+_C.TEST.CMC_RANKS = (1, 5, 10)
+_C.TEST.MAX_RANK = 50
+# Upper bound of host/GPU memory used by the distance/ranking chunks, in MiB.
+_C.TEST.MEMORY_BUDGET_MB = 1024
+_C.TEST.ROC = CN()
+_C.TEST.ROC.ENABLED = False
+_C.TEST.FLIP = CN()
+_C.TEST.FLIP.ENABLED = False
+_C.TEST.AQE = CN()  # alpha query expansion
+_C.TEST.AQE.ENABLED = False
+_C.TEST.AQE.ALPHA = 3.0
+_C.TEST.AQE.QE_TIME = 1
+_C.TEST.AQE.QE_K = 5
+_C.TEST.RERANK = CN()
+_C.TEST.RERANK.ENABLED = False
+_C.TEST.RERANK.K1 = 20
+_C.TEST.RERANK.K2 = 6
+_C.TEST.RERANK.LAMBDA = 0.3
+# Save query/gallery features, ids and top-k rankings to OUTPUT_DIR for visualisation.
+_C.TEST.SAVE_RESULTS = False
+_C.TEST.SAVE_TOPK = 20
+# VehicleID protocol: number of random gallery draws (averaged) and their seed.
+_C.TEST.NUM_TRIALS = 10
+_C.TEST.TRIAL_SEED = 1234
+
+# ---------------------------------------------------------------------------------------------
+# Misc
+# ---------------------------------------------------------------------------------------------
+_C.OUTPUT_DIR = "output"
+_C.CUDNN_BENCHMARK = False
