@@ -1,0 +1,105 @@
+"""Start one training process per device: ``torch.multiprocessing`` spawn, or under torchrun.
+
+NCCL is used when CUDA devices are available, gloo otherwise (CPU processes), so the same
+command runs multi-process on a laptop, in CI, and on a GPU cluster.
+"""
+
+import datetime
+import logging
+import os
+import socket
+from typing import Callable, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from clipreid_plugin.utils import comm
+
+__all__ = ["launch", "find_free_port", "running_under_torchrun"]
+
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def find_free_port() -> int:
+    """Returns: a free TCP port on localhost (for single-machine rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def running_under_torchrun() -> bool:
+    """Returns: whether the process was started by torchrun / torch.distributed.run."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ
+                                                   and "LOCAL_RANK" in os.environ)
+
+
+def _backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
+           dist_url: str = "auto", args: Tuple = ()) -> None:
+    """Run ``main_func(*args)`` in every process of a (possibly) distributed job.
+
+    Args:
+        main_func: the per-process entry point.
+        num_gpus_per_machine: processes per machine (GPUs; CPU processes when there is no GPU).
+        num_machines: number of machines.
+        machine_rank: rank of this machine.
+        dist_url: rendezvous URL, ``tcp://host:port``; ``"auto"`` picks a free local port (single
+            machine only).
+        args: arguments passed to ``main_func``.
+    """
+    if running_under_torchrun():
+        _init_from_env()
+        main_func(*args)
+        _cleanup()
+        return
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT of machine 0.")
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
+        raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} GPUs are visible.")
+    mp.start_processes(
+        _distributed_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args),
+    )
+
+
+def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args):
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    try:
+        dist.init_process_group(backend=_backend(), init_method=dist_url, world_size=world_size,
+                                rank=global_rank, timeout=DEFAULT_TIMEOUT)
+    except Exception as e:
+        logging.getLogger(__name__).error(f"Process group URL: {dist_url}")
+        raise RuntimeError(f"Could not join the process group at {dist_url}: {e}") from e
+    comm.set_local_rank(local_rank)
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        _cleanup()
+
+
+def _init_from_env() -> None:
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=_backend(), init_method="env://", timeout=DEFAULT_TIMEOUT)
+    comm.set_local_rank(local_rank)
+
+
+def _cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()

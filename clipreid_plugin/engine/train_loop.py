@@ -1,0 +1,304 @@
+"""Epoch-based training loop with hooks (after detectron2's ``engine/train_loop.py``).
+
+A :class:`TrainerBase` runs epochs of iterations over a data loader and calls its hooks
+around each stage. Everything that is not the optimisation step itself (LR scheduling,
+checkpoints, evaluation, logging, CLIP-ReID's first phase) lives in a hook, so the loop stays
+small and the order of those side effects is explicit in the hook list.
+
+Hook call order::
+
+    hook.before_train()
+    for epoch in range(start_epoch, max_epochs):
+        hook.before_epoch()
+        for batch in data_loader:          # data_loader.set_epoch(epoch) first
+            hook.before_step()
+            trainer.run_step(batch)
+            hook.after_step()
+        hook.after_epoch()
+    hook.after_train()
+"""
+
+import logging
+import time
+import weakref
+from typing import Dict, List, Optional
+
+import torch
+
+from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.events import EventStorage, get_event_storage
+
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+
+
+class HookBase:
+    """A hook runs code at fixed points of training.
+
+    Attributes:
+        trainer: a weak reference to the trainer, set by :meth:`TrainerBase.register_hooks`.
+
+    Hooks with state that must survive ``--resume`` implement :meth:`state_dict` and
+    :meth:`load_state_dict`; the trainer stores them in the checkpoint under the hook's class name.
+    """
+
+    trainer: "TrainerBase" = None
+
+    def before_train(self):
+        """Called once before the first epoch."""
+
+    def after_train(self):
+        """Called once after the last epoch (also after an exception, to release resources)."""
+
+    def before_epoch(self):
+        """Called at the start of every epoch."""
+
+    def after_epoch(self):
+        """Called at the end of every epoch."""
+
+    def before_step(self):
+        """Called before every iteration."""
+
+    def after_step(self):
+        """Called after every iteration."""
+
+    def state_dict(self) -> Dict:
+        """Returns: the hook's resumable state (empty by default)."""
+        return {}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore the state produced by :meth:`state_dict`."""
+
+
+class TrainerBase:
+    """Runs epochs over ``self.data_loader`` and calls hooks; subclasses implement ``run_step``.
+
+    Attributes:
+        epoch: the current epoch (0-based).
+        iter: the global iteration counter (0-based), ``epoch * iters_per_epoch + step``.
+        start_epoch, max_epochs: the range of epochs :meth:`train` runs.
+        storage: the EventStorage of the running loop.
+    """
+
+    def __init__(self):
+        self._hooks: List[HookBase] = []
+        self.epoch = 0
+        self.iter = 0
+        self.start_epoch = 0
+        self.max_epochs = 0
+        self.storage: Optional[EventStorage] = None
+
+    def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
+        """Append hooks (None entries are ignored); they run in registration order."""
+        for h in hooks:
+            if h is None:
+                continue
+            assert isinstance(h, HookBase), f"{h!r} is not a HookBase"
+            # weak reference: the trainer owns the hooks, not the other way round
+            h.trainer = weakref.proxy(self)
+            self._hooks.append(h)
+
+    @property
+    def hooks(self) -> List[HookBase]:
+        """Returns: the registered hooks, in order."""
+        return list(self._hooks)
+
+    @property
+    def iters_per_epoch(self) -> int:
+        """Returns: number of iterations in one epoch (``len(self.data_loader)``)."""
+        return len(self.data_loader)
+
+    def train(self, start_epoch: int, max_epochs: int) -> None:
+        """Train from ``start_epoch`` (0-based) up to ``max_epochs`` (exclusive).
+
+        Args:
+            start_epoch: first epoch to run (non-zero when resuming).
+            max_epochs: total number of epochs.
+        """
+        logger = logging.getLogger(__name__)
+        logger.info(f"Starting training from epoch {start_epoch + 1} of {max_epochs}")
+        self.start_epoch, self.max_epochs = start_epoch, max_epochs
+        self.epoch = start_epoch
+        self.iter = start_epoch * self.iters_per_epoch
+        with EventStorage(self.iter) as self.storage:
+            try:
+                self.before_train()
+                for self.epoch in range(start_epoch, max_epochs):
+                    self.storage.epoch = self.epoch
+                    self.before_epoch()
+                    self.run_epoch()
+                    self.after_epoch()
+                # the final epoch is done: point past it, as a resumed run would see it
+                self.epoch = max_epochs
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    def run_epoch(self) -> None:
+        """Run every iteration of the current epoch."""
+        self.data_loader.set_epoch(self.epoch)
+        data_start = time.perf_counter()
+        for batch in self.data_loader:
+            self._data_time = time.perf_counter() - data_start
+            self.before_step()
+            self.run_step(batch)
+            self.after_step()
+            self.iter += 1
+            self.storage.step()
+            data_start = time.perf_counter()
+
+    def before_train(self):
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self):
+        for h in self._hooks:
+            h.after_train()
+
+    def before_epoch(self):
+        for h in self._hooks:
+            h.before_epoch()
+
+    def after_epoch(self):
+        for h in self._hooks:
+            h.after_epoch()
+
+    def before_step(self):
+        for h in self._hooks:
+            h.before_step()
+
+    def after_step(self):
+        for h in self._hooks:
+            h.after_step()
+
+    def run_step(self, batch):
+        """One optimisation step on ``batch``."""
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict:
+        """Returns: trainer progress and hook states, for checkpoints."""
+        hooks = {}
+        for h in self._hooks:
+            sd = h.state_dict()
+            if sd:
+                hooks[type(h).__qualname__] = sd
+        return {"epoch": self.epoch, "iteration": self.iter, "hooks": hooks}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore what :meth:`state_dict` returned (hook states matched by class name)."""
+        logger = logging.getLogger(__name__)
+        self.epoch = state["epoch"]
+        self.iter = state["iteration"]
+        for key, value in state.get("hooks", {}).items():
+            for h in self._hooks:
+                if type(h).__qualname__ == key:
+                    h.load_state_dict(value)
+                    break
+            else:
+                logger.warning(f"Checkpoint has state for hook {key!r}, which is not registered.")
+
+
+class SimpleTrainer(TrainerBase):
+    """fp32 training: forward -> sum of the loss dict -> backward -> (clip) -> optimizer step.
+
+    Args:
+        model: returns a dict of losses in training mode.
+        data_loader: iterable over one epoch of batches, with ``set_epoch`` and ``__len__``.
+        optimizer: the optimizer.
+        clip_grad_norm: max global gradient norm (0 = no clipping).
+    """
+
+    def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0):
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.clip_grad_norm = clip_grad_norm
+
+    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
+        # reduce across processes so the console shows the global mean
+        values = {k: v.detach().float().item() for k, v in loss_dict.items()}
+        gathered = comm.all_gather(values)
+        mean = {k: sum(d[k] for d in gathered) / len(gathered) for k in values}
+        total = sum(v for k, v in mean.items() if k.startswith("loss"))
+        # every rank sees the same gathered values, so all of them stop together
+        if not torch.isfinite(torch.tensor(total)):
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration {self.iter}: {mean}. Lower SOLVER.BASE_LR, "
+                f"enable SOLVER.CLIP_GRAD_NORM, or check the data."
+            )
+        if comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar("data_time", data_time)
+            storage.put_scalar("total_loss", total)
+            storage.put_scalars(**mean)
+
+    def _losses(self, batch):
+        loss_dict = self.model(batch)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        return loss_dict, sum(v for k, v in loss_dict.items() if k.startswith("loss"))
+
+    def _clip(self):
+        if self.clip_grad_norm > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+
+    def run_step(self, batch):
+        """Forward, backward and update on one batch."""
+        loss_dict, losses = self._losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.backward()
+        self._clip()
+        self.optimizer.step()
+        self._write_metrics(loss_dict, self._data_time)
+
+
+class AMPTrainer(SimpleTrainer):
+    """Mixed precision: autocast to float16 (with a GradScaler) or bfloat16 (no scaler needed).
+
+    Args:
+        model, data_loader, optimizer, clip_grad_norm: as :class:`SimpleTrainer`.
+        dtype: ``torch.float16`` or ``torch.bfloat16``.
+        grad_scaler: a ``torch.amp.GradScaler`` (created for float16 when None).
+    """
+
+    def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0,
+                 dtype: torch.dtype = torch.float16, grad_scaler=None):
+        super().__init__(model, data_loader, optimizer, clip_grad_norm)
+        self.dtype = dtype
+        self.device_type = next(model.parameters()).device.type
+        if dtype == torch.float16 and grad_scaler is None:
+            grad_scaler = torch.amp.GradScaler(self.device_type)
+        self.grad_scaler = grad_scaler if dtype == torch.float16 else None
+
+    def run_step(self, batch):
+        """Forward under autocast, scaled backward, unscale + clip, step."""
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            loss_dict, losses = self._losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is None:
+            losses.backward()
+            self._clip()
+            self.optimizer.step()
+        else:
+            self.grad_scaler.scale(losses).backward()
+            if self.clip_grad_norm > 0:
+                self.grad_scaler.unscale_(self.optimizer)
+                self._clip()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        self._write_metrics(loss_dict, self._data_time)
+
+    def state_dict(self):
+        sd = super().state_dict()
+        if self.grad_scaler is not None:
+            sd["grad_scaler"] = self.grad_scaler.state_dict()
+        return sd
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])

@@ -1,0 +1,81 @@
+"""Logging: coloured console output on the main process, one log file per rank."""
+
+import logging
+import os
+import sys
+from typing import Optional
+
+from termcolor import colored
+
+__all__ = ["setup_logger", "log_every_n_seconds"]
+
+
+class _ColorfulFormatter(logging.Formatter):
+    """Prefix WARNING/ERROR records with a coloured tag (console only)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        log = super().formatMessage(record)
+        if record.levelno == logging.WARNING:
+            prefix = colored("WARNING", "red", attrs=["blink"])
+        elif record.levelno >= logging.ERROR:
+            prefix = colored("ERROR", "red", attrs=["blink", "underline"])
+        else:
+            return log
+        return prefix + " " + log
+
+
+def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, color: bool = True,
+                 name: str = "clipreid_plugin") -> logging.Logger:
+    """Configure the package logger (idempotent per output/rank).
+
+    Args:
+        output: a folder (the log goes to ``output/log.txt``) or a file path; None = console only.
+            Ranks other than 0 write ``log.txt.rank{R}``.
+        distributed_rank: global rank; only rank 0 logs to the console.
+        color: colour the console output (ignored when stdout is not a TTY).
+        name: logger name.
+
+    Returns:
+        The configured logger.
+    """
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    plain = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    if distributed_rank == 0:
+        ch = logging.StreamHandler(stream=sys.stdout)
+        ch.setLevel(logging.INFO)
+        use_color = color and sys.stdout.isatty()
+        ch.setFormatter(
+            _ColorfulFormatter(colored("[%(asctime)s %(name)s]: ", "green") + "%(message)s",
+                               datefmt="%m/%d %H:%M:%S")
+            if use_color else plain
+        )
+        logger.addHandler(ch)
+    if output is not None:
+        filename = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
+        if distributed_rank > 0:
+            filename = f"{filename}.rank{distributed_rank}"
+        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+        fh = logging.FileHandler(filename, mode="a")
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(plain)
+        logger.addHandler(fh)
+    return logger
+
+
+_LAST_LOG = {}
+
+
+def log_every_n_seconds(logger: logging.Logger, msg: str, n: float = 5.0, key: str = "") -> None:
+    """Log ``msg`` at INFO at most once every ``n`` seconds per ``key`` (progress of long loops)."""
+    import time
+
+    now = time.perf_counter()
+    k = key or msg[:40]
+    if now - _LAST_LOG.get(k, -1e9) >= n:
+        _LAST_LOG[k] = now
+        logger.info(msg)
