@@ -127,7 +127,7 @@ class DefaultTrainer(TrainerBase):
         super().__init__()
         logger = logging.getLogger("clipreid_plugin")
         if not logger.handlers:
-            setup_logger()
+            setup_logger(distributed_rank=comm.get_rank())
         data_loader = self.build_train_loader(cfg)
         cfg = self.fill_data_dependent_keys(cfg, data_loader)
         self.cfg = cfg
@@ -135,9 +135,7 @@ class DefaultTrainer(TrainerBase):
         optimizer = self.build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
             device = next(model.parameters()).device
-            model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
-            )
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         amp = cfg.SOLVER.AMP
         if amp.ENABLED:
             dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp.DTYPE)

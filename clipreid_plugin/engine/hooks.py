@@ -1,6 +1,7 @@
 """Standard training hooks: timing, LR scheduling, checkpoints, evaluation, writers."""
 
 import logging
+import re
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
@@ -64,7 +65,7 @@ class LRScheduler(HookBase):
         if self.unit == "epoch":
             with warnings.catch_warnings():
                 # stepping before the epoch's first optimizer.step() is the intended order here
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                 self.scheduler.step()
 
     def before_step(self):

@@ -1,4 +1,5 @@
 """A toy ReID-shaped problem for engine tests that must not depend on datasets or models."""
+import os
 
 import torch
 from torch import nn
@@ -80,3 +81,53 @@ def toy_cfg(output_dir, **overrides):
                         + [str(x) for kv in overrides.items() for x in kv])
     cfg.freeze()
     return cfg
+
+
+class RankLoader(ToyLoader):
+    """Different data on every rank, so only gradient all-reduce can keep the weights equal."""
+
+    def __iter__(self):
+        from clipreid_plugin.utils import comm
+
+        g = torch.Generator().manual_seed(100 + self.epoch + 1000 * comm.get_rank())
+        for _ in range(self.iters):
+            x = torch.randn(self.batch, self.dim, generator=g)
+            y = torch.randint(0, self.num_classes, (self.batch,), generator=g)
+            yield {"images": x, "targets": y, "camids": torch.zeros_like(y), "viewids": torch.zeros_like(y)}
+
+
+class RankTrainer(ToyTrainer):
+    eval_calls = 0
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return RankLoader()
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        from clipreid_plugin.utils import comm
+
+        with open(os.path.join(cfg.OUTPUT_DIR, f"eval_rank{comm.get_rank()}.txt"), "a") as f:
+            f.write("eval\n")
+        return super().test(cfg, model) if comm.is_main_process() else {}
+
+
+def distributed_main(output_dir):
+    """Per-process body of the 2-process test: train, then save this rank's weights."""
+    from clipreid_plugin.utils import comm
+
+    import argparse
+
+    from clipreid_plugin.engine import default_setup
+
+    cfg = toy_cfg(output_dir, **{"SOLVER.MAX_EPOCHS": 2, "TEST.EVAL_PERIOD": 0})
+    default_setup(cfg, argparse.Namespace())
+    t = RankTrainer(cfg)
+    t.resume_or_load(resume=False)
+    results = t.train()
+    torch.save({"weights": {k: v.detach().clone() for k, v in t.model.module.state_dict().items()},
+                "results": results, "world": comm.get_world_size()},
+               os.path.join(output_dir, f"rank{comm.get_rank()}.pt"))
+
+
+

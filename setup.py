@@ -1,0 +1,29 @@
+"""Install clipreid_plugin: ``pip install -e .`` (add ``[dev]`` for the test suite)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="clipreid_plugin",
+    version="0.1.0",
+    description="Person and vehicle re-identification toolkit with CLIP-ReID as a plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["clipreid_plugin", "clipreid_plugin.*"]),
+    package_data={"clipreid_plugin": ["**/*.yml", "**/*.txt"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "open_clip_torch>=2.24",
+        "tabulate",
+        "termcolor",
+    ],
+    extras_require={
+        "dev": ["pytest>=7"],
+        "onnx": ["onnx", "onnxruntime"],
+        "tensorboard": ["tensorboard"],
+    },
+)
