@@ -1,0 +1,19 @@
+"""Data: datasets (DATASET_REGISTRY), transforms, samplers (SAMPLER_REGISTRY) and loaders.
+
+The trainer calls :func:`build_reid_train_loader`, :func:`build_reid_test_loader` and
+:func:`build_stage1_loader`; every dataset and sampler is chosen by its registered name.
+"""
+
+from .build import (TrainLoader, build_reid_test_loader, build_reid_train_loader, build_stage1_loader,
+                    build_train_samples)
+from .common import ReIDImageDataset, collate_batch
+from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
+from .samplers import SAMPLER_REGISTRY, PKSampler, RandomSampler, SamplerError
+from .transforms import ReIDTransform, build_transforms
+
+__all__ = [
+    "DATASET_REGISTRY", "SAMPLER_REGISTRY", "DatasetError", "SamplerError", "ReIDDataset",
+    "TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_stage1_loader",
+    "build_train_samples", "build_transforms", "ReIDTransform", "ReIDImageDataset",
+    "collate_batch", "PKSampler", "RandomSampler",
+]

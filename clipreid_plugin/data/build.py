@@ -1,0 +1,240 @@
+"""Loaders the trainer and evaluators call: train (PK batches), test (query + gallery), stage 1.
+
+Determinism: the content of train epoch ``e`` (sample order and every random augmentation)
+is a function of (SOLVER.SEED, e, rank, world size) only. The sampler draws the order from
+a generator seeded by (seed, e); each sample gets its own seed from
+``SeedSequence([seed, e, rank, world_size])`` and position; workers never use global or
+worker-specific random state. So ``--resume`` at epoch ``e`` reproduces the same batches
+whatever NUM_WORKERS is and whatever ran before in the process.
+"""
+
+import logging
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clipreid_plugin.utils import comm
+
+from .common import ReIDImageDataset, collate_batch, drop_unreadable
+from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
+from .datasets.bases import Sample
+from .decode_cache import build_decode_cache
+from .samplers import build_sampler, check_batch_size
+from .transforms import build_transforms
+
+__all__ = ["TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_stage1_loader",
+           "build_train_samples"]
+
+logger = logging.getLogger(__name__)
+
+
+def _names(value) -> List[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _loader_kwargs(cfg) -> dict:
+    """DataLoader options from the DATALOADER keys (worker options only when workers are used)."""
+    d = cfg.DATALOADER
+    kw = dict(num_workers=d.NUM_WORKERS, collate_fn=collate_batch,
+              pin_memory=bool(d.PIN_MEMORY and torch.cuda.is_available()))
+    if d.NUM_WORKERS > 0:
+        kw.update(persistent_workers=d.PERSISTENT_WORKERS, prefetch_factor=d.PREFETCH_FACTOR)
+    return kw
+
+
+def _image_dataset(cfg, samples: Sequence[Sample], is_train: bool, purpose: str) -> ReIDImageDataset:
+    transform = build_transforms(cfg, is_train)
+    cache = build_decode_cache(cfg.DATALOADER.DECODE_CACHE, [s[0] for s in samples],
+                               transform.size, f"{purpose}-{transform.cache_key}", cfg.OUTPUT_DIR,
+                               comm.get_rank())
+    return ReIDImageDataset(samples, transform, cache)
+
+
+def build_train_samples(cfg) -> Tuple[List[Sample], List[ReIDDataset]]:
+    """Combine the train splits of every dataset in DATASETS.NAMES.
+
+    With one dataset its pids (already 0..C-1) and camids are kept. With several, identities
+    and cameras are made distinct per dataset (keys ``(dataset, pid)`` / ``(dataset, camid)``,
+    like fast-reid's ``market1501_12``) and relabelled 0..C-1 in (config order, pid) order.
+    View ids are kept. With DATASETS.SKIP_BAD_IMAGES unreadable images are dropped first.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        (samples, dataset objects).
+    """
+    names = _names(cfg.DATASETS.NAMES)
+    if not names:
+        raise DatasetError("DATASETS.NAMES is empty; name at least one registered dataset "
+                           f"({', '.join(DATASET_REGISTRY.names())}).")
+    datasets = [DATASET_REGISTRY.get(n).from_config(cfg) for n in names]
+    keyed = []
+    for k, ds in enumerate(datasets):
+        if comm.is_main_process():
+            ds.show_summary()
+        train = ds.train
+        if cfg.DATASETS.SKIP_BAD_IMAGES:
+            train = drop_unreadable(train, f"{ds.name} train")
+        single = len(datasets) == 1
+        keyed += [(p, pid if single else (k, pid), cam if single else (k, cam), view)
+                  for p, pid, cam, view in train]
+    if not keyed:
+        raise DatasetError(f"No readable training image in {', '.join(names)}.")
+    pid_map = {v: i for i, v in enumerate(sorted({s[1] for s in keyed}))}
+    cam_map = ({v: i for i, v in enumerate(sorted({s[2] for s in keyed}))} if len(datasets) > 1
+               else None)
+    samples = [(p, pid_map[pid], cam_map[cam] if cam_map else cam, view)
+               for p, pid, cam, view in keyed]
+    return samples, datasets
+
+
+class _EpochBatches:
+    """The DataLoader's batch sampler: batches of ``(index, sample_seed)`` of the current epoch."""
+
+    def __init__(self, sampler, batch_size: int, seed: int, rank: int, world_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        idx = self.sampler.epoch_indices(epoch)
+        seeds = np.random.SeedSequence(
+            [self.seed, epoch, self.rank, self.world_size, 0xA06]).generate_state(len(idx), np.uint64)
+        keyed = list(zip(idx, (int(s) for s in seeds)))
+        self.batches = [keyed[i:i + self.batch_size] for i in range(0, len(keyed), self.batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TrainLoader:
+    """One epoch of training batches per iteration; call :meth:`set_epoch` before each epoch.
+
+    Attributes:
+        num_classes: training identities (targets are 0..num_classes-1).
+        num_cameras / num_views: max camid / viewid + 1 over the training samples.
+        dataset: the combined list of training samples ``(path, pid, camid, viewid)``.
+        datasets: the dataset objects of DATASETS.NAMES.
+        kind: "person" or "vehicle" when all training datasets agree, else None.
+        sampler: the ReIDSampler.
+    """
+
+    def __init__(self, cfg, samples: List[Sample], datasets: List[ReIDDataset]):
+        """
+        Args:
+            cfg: the config.
+            samples: output of :func:`build_train_samples`.
+            datasets: the dataset objects.
+        """
+        rank, world = comm.get_rank(), comm.get_world_size()
+        self.dataset = samples
+        self.datasets = datasets
+        self.num_classes = len({s[1] for s in samples})
+        self.num_cameras = max(s[2] for s in samples) + 1
+        self.num_views = max(s[3] for s in samples) + 1
+        kinds = {ds.kind for ds in datasets}
+        self.kind = kinds.pop() if len(kinds) == 1 else None
+        self.sampler = build_sampler(cfg, [s[1] for s in samples], rank, world)
+        self.image_dataset = _image_dataset(cfg, samples, True, "train")
+        self._batches = _EpochBatches(self.sampler, self.sampler.local_batch_size, cfg.SOLVER.SEED,
+                                      rank, world)
+        # A private generator: creating worker iterators must not consume the global RNG.
+        self._loader = DataLoader(self.image_dataset, batch_sampler=self._batches,
+                                  generator=torch.Generator().manual_seed(cfg.SOLVER.SEED),
+                                  **_loader_kwargs(cfg))
+
+    @property
+    def epoch(self) -> int:
+        """Returns: the epoch that iterating yields."""
+        return self._batches.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (any integer) that the next iteration yields."""
+        self._batches.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self._loader)
+
+    def __len__(self) -> int:
+        """Returns: iterations in the current epoch (PK epochs can differ by a batch or two)."""
+        return len(self._batches)
+
+
+def build_reid_train_loader(cfg) -> TrainLoader:
+    """Build the training loader of DATASETS.NAMES (see :class:`TrainLoader`).
+
+    Args:
+        cfg: the config (DATASETS, INPUT, DATALOADER, SOLVER.IMS_PER_BATCH, SOLVER.SEED).
+
+    Returns:
+        TrainLoader over epoch 0 until ``set_epoch`` is called.
+    """
+    samples, datasets = build_train_samples(cfg)
+    loader = TrainLoader(cfg, samples, datasets)
+    logger.info(f"Train loader: {len(samples)} images, {loader.num_classes} identities, "
+                f"{loader.num_cameras} cameras, {len(loader)} iterations in epoch 0.")
+    return loader
+
+
+def _shard(items: List, rank: int, world: int) -> List:
+    per = math.ceil(len(items) / world)
+    return items[rank * per:(rank + 1) * per]
+
+
+def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[DataLoader, int]:
+    """Build the loader over query then gallery of one dataset (test transform, fixed order).
+
+    Under torch.distributed each rank gets a contiguous, disjoint shard of the concatenated
+    list (rank 0 the first images); gathering the ranks' outputs in rank order restores it.
+    Targets are raw pids. For datasets with ``random_gallery`` (VehicleID) the whole test split
+    is returned with num_query = 0.
+
+    Args:
+        cfg: the config (TEST.IMS_PER_BATCH is the global batch).
+        dataset_name: a registered dataset name.
+
+    Returns:
+        (loader, num_query) where num_query counts queries in the full, unsharded list.
+    """
+    ds = DATASET_REGISTRY.get(dataset_name).from_config(cfg)
+    if comm.is_main_process():
+        ds.show_summary()
+    rank, world = comm.get_rank(), comm.get_world_size()
+    batch = check_batch_size(cfg.TEST.IMS_PER_BATCH, world)
+    if ds.random_gallery:
+        query, gallery = ds.test_items(), []
+    else:
+        query, gallery = list(ds.query), list(ds.gallery)
+    if cfg.DATASETS.SKIP_BAD_IMAGES:
+        query = drop_unreadable(query, f"{ds.name} query")
+        gallery = drop_unreadable(gallery, f"{ds.name} gallery")
+    items = query + gallery
+    image_ds = _image_dataset(cfg, _shard(items, rank, world), False, f"test-{ds.name}")
+    loader = DataLoader(image_ds, batch_size=batch, shuffle=False, drop_last=False,
+                        **_loader_kwargs(cfg))
+    return loader, (0 if ds.random_gallery else len(query))
+
+
+def build_stage1_loader(cfg, batch_size: int) -> DataLoader:
+    """All training images (same samples and labels as the train loader) with the TEST
+    transform, no augmentation, fixed order: what CLIP-ReID's stage 1 caches features of.
+
+    Args:
+        cfg: the config.
+        batch_size: images per batch (every process iterates over all images).
+
+    Returns:
+        DataLoader yielding batch dicts with train targets 0..C-1.
+    """
+    samples, _ = build_train_samples(cfg)
+    image_ds = _image_dataset(cfg, samples, False, "stage1")
+    return DataLoader(image_ds, batch_size=batch_size, shuffle=False, drop_last=False,
+                      **_loader_kwargs(cfg))

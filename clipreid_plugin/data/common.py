@@ -1,0 +1,125 @@
+"""The torch Dataset over ``(path, pid, camid, viewid)`` samples, image reading and collation."""
+
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+
+from .datasets.bases import DatasetError, Sample
+from .decode_cache import DecodeCache
+from .transforms import ReIDTransform
+
+__all__ = ["ReIDImageDataset", "read_image", "collate_batch", "drop_unreadable"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_image(path: str) -> Image.Image:
+    """Open and fully decode an image.
+
+    Args:
+        path: image file.
+
+    Returns:
+        The PIL image (decoded, so truncated files fail here and not later).
+
+    Raises:
+        DatasetError: the file is missing, unreadable or truncated (names the file and the fix).
+    """
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(
+            f"Cannot read image {path}: {e}. Fix or remove the file, or set "
+            f"DATASETS.SKIP_BAD_IMAGES True to skip unreadable images (they are counted and "
+            f"logged).") from None
+
+
+def drop_unreadable(samples: Sequence[Sample], what: str, num_threads: int = 8) -> List[Sample]:
+    """Decode every image once and drop the ones that fail (DATASETS.SKIP_BAD_IMAGES).
+
+    Args:
+        samples: the samples to check.
+        what: name of the split, for the log.
+        num_threads: decoding threads (PIL releases the GIL while decoding).
+
+    Returns:
+        The readable samples, in order.
+    """
+    def ok(sample):
+        try:
+            read_image(sample[0])
+            return True
+        except DatasetError:
+            return False
+
+    with ThreadPoolExecutor(num_threads) as pool:
+        flags = list(pool.map(ok, samples))
+    bad = [s[0] for s, f in zip(samples, flags) if not f]
+    if bad:
+        logger.warning(f"{what}: skipped {len(bad)} unreadable image(s) (DATASETS.SKIP_BAD_IMAGES): "
+                       + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
+    return [s for s, f in zip(samples, flags) if f]
+
+
+class ReIDImageDataset(torch.utils.data.Dataset):
+    """Map-style dataset: ``ds[i]`` or ``ds[(i, seed)]`` -> one sample dict.
+
+    With a seed, every random augmentation of the sample is drawn from generators seeded by
+    it (a ``random.Random`` and a ``torch.Generator``), so the result does not depend on the
+    worker process or on the global random state.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: ReIDTransform,
+                 cache: Optional[DecodeCache] = None):
+        """
+        Args:
+            samples: ``(path, pid, camid, viewid)`` tuples.
+            transform: the transform (its ``prepare`` output is what ``cache`` stores).
+            cache: optional shared decode cache with one slot per sample.
+        """
+        self.samples = list(samples)
+        self.transform = transform
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        path, pid, camid, viewid = self.samples[index]
+
+        def produce():
+            return self.transform.prepare(read_image(path))
+
+        arr = self.cache.get(index, produce) if self.cache is not None else produce()
+        rng = generator = None
+        if seed is not None and self.transform.is_random:
+            rng = random.Random(seed)
+            generator = torch.Generator().manual_seed(seed)
+        return {"images": self.transform.augment(arr, rng, generator), "targets": pid,
+                "camids": camid, "viewids": viewid, "img_paths": path}
+
+
+def collate_batch(items: List[Dict]) -> Dict:
+    """Stack sample dicts into the batch dict of the project's contract.
+
+    Args:
+        items: dicts from :class:`ReIDImageDataset`.
+
+    Returns:
+        ``images`` (B,3,H,W) float, ``targets``/``camids``/``viewids`` int64 (B,),
+        ``img_paths`` list[str].
+    """
+    return {
+        "images": torch.stack([it["images"] for it in items]),
+        "targets": torch.tensor([it["targets"] for it in items], dtype=torch.int64),
+        "camids": torch.tensor([it["camids"] for it in items], dtype=torch.int64),
+        "viewids": torch.tensor([it["viewids"] for it in items], dtype=torch.int64),
+        "img_paths": [it["img_paths"] for it in items],
+    }
