@@ -23,12 +23,14 @@ _C.MODEL.WEIGHTS = ""
 _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_clip_backbone", ...).
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-# torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; "50x_32x4d" for ResNeXt-50.
+# torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; ResNeXt "50x_32x4d", "101x_32x8d".
 _C.MODEL.BACKBONE.DEPTH = "50x"
+# Stride of ResNet layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16), 2 = torchvision.
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
 # Output feature width of the backbone (0 = infer from the backbone).
 _C.MODEL.BACKBONE.FEAT_DIM = 0
-# Load pretrained weights from PRETRAIN_PATH (a local file; no downloads at run time).
+# Load pretrained weights from PRETRAIN_PATH (a local file; no downloads at run time). For ResNets a
+# torchvision state dict, e.g. $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth (~ is expanded).
 _C.MODEL.BACKBONE.PRETRAIN = False
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 
@@ -89,6 +91,31 @@ _C.DATASETS.TESTS = ("SyntheticReID",)
 _C.DATASETS.ROOT_DIR = "datasets"
 # Skip (and count) unreadable images instead of failing.
 _C.DATASETS.SKIP_BAD_IMAGES = False
+# VehicleID: which test list (800, 1600 or 2400 identities) and the seed of the one
+# query/gallery draw stored in the dataset object (evaluation re-draws per trial itself).
+_C.DATASETS.VEHICLEID = CN()
+_C.DATASETS.VEHICLEID.TEST_SIZE = 800
+_C.DATASETS.VEHICLEID.SPLIT_SEED = 1234
+# GenericReID (a user's own data, see docs/DATASETS.md): folder inside ROOT_DIR; file-name
+# regex with named groups pid and camid (optional viewid), used when <split>.csv is absent;
+# value subtracted from camera numbers (1: cameras counted from 1); "person" or "vehicle".
+_C.DATASETS.GENERIC = CN()
+_C.DATASETS.GENERIC.DIR = "generic"
+_C.DATASETS.GENERIC.PATTERN = r"(?P<pid>-?\d+)_c(?P<camid>\d+)"
+_C.DATASETS.GENERIC.CAMID_OFFSET = 1
+_C.DATASETS.GENERIC.KIND = "person"
+# SyntheticReID: generated on first use into ROOT_DIR/SyntheticReID (Market-1501 layout).
+# Changing a value requires deleting that folder (a mismatch is reported, never overwritten).
+_C.DATASETS.SYNTHETIC = CN()
+_C.DATASETS.SYNTHETIC.SEED = 0
+_C.DATASETS.SYNTHETIC.NUM_TRAIN_IDS = 40
+_C.DATASETS.SYNTHETIC.NUM_TEST_IDS = 30
+_C.DATASETS.SYNTHETIC.IMAGES_PER_ID = 8  # per identity, cycling over the cameras
+_C.DATASETS.SYNTHETIC.QUERY_PER_ID = 2  # test images per identity put in query/ (distinct cameras)
+_C.DATASETS.SYNTHETIC.NUM_CAMERAS = 5  # 2..9
+_C.DATASETS.SYNTHETIC.NUM_DISTRACTORS = 20  # gallery images with pid 0
+_C.DATASETS.SYNTHETIC.NUM_JUNK = 5  # gallery images with pid -1 (dropped by the parser)
+_C.DATASETS.SYNTHETIC.SIZE = [128, 64]  # (height, width) of the JPEG files
 
 # ---------------------------------------------------------------------------------------------
 # DATALOADER
@@ -120,16 +147,17 @@ _C.SOLVER.WEIGHT_DECAY_BIAS = 5e-4
 _C.SOLVER.IMS_PER_BATCH = 64
 _C.SOLVER.MAX_EPOCHS = 120
 _C.SOLVER.SCHED = CN()
-# "WarmupMultiStepLR" or "WarmupCosineLR".
+# "WarmupMultiStepLR" (warmup, then x GAMMA at each of STEPS_EPOCHS) or "WarmupCosineLR" (warmup,
+# then timm-style cosine over MAX_EPOCHS down to ETA_MIN_LR, not shifted by the warmup).
 _C.SOLVER.SCHED.NAME = "WarmupMultiStepLR"
 # When the LR changes: "epoch" (at the start of each epoch, as the reference) or "iter".
 _C.SOLVER.SCHED.UNIT = "epoch"
 _C.SOLVER.STEPS_EPOCHS = (40, 70)
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 10
-_C.SOLVER.WARMUP_FACTOR = 0.01
+_C.SOLVER.WARMUP_FACTOR = 0.01  # LR multiplier at position 0, rising linearly to 1 at WARMUP_EPOCHS
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
-_C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor
+_C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor (absolute LR, all param groups); reached at MAX_EPOCHS
 # Gradient clipping by global norm (0 = off).
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 _C.SOLVER.AMP = CN()
@@ -143,6 +171,8 @@ _C.SOLVER.LOG_PERIOD_ITERS = 20
 # TEST
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Registered name in EVALUATOR_REGISTRY used for every test set.
+_C.TEST.EVALUATOR = "ReidEvaluator"
 # Evaluate every N epochs (0 = only at the end).
 _C.TEST.EVAL_PERIOD = 10
 # Global batch size at test time.
@@ -157,6 +187,8 @@ _C.TEST.MAX_RANK = 50
 _C.TEST.MEMORY_BUDGET_MB = 1024
 _C.TEST.ROC = CN()
 _C.TEST.ROC.ENABLED = False
+# False-positive rates at which "TPR@FPR=<f>" is reported (pairs of query and kept gallery image).
+_C.TEST.ROC.FPRS = (1e-4, 1e-3, 1e-2)
 _C.TEST.FLIP = CN()
 _C.TEST.FLIP.ENABLED = False
 _C.TEST.AQE = CN()  # alpha query expansion

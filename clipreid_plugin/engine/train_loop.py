@@ -118,7 +118,11 @@ class TrainerBase:
         logger.info(f"Starting training from epoch {start_epoch + 1} of {max_epochs}")
         self.start_epoch, self.max_epochs = start_epoch, max_epochs
         self.epoch = start_epoch
-        self.iter = start_epoch * self.iters_per_epoch
+        if self.iter == 0 and start_epoch > 0:
+            # no restored counter (a resumed run restores the exact one): epochs may differ in
+            # length (PK sampling), so this is only an estimate used for logging
+            self.data_loader.set_epoch(start_epoch)
+            self.iter = start_epoch * self.iters_per_epoch
         with EventStorage(self.iter) as self.storage:
             try:
                 self.before_train()

@@ -1,0 +1,137 @@
+"""torchvision ResNet / ResNeXt as a ReID backbone (layer4 feature map, optional last stride 1).
+
+Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so an
+ImageNet state dict from torchvision loads unchanged. Weights are only read from a local file
+(``MODEL.BACKBONE.PRETRAIN_PATH``); nothing is downloaded at run time. torchvision caches its
+downloads under ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch/hub/checkpoints`` by
+default), e.g. ``resnet50-0676ba61.pth``; fetch one once on a machine with internet access
+with ``python -c "import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V1')"``.
+"""
+
+import logging
+import os
+
+import torch
+import torchvision
+from torch import nn
+
+from clipreid_plugin.utils.checkpoint import CheckpointError, load_model_weights
+
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["ResNetBackbone", "build_resnet_backbone", "RESNET_ARCHS"]
+
+logger = logging.getLogger(__name__)
+
+# MODEL.BACKBONE.DEPTH -> (torchvision constructor, weights enum name).
+RESNET_ARCHS = {
+    "18x": ("resnet18", "ResNet18_Weights"),
+    "34x": ("resnet34", "ResNet34_Weights"),
+    "50x": ("resnet50", "ResNet50_Weights"),
+    "101x": ("resnet101", "ResNet101_Weights"),
+    "152x": ("resnet152", "ResNet152_Weights"),
+    "50x_32x4d": ("resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
+    "101x_32x8d": ("resnext101_32x8d", "ResNeXt101_32X8D_Weights"),
+}
+
+
+class ResNetBackbone(nn.Module):
+    """The stem and the four stages of a torchvision ResNet; returns the layer4 feature map.
+
+    Args:
+        depth: a key of :data:`RESNET_ARCHS` ("50x", "50x_32x4d", ...).
+        last_stride: stride of layer4 (1 = the bag-of-tricks "last stride" trick, doubling the
+            output resolution; 2 = torchvision's default).
+
+    Attributes:
+        out_features (int): channels of the output map (512 for 18x/34x, 2048 otherwise).
+    """
+
+    def __init__(self, depth: str = "50x", last_stride: int = 1):
+        super().__init__()
+        if depth not in RESNET_ARCHS:
+            raise ValueError(f"Unknown MODEL.BACKBONE.DEPTH {depth!r} for a ResNet; valid: {', '.join(RESNET_ARCHS)}.")
+        if last_stride not in (1, 2):
+            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}.")
+        net = getattr(torchvision.models, RESNET_ARCHS[depth][0])(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if last_stride == 1:
+            # The first block of layer4 downsamples in one 3x3 conv (conv2 of a Bottleneck,
+            # conv1 of a BasicBlock) and in its shortcut's 1x1 conv: set both to stride 1.
+            for m in self.layer4[0].modules():
+                if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+                    m.stride = (1, 1)
+        self.out_features = net.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, 3, H, W) normalised images.
+
+        Returns:
+            (B, out_features, H/16, W/16) with last stride 1, (B, out_features, H/32, W/32) with 2.
+        """
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _torchvision_file_name(depth: str) -> str:
+    """Returns: the file name torchvision caches the ImageNet weights of ``depth`` under."""
+    weights = getattr(torchvision.models, RESNET_ARCHS[depth][1]).IMAGENET1K_V1
+    return weights.url.rsplit("/", 1)[-1]
+
+
+def load_pretrained_resnet(backbone: ResNetBackbone, path: str, depth: str) -> dict:
+    """Load a local torchvision state dict into ``backbone`` and log what did not load.
+
+    The ImageNet classifier (``fc.*``) has no counterpart here and is reported as unexpected.
+
+    Args:
+        backbone: the backbone.
+        path: the state-dict file (``~`` and environment variables are expanded).
+        depth: ``MODEL.BACKBONE.DEPTH`` (for messages).
+
+    Returns:
+        ``{"missing": [...], "unexpected": [...], "mismatched": [...]}`` (see ``load_model_weights``).
+    """
+    path = os.path.expandvars(os.path.expanduser(path))
+    if not os.path.isfile(path):
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", _torchvision_file_name(depth))
+        raise FileNotFoundError(
+            f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision "
+            f"state dict for DEPTH {depth!r}; torchvision caches it as {cache} after "
+            f"`torchvision.models.{RESNET_ARCHS[depth][0]}(weights='IMAGENET1K_V1')` on a machine with "
+            f"internet access (nothing is downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False."
+        )
+    try:
+        return load_model_weights(backbone, path, strict_shapes=True)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"MODEL.BACKBONE.PRETRAIN_PATH {path} does not fit a ResNet of MODEL.BACKBONE.DEPTH {depth!r} "
+            f"(weights of another depth?): {e}"
+        ) from None
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_backbone(cfg) -> ResNetBackbone:
+    """Build the ResNet backbone from ``MODEL.BACKBONE.{DEPTH, LAST_STRIDE, PRETRAIN, PRETRAIN_PATH}``.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        :class:`ResNetBackbone`, with ImageNet weights loaded when ``PRETRAIN`` is True.
+    """
+    c = cfg.MODEL.BACKBONE
+    backbone = ResNetBackbone(c.DEPTH, c.LAST_STRIDE)
+    if c.PRETRAIN:
+        if not c.PRETRAIN_PATH:
+            raise ValueError(
+                "MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the local "
+                f"torchvision weights file (e.g. {_torchvision_file_name(c.DEPTH)} from "
+                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')})."
+            )
+        load_pretrained_resnet(backbone, c.PRETRAIN_PATH, c.DEPTH)
+    elif c.PRETRAIN_PATH:
+        logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "
+                       f"{c.PRETRAIN_PATH} is not loaded (random initialisation).")
+    return backbone

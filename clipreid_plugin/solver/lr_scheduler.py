@@ -1,0 +1,295 @@
+"""Learning-rate schedules: warmup + multi-step decay, warmup + cosine, per epoch or per iteration.
+
+Each schedule exists once, as a pure function of the schedule *position* (an epoch or an
+iteration index): :func:`warmup_multistep_lr` and :func:`warmup_cosine_lr`. The
+:class:`~torch.optim.lr_scheduler.LRScheduler` subclasses below only apply those functions to
+every param group's base LR, so the trainer's schedule, CLIP-ReID stage 1's schedule and the
+tests all use the same arithmetic.
+
+Positions follow the reference implementation (CLIP-ReID / TransReID), which calls
+``scheduler.step(epoch)`` with the 1-based epoch number *before* each epoch: constructing a
+scheduler applies position 0, and the trainer calls :meth:`~torch.optim.lr_scheduler.LRScheduler.step`
+at the start of every epoch, so the first epoch trains at position 1. With ``unit == "iter"``
+the trainer steps after every iteration instead and every length (warmup, milestones, cosine
+period) is measured in iterations.
+
+Both schedules are defined for every position >= 0, including positions past the end of
+training (a resumed or extended run never crashes; the cosine schedule stays at its floor).
+"""
+
+import bisect
+import math
+import warnings
+from typing import List, Sequence
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from clipreid_plugin.utils.registry import Registry
+
+__all__ = [
+    "LR_SCHEDULER_REGISTRY",
+    "warmup_multiplier",
+    "warmup_multistep_lr",
+    "warmup_cosine_lr",
+    "WarmupMultiStepLR",
+    "WarmupCosineLR",
+    "build_lr_scheduler",
+]
+
+LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER")
+LR_SCHEDULER_REGISTRY.__doc__ = """
+Registry for LR schedules (``SOLVER.SCHED.NAME``). A registered class is built by its
+``from_config(cfg, optimizer, iters_per_epoch)`` class method.
+"""
+
+WARMUP_METHODS = ("linear", "constant")
+UNITS = ("epoch", "iter")
+
+
+def warmup_multiplier(position: float, warmup_length: float, warmup_factor: float, method: str) -> float:
+    """Multiplier of the base LR during warmup (1 once warmup is over).
+
+    ``linear``: ``wf * (1 - t / W) + t / W`` for ``t < W`` (rises from ``wf`` at t = 0 towards 1);
+    ``constant``: ``wf`` for ``t < W``. Computed in the reference's operation order so the
+    result matches it bit for bit.
+
+    Args:
+        position: schedule position t (epoch or iteration).
+        warmup_length: W, in the same unit; 0 disables warmup.
+        warmup_factor: wf, the multiplier at t = 0.
+        method: "linear" or "constant".
+
+    Returns:
+        The multiplier.
+    """
+    if position >= warmup_length:
+        return 1.0
+    if method == "constant":
+        return warmup_factor
+    if method == "linear":
+        alpha = position / warmup_length
+        return warmup_factor * (1 - alpha) + alpha
+    raise ValueError(f"Unknown warmup method {method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD).")
+
+
+def warmup_multistep_lr(position: float, base_lr: float, milestones: Sequence[float], gamma: float = 0.1,
+                        warmup_length: float = 0, warmup_factor: float = 1.0,
+                        warmup_method: str = "linear") -> float:
+    """Warmup then step decay: ``base * w(t) * gamma ** (number of milestones <= t)``.
+
+    The reference's ``WarmupMultiStepLR`` (CLIP-ReID stage 2 and the baselines).
+
+    Args:
+        position: schedule position t (epoch or iteration), any value >= 0.
+        base_lr: LR after warmup and before the first milestone.
+        milestones: increasing positions at which the LR is multiplied by ``gamma``.
+        gamma: decay factor per milestone.
+        warmup_length, warmup_factor, warmup_method: see :func:`warmup_multiplier`.
+
+    Returns:
+        The learning rate at ``position``.
+    """
+    w = warmup_multiplier(position, warmup_length, warmup_factor, warmup_method)
+    return base_lr * w * gamma ** bisect.bisect_right(list(milestones), position)
+
+
+def warmup_cosine_lr(position: float, base_lr: float, total_length: float, lr_min: float = 0.0,
+                     warmup_length: float = 0, warmup_factor: float = 1.0,
+                     warmup_method: str = "linear") -> float:
+    """Warmup then half-cosine decay to ``lr_min``, in the form of timm's ``CosineLRScheduler``.
+
+    This is the reference's stage-1 schedule (one cycle, ``warmup_prefix=False``):
+
+    * ``t < W``: ``base * w(t)`` (:func:`warmup_multiplier`; timm's ``warmup_lr_init`` equals
+      ``base * warmup_factor``);
+    * ``W <= t < T``: ``lr_min + 0.5 * (base - lr_min) * (1 + cos(pi * t / T))`` -- the cosine
+      is *not* shifted by the warmup, so it starts part-way down;
+    * ``t >= T``: ``lr_min`` (the cycle is exhausted; also any position past the end).
+
+    Args:
+        position: schedule position t (epoch or iteration), any value >= 0.
+        base_lr: peak LR.
+        total_length: T, the cosine period (the number of epochs or iterations of training).
+        lr_min: floor of the cosine, an absolute LR (the same for every param group, as timm).
+        warmup_length, warmup_factor, warmup_method: see :func:`warmup_multiplier`.
+
+    Returns:
+        The learning rate at ``position``.
+    """
+    if position < warmup_length:
+        return base_lr * warmup_multiplier(position, warmup_length, warmup_factor, warmup_method)
+    if position >= total_length:
+        return lr_min
+    return lr_min + 0.5 * (base_lr - lr_min) * (1 + math.cos(math.pi * position / total_length))
+
+
+class _PositionScheduler(LRScheduler):
+    """An LRScheduler whose LR is a closed-form function of the position ``last_epoch``.
+
+    Subclasses implement :meth:`_lr` (base LR, position -> LR). Every attribute is plain data,
+    so :meth:`state_dict` pickles with ``torch.load(weights_only=True)``.
+
+    Args:
+        optimizer: the optimizer; each param group's ``lr`` at construction is its base LR.
+        unit: "epoch" or "iter" -- when the trainer calls :meth:`step` (informational here:
+            the lengths given to the constructor must already be in this unit).
+        last_epoch: -1 for a fresh schedule (see :class:`~torch.optim.lr_scheduler.LRScheduler`).
+    """
+
+    def __init__(self, optimizer: Optimizer, unit: str = "epoch", last_epoch: int = -1):
+        if unit not in UNITS:
+            raise ValueError(f"Unknown schedule unit {unit!r}; valid: {', '.join(UNITS)} (SOLVER.SCHED.UNIT).")
+        self.unit = unit
+        super().__init__(optimizer, last_epoch)
+
+    def _lr(self, base_lr: float, position: int) -> float:
+        raise NotImplementedError
+
+    def lr_at(self, position: int) -> List[float]:
+        """Returns: the LR of every param group at schedule ``position`` (no side effects)."""
+        return [self._lr(base_lr, position) for base_lr in self.base_lrs]
+
+    def get_lr(self) -> List[float]:
+        """Returns: the LR of every param group at the current position ``last_epoch``."""
+        return self.lr_at(self.last_epoch)
+
+    def _get_closed_form_lr(self) -> List[float]:
+        return self.lr_at(self.last_epoch)
+
+    def step(self, epoch=None) -> None:
+        """Advance one position and write the new LRs into the optimizer.
+
+        With ``unit == "epoch"`` the trainer steps at the *start* of each epoch, before any
+        ``optimizer.step()`` of that epoch, exactly as the reference does; torch's warning
+        about that order is silenced here because the order is intended.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            super().step(epoch)
+
+
+@LR_SCHEDULER_REGISTRY.register()
+class WarmupMultiStepLR(_PositionScheduler):
+    """Warmup + multi-step decay (:func:`warmup_multistep_lr`) applied to every param group.
+
+    Args:
+        optimizer: the optimizer (one base LR per param group, e.g. bias groups at 2x).
+        milestones: increasing positions where the LR is multiplied by ``gamma``.
+        gamma: decay per milestone.
+        warmup_factor: multiplier at position 0.
+        warmup_length: warmup length in positions (0 = none).
+        warmup_method: "linear" or "constant".
+        unit: "epoch" or "iter" (the unit of every length above).
+        last_epoch: -1 for a fresh schedule.
+    """
+
+    def __init__(self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1,
+                 warmup_factor: float = 0.01, warmup_length: int = 10, warmup_method: str = "linear",
+                 unit: str = "epoch", last_epoch: int = -1):
+        milestones = [int(m) for m in milestones]
+        if milestones != sorted(milestones):
+            raise ValueError(f"Milestones must be increasing, got {milestones} (SOLVER.STEPS_EPOCHS).")
+        if warmup_method not in WARMUP_METHODS:
+            raise ValueError(
+                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
+            )
+        self.milestones = milestones
+        self.gamma = float(gamma)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_length = int(warmup_length)
+        self.warmup_method = warmup_method
+        super().__init__(optimizer, unit, last_epoch)
+
+    def _lr(self, base_lr: float, position: int) -> float:
+        return warmup_multistep_lr(position, base_lr, self.milestones, self.gamma,
+                                   self.warmup_length, self.warmup_factor, self.warmup_method)
+
+    @classmethod
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupMultiStepLR":
+        """Build from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+        s = cfg.SOLVER
+        k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
+        return cls(optimizer, [m * k for m in s.STEPS_EPOCHS], s.GAMMA, s.WARMUP_FACTOR,
+                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+
+
+@LR_SCHEDULER_REGISTRY.register()
+class WarmupCosineLR(_PositionScheduler):
+    """Warmup + cosine decay to an absolute floor (:func:`warmup_cosine_lr`), every param group.
+
+    Args:
+        optimizer: the optimizer.
+        total_length: cosine period T in positions (training length); ``lr_min`` from T on.
+        lr_min: floor LR (absolute, shared by all groups).
+        warmup_factor: multiplier at position 0 (timm's ``warmup_lr_init / base_lr``).
+        warmup_length: warmup length in positions (0 = none).
+        warmup_method: "linear" or "constant".
+        unit: "epoch" or "iter" (the unit of every length above).
+        last_epoch: -1 for a fresh schedule.
+    """
+
+    def __init__(self, optimizer: Optimizer, total_length: int, lr_min: float = 0.0,
+                 warmup_factor: float = 0.01, warmup_length: int = 0, warmup_method: str = "linear",
+                 unit: str = "epoch", last_epoch: int = -1):
+        if total_length <= 0:
+            raise ValueError(f"The cosine period must be positive, got {total_length} (SOLVER.MAX_EPOCHS).")
+        if warmup_method not in WARMUP_METHODS:
+            raise ValueError(
+                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
+            )
+        self.total_length = int(total_length)
+        self.lr_min = float(lr_min)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_length = int(warmup_length)
+        self.warmup_method = warmup_method
+        super().__init__(optimizer, unit, last_epoch)
+
+    def _lr(self, base_lr: float, position: int) -> float:
+        return warmup_cosine_lr(position, base_lr, self.total_length, self.lr_min,
+                                self.warmup_length, self.warmup_factor, self.warmup_method)
+
+    @classmethod
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupCosineLR":
+        """Build from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+        s = cfg.SOLVER
+        k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
+        return cls(optimizer, s.MAX_EPOCHS * k, s.ETA_MIN_LR, s.WARMUP_FACTOR,
+                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+
+
+def _positions_per_epoch(unit: str, iters_per_epoch: int) -> int:
+    if unit not in UNITS:
+        raise ValueError(f"SOLVER.SCHED.UNIT must be one of {', '.join(UNITS)}, got {unit!r}.")
+    if unit == "epoch":
+        return 1
+    if int(iters_per_epoch) < 1:
+        raise ValueError(
+            f"SOLVER.SCHED.UNIT is 'iter' but iters_per_epoch is {iters_per_epoch}: the train loader "
+            f"yields no full batch (fewer images than SOLVER.IMS_PER_BATCH?)."
+        )
+    return int(iters_per_epoch)
+
+
+def build_lr_scheduler(cfg, optimizer: Optimizer, iters_per_epoch: int) -> _PositionScheduler:
+    """Build the schedule named by ``SOLVER.SCHED.NAME`` for ``optimizer``.
+
+    The returned scheduler has ``unit`` ("epoch" or "iter", from ``SOLVER.SCHED.UNIT``):
+    step it at the start of every epoch for "epoch", after every iteration for "iter".
+    Construction already sets the LRs of position 0.
+
+    Args:
+        cfg: the config.
+        optimizer: the optimizer, with each param group's base LR as its ``lr``.
+        iters_per_epoch: iterations per epoch (only used when the unit is "iter").
+
+    Returns:
+        A :class:`~torch.optim.lr_scheduler.LRScheduler` (``state_dict``/``load_state_dict``
+        work) with ``unit`` and ``lr_at(position)``.
+    """
+    name = cfg.SOLVER.SCHED.NAME
+    try:
+        cls = LR_SCHEDULER_REGISTRY.get(name)
+    except KeyError as e:
+        raise ValueError(f"SOLVER.SCHED.NAME: {e.args[0]}") from None
+    return cls.from_config(cfg, optimizer, iters_per_epoch)

@@ -1,0 +1,108 @@
+"""Optimizers with one param group per parameter tensor, as the reference builds them.
+
+The reference (CLIP-ReID ``make_optimizer_2stage``, TransReID ``make_optimizer``) walks
+``named_parameters()`` and gives every trainable tensor its own group: biases (any name
+containing "bias") get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``, everything else
+``BASE_LR`` and ``WEIGHT_DECAY``. Keeping one group per tensor reproduces its optimizer state
+layout; every group also records the parameter's ``name`` for logging and debugging.
+"""
+
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer"]
+
+
+def _adam(groups, lr, cfg):
+    # Coupled L2 (weight decay added to the gradient), as the reference's torch.optim.Adam.
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def _adamw(groups, lr, cfg):
+    # Decoupled weight decay; each group carries its own weight_decay.
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _sgd(groups, lr, cfg):
+    momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
+    if nesterov and momentum <= 0:
+        raise ValueError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+# Name (SOLVER.OPTIMIZER_NAME) -> builder(param_groups, default_lr, cfg).
+OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd}
+
+
+def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr: float, weight_decay: float,
+                       weight_decay_bias: float, bias_lr_factor: float) -> List[dict]:
+    """One param group per trainable tensor, in the given order.
+
+    Args:
+        named_params: (name, parameter) pairs, e.g. ``model.named_parameters()``; parameters
+            with ``requires_grad=False`` are skipped (frozen BN biases, a frozen text tower).
+        base_lr: LR of non-bias tensors.
+        weight_decay: weight decay of non-bias tensors.
+        weight_decay_bias: weight decay of tensors whose name contains "bias".
+        bias_lr_factor: LR multiplier of tensors whose name contains "bias".
+
+    Returns:
+        List of dicts ``{"params": [p], "name": name, "lr": ..., "weight_decay": ...}``.
+    """
+    groups = []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        is_bias = "bias" in name  # substring, as the reference: in_proj_bias, ln_pre.bias, ...
+        groups.append({
+            "params": [param],
+            "name": name,
+            "lr": base_lr * bias_lr_factor if is_bias else base_lr,
+            "weight_decay": weight_decay_bias if is_bias else weight_decay,
+        })
+    return groups
+
+
+def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = None,
+                    weight_decay: Optional[float] = None, weight_decay_bias: Optional[float] = None,
+                    bias_lr_factor: Optional[float] = None, optimizer_name: Optional[str] = None,
+                    params: Optional[Iterable[Tuple[str, nn.Parameter]]] = None) -> torch.optim.Optimizer:
+    """Build the optimizer over ``model``'s trainable parameters (or over ``params``).
+
+    Values not passed explicitly come from ``cfg.SOLVER`` (``BASE_LR``, ``WEIGHT_DECAY``,
+    ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``, ``OPTIMIZER_NAME``, ``MOMENTUM``, ``NESTEROV``).
+    CLIP-ReID stage 1 passes its own parameter list and values, e.g.
+    ``build_optimizer(cfg, None, params=[("prompt_learner.cls_ctx", p)], base_lr=3.5e-4,
+    weight_decay=1e-4, optimizer_name="Adam")``.
+
+    Args:
+        cfg: the config.
+        model: the model whose ``named_parameters()`` are optimised (ignored when ``params`` is given).
+        base_lr, weight_decay, weight_decay_bias, bias_lr_factor, optimizer_name: overrides of
+            the ``SOLVER`` values.
+        params: explicit (name, parameter) pairs to optimise instead of the model's.
+
+    Returns:
+        A torch optimizer with one group per trainable tensor (keys ``name``, ``lr``,
+        ``weight_decay``); each group's ``lr`` is its base LR for the LR scheduler.
+    """
+    s = cfg.SOLVER
+    name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r} (SOLVER.OPTIMIZER_NAME); valid: {', '.join(OPTIMIZERS)}.")
+    base_lr = s.BASE_LR if base_lr is None else base_lr
+    if params is None:
+        if model is None:
+            raise ValueError("build_optimizer needs a model or an explicit `params` list of (name, parameter).")
+        params = model.named_parameters()
+    groups = build_param_groups(
+        params, base_lr,
+        s.WEIGHT_DECAY if weight_decay is None else weight_decay,
+        s.WEIGHT_DECAY_BIAS if weight_decay_bias is None else weight_decay_bias,
+        s.BIAS_LR_FACTOR if bias_lr_factor is None else bias_lr_factor,
+    )
+    if not groups:
+        raise ValueError("No trainable parameters to optimise: every parameter has requires_grad=False.")
+    return OPTIMIZERS[name](groups, base_lr, cfg)
