@@ -1,0 +1,385 @@
+"""Build an fp32 open_clip ``CLIP`` model from any of the weight sources the toolkit accepts.
+
+Four sources, one entry point (:func:`load_clip`):
+
+(a) a local **OpenAI release file** (``~/.cache/clip/ViT-B-16.pt``: a TorchScript archive) or
+    the same weights as a plain state dict. Like OpenAI's ``build_model``, the architecture
+    is read from the tensor shapes, so any OpenAI-format file works (including the tiny test
+    weights), and QuickGELU is always used (OpenAI trained with it);
+(b) an **open_clip checkpoint file** for ``model_name`` (a plain or ``{"state_dict": ...}``
+    file, ``.safetensors`` too); the activation is the one of the model config
+    (``ViT-B-16`` = GELU, ``ViT-B-16-quickgelu`` = QuickGELU);
+(c) an **open_clip pretrained tag** (``"openai"``, ``"laion2b_s34b_b88k"``...): needs the
+    network or a filled open_clip/Hugging Face cache; QuickGELU as the tag was trained;
+(d) **random init** of ``model_name`` (used before loading a full CLIP-ReID checkpoint with
+    MODEL.WEIGHTS); QuickGELU, because CLIP-ReID checkpoints are OpenAI-architecture models.
+
+Why not simply ``open_clip.create_model(name, pretrained=path)``: it reads files with
+``weights_only=True``, which fails on TorchScript archives; ``build_model_from_openai_state_dict``
+returns an fp16 model with ``LayerNormFp32`` and rounds the fp32 tensors of the file to fp16 on
+the way; and the plain ``ViT-B-16``/``RN50`` configs silently use ``nn.GELU`` with OpenAI
+weights (PITFALLS 1, 6, 7). Every model returned here is float32, on the CPU, in eval mode
+(as OpenAI's ``build_model`` and the reference leave the CLIP sub-modules).
+"""
+
+import difflib
+import logging
+import os
+import warnings
+import zipfile
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from clipreid_plugin.utils.file_io import atomic_write
+
+__all__ = [
+    "load_clip",
+    "read_clip_checkpoint",
+    "is_openai_state_dict",
+    "infer_openai_model_config",
+    "convert_openai_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+# Keys of a TorchScript archive's state dict that are not tensors of the model.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+# ---------------------------------------------------------------------------------------------
+def _is_torchscript_archive(path: str) -> bool:
+    """TorchScript zips hold ``<root>/constants.pkl`` and ``<root>/code/``; torch.save zips do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """Read a CLIP weights file into a plain state dict, whatever its container.
+
+    TorchScript archives (OpenAI's release files) are opened with ``torch.jit.load`` once and
+    reduced to their tensors; everything else is read with ``weights_only=True``. A
+    ``{"state_dict": ...}`` wrapper (open_clip training checkpoints) and a ``module.`` prefix
+    (DDP) are removed. Tensors keep their stored dtype (OpenAI files are partly fp16).
+
+    Args:
+        path: local file (``.pt``, ``.pth``, ``.bin`` or ``.safetensors``).
+
+    Returns:
+        (state_dict, is_torchscript): the tensors by name, and whether the file was a
+        TorchScript archive (which means an OpenAI release file).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a state dict of tensors.
+    """
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"CLIP weights file not found: {path!r}. Set MODEL.BACKBONE.PRETRAIN_PATH to a local "
+            f"OpenAI release file (e.g. ~/.cache/clip/ViT-B-16.pt), an open_clip checkpoint, or leave "
+            f"it empty and use MODEL.BACKBONE.CLIP.PRETRAINED_TAG (needs the network) or random init."
+        )
+    is_ts = False
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        obj = load_file(path, device="cpu")
+    elif _is_torchscript_archive(path):
+        is_ts = True
+        with warnings.catch_warnings():
+            # torch.jit.load is deprecated on torch >= 2.9 but is the only reader of these archives.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            obj = torch.jit.load(path, map_location="cpu").state_dict()
+        obj = {k: v for k, v in obj.items() if k not in _OPENAI_EXTRA_KEYS}
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors carry no hint of what the file should be
+            raise ValueError(
+                f"Could not read CLIP weights from {path!r} ({type(e).__name__}: {e}). Expected an "
+                f"OpenAI CLIP release file (TorchScript archive), a plain state dict saved with "
+                f"torch.save, or a .safetensors file."
+            ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            f"{path!r} does not hold a state dict of tensors (got {type(obj).__name__}); expected "
+            f"CLIP weights with keys like 'visual.conv1.weight' and 'token_embedding.weight'."
+        )
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    for k in _OPENAI_EXTRA_KEYS:  # plain-dict conversions of the archive may keep them
+        obj.pop(k, None)
+    return dict(obj), is_ts
+
+
+def convert_openai_checkpoint(src: str, dst: str) -> None:
+    """Convert an OpenAI TorchScript release file once into a plain state dict.
+
+    The result loads with ``torch.load(dst, weights_only=True)`` (no deprecated
+    ``torch.jit.load``) and is accepted by :func:`load_clip` exactly like the original; the
+    tensors keep their dtypes, so both build the same model.
+
+    Args:
+        src: OpenAI release file (TorchScript archive or plain state dict).
+        dst: output path (written atomically).
+    """
+    sd, _ = read_clip_checkpoint(src)
+    atomic_write(dst, lambda f: torch.save(sd, f))
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI format: architecture from shapes
+# ---------------------------------------------------------------------------------------------
+def is_openai_state_dict(sd: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``sd`` has OpenAI CLIP's layout (also open_clip's layout for built-in CLIP models).
+
+    Args:
+        sd: a state dict.
+
+    Returns:
+        True when the image tower (ViT or ModifiedResNet) and the text tower keys are present.
+    """
+    has_visual = "visual.proj" in sd or "visual.attnpool.positional_embedding" in sd
+    return has_visual and "visual.conv1.weight" in sd and all(
+        k in sd for k in ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight")
+    )
+
+
+def infer_openai_model_config(sd: Dict[str, torch.Tensor]) -> dict:
+    """Read the CLIP hyper-parameters from an OpenAI-format state dict (as OpenAI's build_model).
+
+    Args:
+        sd: OpenAI-format state dict (see :func:`is_openai_state_dict`).
+
+    Returns:
+        An open_clip model config: ``{"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"}``.
+    """
+    if "visual.proj" in sd:
+        width = sd["visual.conv1.weight"].shape[0]
+        layers = len([k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        patch = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision_cfg = {"image_size": patch * grid, "layers": layers, "width": width, "patch_size": patch}
+    else:
+        layers = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)]
+        width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        n_pos = sd["visual.attnpool.positional_embedding"].shape[0]
+        grid = round((n_pos - 1) ** 0.5)
+        if grid * grid + 1 != n_pos:
+            raise ValueError(
+                f"visual.attnpool.positional_embedding has {n_pos} rows, not a square grid + 1: this is "
+                f"not an OpenAI release file (a CLIP-ReID checkpoint goes in MODEL.WEIGHTS instead)."
+            )
+        vision_cfg = {"image_size": grid * 32, "layers": layers, "width": width, "patch_size": None}
+    text_width = sd["ln_final.weight"].shape[0]
+    text_cfg = {
+        "context_length": sd["positional_embedding"].shape[0],
+        "vocab_size": sd["token_embedding.weight"].shape[0],
+        "width": text_width,
+        "heads": text_width // 64,
+        "layers": len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+    }
+    return {"embed_dim": sd["text_projection"].shape[1], "vision_cfg": vision_cfg, "text_cfg": text_cfg,
+            "quick_gelu": True}
+
+
+def _describe(cfg: dict) -> str:
+    v = cfg["vision_cfg"]
+    kind = f"ViT width {v['width']}, {v['layers']} layers, patch {v['patch_size']}" if v.get("patch_size") \
+        else f"ModifiedResNet layers {tuple(v['layers'])}, width {v['width']}"
+    return f"{kind}, embed dim {cfg['embed_dim']}"
+
+
+def _check_matches_name(inferred: dict, model_name: str, path: str) -> None:
+    """Fail when the OpenAI file's architecture differs from the model the user named."""
+    named = _model_config(model_name)
+    nv, iv = named.get("vision_cfg", {}), inferred["vision_cfg"]
+    same = named.get("embed_dim") == inferred["embed_dim"] and all(
+        (list(nv.get(k)) if isinstance(nv.get(k), (list, tuple)) else nv.get(k))
+        == (list(iv[k]) if isinstance(iv[k], (list, tuple)) else iv[k])
+        for k in ("width", "layers", "patch_size")
+    )
+    if not same:
+        raise ValueError(
+            f"The weights in {path!r} are a {_describe(inferred)} model, but "
+            f"MODEL.BACKBONE.CLIP.MODEL_NAME is {model_name!r} ({_describe(named)}). Fix the model name "
+            f"or the weights path (or leave MODEL_NAME empty to take the architecture from the file)."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# open_clip names
+# ---------------------------------------------------------------------------------------------
+def _clean_name(model_name: str) -> str:
+    # OpenAI spells "ViT-B/16", open_clip "ViT-B-16" (open_clip applies the same rewrite).
+    return model_name.replace("/", "-") if ":" not in model_name else model_name
+
+
+def _model_config(model_name: str) -> dict:
+    """The open_clip config of ``model_name``, or a ValueError naming the closest valid names."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        names = open_clip.list_models()
+        close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
+        hint = f" Closest open_clip names: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"Unknown open_clip model name {model_name!r} (MODEL.BACKBONE.CLIP.MODEL_NAME).{hint} "
+            f"All names: open_clip.list_models() ({len(names)} models)."
+        )
+    return cfg
+
+
+def _load_into(model: torch.nn.Module, sd: Dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with one readable message for missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    bad_shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if bad_shapes or missing or unexpected:
+        parts = []
+        if bad_shapes:
+            parts.append("shape mismatches: " + "; ".join(bad_shapes[:5]))
+        if missing:
+            parts.append(f"{len(missing)} keys missing from the file (e.g. {', '.join(missing[:5])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
+        raise ValueError(f"The weights in {source} do not fit the model: " + "; ".join(parts) +
+                         ". Check MODEL.BACKBONE.CLIP.MODEL_NAME against the checkpoint.")
+    # load_state_dict copies into the fp32 parameters, so fp16 tensors of the file are up-cast
+    # exactly (every fp16 value is representable in fp32).
+    model.load_state_dict(sd, strict=True)
+
+
+def _resolve_quick_gelu(quick_gelu: Optional[bool], default: bool, source: str) -> bool:
+    if quick_gelu is None:
+        return default
+    if quick_gelu != default:
+        logger.warning("QuickGELU forced to %s for %s (the source was trained with %s).",
+                       quick_gelu, source, "QuickGELU" if default else "nn.GELU")
+    return quick_gelu
+
+
+def _create(model_name: str, quick_gelu: bool, pretrained: Optional[str] = None):
+    """open_clip.create_model in fp32 with the activation set either way (force_* only turns it on)."""
+    import open_clip
+
+    extra = {} if quick_gelu else {"quick_gelu": False}
+    return open_clip.create_model(model_name, pretrained=pretrained or None, precision="fp32",
+                                  force_quick_gelu=quick_gelu, **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "", *,
+              quick_gelu: Optional[bool] = None):
+    """Build a float32 open_clip CLIP model from local weights, a pretrained tag or random init.
+
+    Which source is used:
+
+    * ``weights`` set: the file is read (:func:`read_clip_checkpoint`). It is taken as an
+      **OpenAI release** when it is a TorchScript archive, when ``model_name`` is empty, or when
+      it is in OpenAI layout and holds fp16 tensors (OpenAI's files are partly fp16; open_clip
+      training checkpoints are not); the architecture then comes from the shapes (and must
+      match ``model_name`` when one is given) and QuickGELU is used. Otherwise it is an
+      **open_clip checkpoint** of ``model_name`` with that config's activation.
+    * else ``pretrained_tag`` set: ``open_clip.create_model(model_name, pretrained=tag)`` with
+      the tag's QuickGELU setting (network or cache; open_clip does not fall back offline).
+    * else: random init of ``model_name`` with QuickGELU (CLIP-ReID checkpoints, loaded later
+      through MODEL.WEIGHTS, are OpenAI-architecture models).
+
+    Args:
+        model_name: open_clip model name ("ViT-B-16", "RN50", "ViT-L-14", ...; "ViT-B/16" is
+            accepted). May be empty only with an OpenAI-format ``weights`` file.
+        weights: local weights file ("" = none).
+        pretrained_tag: open_clip pretrained tag ("" = none); ignored when ``weights`` is set.
+        quick_gelu: override the activation choice above (None = automatic). Needed only for
+            an open_clip-layout fp32 file holding OpenAI weights under a GELU model name.
+
+    Returns:
+        open_clip.model.CLIP in float32 on the CPU, in eval mode.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+        ValueError: unknown model name / tag, or the weights do not fit the model.
+        RuntimeError: the pretrained tag could not be downloaded.
+    """
+    import open_clip
+    from open_clip.model import CLIP
+
+    model_name = _clean_name(model_name or "")
+    if weights:
+        sd, is_ts = read_clip_checkpoint(weights)
+        openai_layout = is_openai_state_dict(sd)
+        has_fp16 = any(v.dtype == torch.float16 for v in sd.values())
+        if is_ts or (openai_layout and (not model_name or has_fp16)):
+            if not openai_layout:
+                raise ValueError(
+                    f"{weights!r} is not in OpenAI CLIP layout (no 'visual.conv1.weight'/'text_projection' "
+                    f"...); give MODEL.BACKBONE.CLIP.MODEL_NAME for an open_clip checkpoint."
+                )
+            cfg = infer_openai_model_config(sd)
+            if model_name:
+                _check_matches_name(cfg, model_name, weights)
+            cfg["quick_gelu"] = _resolve_quick_gelu(quick_gelu, True, f"OpenAI weights {weights!r}")
+            model = CLIP(**cfg)
+            _load_into(model, sd, repr(weights))
+            logger.info("Loaded OpenAI CLIP weights from %s (%s, QuickGELU=%s).", weights, _describe(cfg),
+                        cfg["quick_gelu"])
+        else:
+            if not model_name:
+                raise ValueError(
+                    f"{weights!r} is not an OpenAI CLIP file; set MODEL.BACKBONE.CLIP.MODEL_NAME to the "
+                    f"open_clip model it was trained as."
+                )
+            cfg = _model_config(model_name)
+            qg = _resolve_quick_gelu(quick_gelu, bool(cfg.get("quick_gelu", False)), f"{model_name} checkpoint")
+            model = _create(model_name, qg)
+            from open_clip.convert import convert_state_dict
+            from open_clip.model import convert_to_custom_text_state_dict
+
+            sd = convert_state_dict(model, sd)
+            if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
+                sd = convert_to_custom_text_state_dict(sd)
+            if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
+                sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
+            _load_into(model, sd, repr(weights))
+            logger.info("Loaded open_clip %s weights from %s (QuickGELU=%s).", model_name, weights, qg)
+    elif pretrained_tag:
+        if not model_name:
+            raise ValueError("MODEL.BACKBONE.CLIP.PRETRAINED_TAG needs MODEL.BACKBONE.CLIP.MODEL_NAME.")
+        _model_config(model_name)
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained_tag)
+        if not tag_cfg:
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            raise ValueError(
+                f"Unknown pretrained tag {pretrained_tag!r} for {model_name!r} "
+                f"(MODEL.BACKBONE.CLIP.PRETRAINED_TAG). Known tags: {', '.join(tags) or '(none)'}."
+            )
+        qg = _resolve_quick_gelu(quick_gelu, bool(tag_cfg.get("quick_gelu", False)), f"tag {pretrained_tag!r}")
+        try:
+            model = _create(model_name, qg, pretrained_tag)
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"Could not fetch open_clip weights {model_name}/{pretrained_tag} ({e}). Without network "
+                f"access put the file on disk and set MODEL.BACKBONE.PRETRAIN_PATH to it instead."
+            ) from None
+    else:
+        if not model_name:
+            raise ValueError("Set MODEL.BACKBONE.CLIP.MODEL_NAME (an open_clip model name) or a weights file.")
+        _model_config(model_name)
+        qg = True if quick_gelu is None else quick_gelu
+        model = _create(model_name, qg)
+        logger.info("Built %s with random weights (QuickGELU=%s).", model_name, qg)
+    return model.float().eval()
