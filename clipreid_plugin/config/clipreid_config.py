@@ -26,3 +26,56 @@ def add_clipreid_config(cfg: CN) -> None:
     _C.MODEL.BACKBONE.CLIP.SIE_VIEW = False
     _C.MODEL.BACKBONE.CLIP.SIE_COE = 3.0
     _C.MODEL.BACKBONE.CLIP.GRAD_CHECKPOINTING = False
+    # Number of distinct camera / view ids of the training set, sizing the SIE table; 0 = the
+    # trainer fills them from the train loader (like MODEL.HEADS.NUM_CLASSES).
+    _C.MODEL.BACKBONE.CLIP.NUM_CAMERAS = 0
+    _C.MODEL.BACKBONE.CLIP.NUM_VIEWS = 0
+    # Activation of the CLIP MLPs: "auto" = QuickGELU for OpenAI files and random init (CLIP-ReID
+    # checkpoints), the tag's / model config's choice for open_clip tags and checkpoints;
+    # "on" / "off" force it (OpenAI-trained weights need QuickGELU, else features are wrong).
+    _C.MODEL.BACKBONE.CLIP.QUICK_GELU = "auto"
+
+    # ----- CLIP-ReID method (prompt learner, image-text losses, two-phase schedule) -----
+    _C.MODEL.PROMPT = CN()
+    # Learnable identity-specific tokens per identity (the "X X X X" of the template).
+    _C.MODEL.PROMPT.N_CTX = 4
+    # Class word of "A photo of a X X X X <word>.": "auto" = MODEL.PROMPT.CLASS_WORD, which the
+    # trainer fills from the training dataset's kind ("person" / "vehicle"; "person" if unknown);
+    # any other value is used as the word itself (e.g. "person", "vehicle").
+    _C.MODEL.PROMPT.TEMPLATE = "auto"
+    # Filled from the training dataset when empty (read only when TEMPLATE is "auto").
+    _C.MODEL.PROMPT.CLASS_WORD = ""
+    # Std of the normal init of the identity tokens cls_ctx (0.02 in the reference).
+    _C.MODEL.PROMPT.CTX_INIT_STD = 0.02
+    # Run the causal text transformer only up to the end-of-text token (same numbers, faster).
+    _C.MODEL.PROMPT.TRUNCATE_AT_EOT = True
+    # CLIP weights file for the text tower when the image backbone is not CLIP's
+    # (MODEL.BACKBONE.NAME != "build_clip_backbone", whose PRETRAIN_PATH holds the image weights);
+    # architecture from MODEL.BACKBONE.CLIP.MODEL_NAME; empty = CLIP.PRETRAINED_TAG or random init.
+    _C.MODEL.PROMPT.TEXT_WEIGHTS = ""
+    # Stage-2 image-to-text cross-entropy (logits = projected image feature @ frozen text feats.T).
+    _C.MODEL.LOSSES.I2T = CN()
+    _C.MODEL.LOSSES.I2T.EPSILON = 0.1  # label smoothing; 0 = plain cross-entropy
+    _C.MODEL.LOSSES.I2T.SCALE = 1.0  # loss weight (I2T_LOSS_WEIGHT of the reference)
+    # Stage-1 supervised contrastive loss, image->text plus text->image (raw dot products).
+    _C.MODEL.LOSSES.SUPCON = CN()
+    _C.MODEL.LOSSES.SUPCON.TEMPERATURE = 1.0
+    _C.MODEL.LOSSES.SUPCON.SCALE = 1.0
+    _C.CLIPREID = CN()
+    # Which training phases to run: "both", "stage1" (prompts only) or "stage2" (needs the text
+    # features of a stage-1 checkpoint in MODEL.WEIGHTS).
+    _C.CLIPREID.PHASES = "both"
+    # Stage 1: learn cls_ctx on cached image features (own optimizer and cosine schedule).
+    _C.CLIPREID.STAGE1 = CN()
+    # Registered LOSS_REGISTRY names used in stage 1.
+    _C.CLIPREID.STAGE1.LOSS_NAMES = ("ImageTextSupConLoss",)
+    _C.CLIPREID.STAGE1.IMS_PER_BATCH = 64  # global batch of cached image features
+    _C.CLIPREID.STAGE1.MAX_EPOCHS = 60  # 120 for the person ViT configs
+    _C.CLIPREID.STAGE1.OPTIMIZER = "Adam"
+    _C.CLIPREID.STAGE1.BASE_LR = 3.5e-4
+    _C.CLIPREID.STAGE1.WEIGHT_DECAY = 1e-4  # coupled L2, as torch Adam
+    _C.CLIPREID.STAGE1.WARMUP_EPOCHS = 5
+    _C.CLIPREID.STAGE1.WARMUP_LR_INIT = 1e-5
+    _C.CLIPREID.STAGE1.LR_MIN = 1e-6  # cosine floor (also the LR of the last epoch)
+    # Save a checkpoint every N stage-1 epochs (0 = only at the end of stage 1).
+    _C.CLIPREID.STAGE1.CHECKPOINT_PERIOD = 0

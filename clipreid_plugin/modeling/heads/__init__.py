@@ -2,5 +2,6 @@
 
 from .build import HEAD_REGISTRY, build_heads
 from .bnneck import BNNeck, EmbeddingHead
+from .prompt_learner import PromptLearnerHead
 
-__all__ = ["HEAD_REGISTRY", "build_heads", "BNNeck", "EmbeddingHead"]
+__all__ = ["HEAD_REGISTRY", "build_heads", "BNNeck", "EmbeddingHead", "PromptLearnerHead"]
