@@ -43,6 +43,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Tiny CLIP architectures shipped with the toolkit (random init, no download): the demo and
+# the tests build CLIP-ReID with them. open_clip looks names up in its registry of JSON configs.
+MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
+
+
+def register_toolkit_model_configs() -> None:
+    """Add ``interop/model_configs/*.json`` (``ReID-Tiny-RN``, ``ReID-Tiny-ViT-16``) to open_clip."""
+    import open_clip
+
+    if open_clip.get_model_config("ReID-Tiny-RN") is None:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
 # Keys of a TorchScript archive's state dict that are not tensors of the model.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -227,6 +239,7 @@ def _model_config(model_name: str) -> dict:
     """The open_clip config of ``model_name``, or a ValueError naming the closest valid names."""
     import open_clip
 
+    register_toolkit_model_configs()
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         names = open_clip.list_models()
