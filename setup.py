@@ -11,7 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["clipreid_plugin", "clipreid_plugin.*"]),
-    package_data={"clipreid_plugin": ["**/*.yml", "**/*.txt"]},
+    package_data={"clipreid_plugin": ["interop/model_configs/*.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -5,3 +5,5 @@ meta-architectures, datasets, samplers, evaluators) in its registry.
 """
 
 __version__ = "0.1.0"
+
+from . import data, evaluation, modeling, engine  # noqa: E402,F401  (import = register)

@@ -23,7 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # method name -> demo config (each trains in a couple of minutes on 2 CPU cores)
 DEMO_METHODS = {
-    "bagtricks": "configs/SyntheticReID/bagtricks_R50.yml",
+    "bagtricks": "configs/SyntheticReID/bagtricks_R18.yml",
+    "clipreid": "projects/CLIPReID/configs/synthetic/cnn_clipreid_tiny.yml",
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate any registered ReID method from a YAML config.
 
-    python tools/train_net.py --config-file configs/SyntheticReID/bagtricks_R50.yml
+    python tools/train_net.py --config-file configs/SyntheticReID/bagtricks_R18.yml
     python tools/train_net.py --config-file projects/CLIPReID/configs/veri_vit.yml DATASETS.ROOT_DIR /data
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS path/to/model.pth
     python tools/train_net.py --config-file CFG --num-gpus 4        (or: torchrun --nproc-per-node 4 ...)
@@ -16,9 +16,18 @@ import sys
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.config import ConfigError
 from clipreid_plugin.engine import DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg
-from clipreid_plugin.evaluation import save_results
+from clipreid_plugin.evaluation import results_markdown, save_results_csv, save_results_json
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import CheckpointError
+from clipreid_plugin.utils.file_io import atomic_write_text
+
+
+def save_results(output_dir, results):
+    """Write ``results.json``, ``results.csv`` and ``results.md`` (one row per test set)."""
+    save_results_json(os.path.join(output_dir, "results.json"), results)
+    save_results_csv(os.path.join(output_dir, "results.csv"), results)
+    atomic_write_text(os.path.join(output_dir, "results.md"), results_markdown(results) + "\n")
+    logging.getLogger("clipreid_plugin").info(f"Results written to {output_dir}/results.{{json,csv,md}}")
 
 
 def main(args):

@@ -5,7 +5,9 @@ from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, 
 from .launch import launch
 from .defaults import (META_HOOK_BUILDERS, DefaultTrainer, default_argument_parser, default_setup,
                        setup_cfg)
+from . import clipreid_stage1  # noqa: F401  (registers CLIP-ReID's stage-1 hook builder)
+from .clipreid_stage1 import CLIPReIDStage1Hook
 
 __all__ = ["AMPTrainer", "HookBase", "SimpleTrainer", "TrainerBase", "EvalHook", "IterationTimer",
            "LRScheduler", "PeriodicCheckpointer", "PeriodicWriter", "launch", "META_HOOK_BUILDERS",
-           "DefaultTrainer", "default_argument_parser", "default_setup", "setup_cfg"]
+           "DefaultTrainer", "default_argument_parser", "default_setup", "setup_cfg", "CLIPReIDStage1Hook"]

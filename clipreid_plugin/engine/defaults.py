@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from clipreid_plugin.config import CfgNode, get_cfg
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, unwrap_model
-from clipreid_plugin.utils.env import resolve_device, seed_all_rng
+from clipreid_plugin.utils.env import resolve_amp_dtype, seed_all_rng
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from clipreid_plugin.utils.logger import setup_logger
 
@@ -39,7 +39,7 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         description="Train or evaluate a ReID model (clipreid_plugin).",
         epilog=epilog or (
             "Examples:\n"
-            "  python tools/train_net.py --config-file configs/SyntheticReID/bagtricks_R50.yml\n"
+            "  python tools/train_net.py --config-file configs/SyntheticReID/bagtricks_R18.yml\n"
             "  python tools/train_net.py --config-file projects/CLIPReID/configs/veri_vit.yml "
             "DATASETS.ROOT_DIR /data\n"
             "  python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth\n"
@@ -131,16 +131,16 @@ class DefaultTrainer(TrainerBase):
         data_loader = self.build_train_loader(cfg)
         cfg = self.fill_data_dependent_keys(cfg, data_loader)
         self.cfg = cfg
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            # the resolved config (with the data-dependent values) reproduces the run
+            cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
             device = next(model.parameters()).device
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        amp = cfg.SOLVER.AMP
-        if amp.ENABLED:
-            dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp.DTYPE)
-            if dtype is None:
-                raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp.DTYPE!r}.")
+        dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
+        if dtype is not None:
             self._trainer = AMPTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, dtype=dtype)
         else:
             self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM)
@@ -201,7 +201,7 @@ class DefaultTrainer(TrainerBase):
 
     @staticmethod
     def fill_data_dependent_keys(cfg: CfgNode, data_loader) -> CfgNode:
-        """Set keys left at 0 that depend on the training data (classes, cameras, views).
+        """Set keys left empty that depend on the training data (classes, cameras, views, kind).
 
         Args:
             cfg: the config.
@@ -219,6 +219,9 @@ class DefaultTrainer(TrainerBase):
             for key, value in (("NUM_CAMERAS", data_loader.num_cameras), ("NUM_VIEWS", data_loader.num_views)):
                 if key in clip and clip[key] == 0:
                     clip[key] = int(value)
+        prompt = cfg.MODEL.get("PROMPT")
+        if prompt is not None and not prompt.CLASS_WORD and getattr(data_loader, "kind", None):
+            prompt.CLASS_WORD = data_loader.kind  # "person" / "vehicle": CLIP-ReID's prompt template
         cfg.freeze()
         return cfg
 

@@ -10,7 +10,7 @@ import torch
 
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer
-from clipreid_plugin.utils.events import EventWriter
+from clipreid_plugin.utils.events import CommonMetricPrinter, EventWriter
 
 from .train_loop import HookBase
 
@@ -166,14 +166,16 @@ class PeriodicWriter(HookBase):
         self.period = max(int(period), 1)
 
     def after_step(self):
-        it_in_epoch = (self.trainer.iter % self.trainer.iters_per_epoch) + 1
-        if it_in_epoch % self.period == 0:
+        it_in_epoch = self.trainer.iter - self.trainer.storage.epoch_start_iter + 1
+        if it_in_epoch % self.period == 0 or it_in_epoch == self.trainer.storage.iters_this_epoch:
             for w in self.writers:
                 w.write()
 
     def after_epoch(self):
+        # evaluation results logged by EvalHook in after_epoch go to the JSON/TensorBoard files
         for w in self.writers:
-            w.write()
+            if not isinstance(w, CommonMetricPrinter):
+                w.write()
 
     def after_train(self):
         for w in self.writers:

@@ -142,6 +142,8 @@ class TrainerBase:
     def run_epoch(self) -> None:
         """Run every iteration of the current epoch."""
         self.data_loader.set_epoch(self.epoch)
+        self.storage.epoch_start_iter = self.iter
+        self.storage.iters_this_epoch = len(self.data_loader)
         data_start = time.perf_counter()
         for batch in self.data_loader:
             self._data_time = time.perf_counter() - data_start

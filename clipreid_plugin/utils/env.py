@@ -38,3 +38,30 @@ def seed_all_rng(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def resolve_amp_dtype(amp_cfg, device: torch.device):
+    """The autocast dtype to train with, or None for float32.
+
+    Args:
+        amp_cfg: the ``SOLVER.AMP`` node (``ENABLED``, ``DTYPE`` "float16" | "bfloat16").
+        device: the model's device.
+
+    Returns:
+        ``torch.float16``, ``torch.bfloat16`` or None. float16 autocast is a CUDA feature (the
+        reference trains with it on GPUs); on a CPU it falls back to float32 with a warning, so
+        the reference-derived configs also run on CPU-only machines.
+    """
+    import logging
+
+    if not amp_cfg.ENABLED:
+        return None
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp_cfg.DTYPE)
+    if dtype is None:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp_cfg.DTYPE!r}.")
+    if dtype == torch.float16 and device.type == "cpu":
+        logging.getLogger(__name__).warning(
+            "SOLVER.AMP float16 needs a GPU: training in float32 on the CPU (set SOLVER.AMP.ENABLED False "
+            "to silence this, or SOLVER.AMP.DTYPE bfloat16).")
+        return None
+    return dtype

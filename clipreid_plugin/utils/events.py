@@ -71,6 +71,8 @@ class EventStorage:
         self._latest: Dict[str, tuple] = {}
         self.iter = start_iter
         self.epoch = 0
+        self.epoch_start_iter = start_iter  # global iteration of the current epoch's first step
+        self.iters_this_epoch = 0  # length of the current epoch (PK epochs vary slightly)
 
     def put_scalar(self, name: str, value, smoothing_hint: bool = True) -> None:
         """Record ``value`` for ``name`` at the current iteration.
@@ -168,8 +170,9 @@ class CommonMetricPrinter(EventWriter):
         if it >= self._max_iter:
             return
         losses = "  ".join(f"{k}: {h.median(self._window):.4g}" for k, h in storage.histories().items()
-                           if "loss" in k)
-        parts = [f"epoch: {it // self._ipe + 1}", f"iter: {it % self._ipe + 1}/{self._ipe}"]
+                           if k.startswith("loss") or k == "total_loss")
+        ipe = storage.iters_this_epoch or self._ipe
+        parts = [f"epoch: {storage.epoch + 1}", f"iter: {it - storage.epoch_start_iter + 1}/{ipe}"]
         eta = self._eta(storage)
         if eta:
             parts.insert(0, f"eta: {eta}")

@@ -1,0 +1,112 @@
+"""CLIP-ReID trains end to end (both phases) from the project configs, on CPU with tiny weights,
+and resumes from a stage-1 checkpoint to exactly the same prompts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mini_trees import make_market, make_veri
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(REPO, "projects", "CLIPReID", "configs")
+TINY = ["SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2",
+        "SOLVER.IMS_PER_BATCH", "16", "TEST.IMS_PER_BATCH", "16", "CLIPREID.STAGE1.MAX_EPOCHS", "2",
+        "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.CLIP.MODEL_NAME", ""]
+
+
+def tiny_weights(reference_dir, kind):
+    return os.path.join(reference_dir, f"tiny_clip_{kind}_openai_format.pt")
+
+
+def train_net(args, cwd):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args, cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_veri_vit_runs_both_phases_and_evaluates(tmp_path, reference_dir):
+    make_veri(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    p = train_net(["--config-file", os.path.join(CONFIGS, "veri_vit.yml"), "DATASETS.ROOT_DIR", str(tmp_path / "data"),
+                   "OUTPUT_DIR", str(out), "MODEL.BACKBONE.PRETRAIN_PATH", tiny_weights(reference_dir, "vit"),
+                   "INPUT.SIZE_TRAIN", "[64, 64]", "INPUT.SIZE_TEST", "[64, 64]"] + TINY, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    log = open(out / "log.txt").read()
+    assert "Stage 1 epoch 2/2" in log and "stage 1 done" in log
+    assert "A photo of a X X X X vehicle." in log and "CLASS_WORD: vehicle" in open(out / "config.yaml").read()
+    assert (out / "model_stage1_final.pth").is_file() and (out / "model_final.pth").is_file()
+    results = json.load(open(out / "results.json"))
+    assert set(results) == {"VeRi"} and 0 <= results["VeRi"]["mAP"] <= 100
+    losses = [json.loads(l) for l in open(out / "metrics.json")]
+    assert any("loss_i2t" in r for r in losses)  # stage 2 used the frozen text features
+
+
+def test_person_cnn_clipreid_runs_both_phases(tmp_path, reference_dir):
+    make_market(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    p = train_net(["--config-file", os.path.join(CONFIGS, "market1501", "cnn_clipreid.yml"),
+                   "DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", str(out),
+                   "MODEL.BACKBONE.PRETRAIN_PATH", tiny_weights(reference_dir, "rn50"),
+                   "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"] + TINY, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    assert "CLASS_WORD: person" in open(out / "config.yaml").read()
+    assert set(json.load(open(out / "results.json"))) == {"Market1501"}
+
+
+def _trainer(root, out, reference_dir, *extra):
+    from clipreid_plugin.config import get_cfg
+    from clipreid_plugin.engine import DefaultTrainer
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(CONFIGS, "market1501", "cnn_clipreid.yml"))
+    cfg.merge_from_list(TINY + ["DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out, "INPUT.SIZE_TRAIN", "[64, 32]",
+                                "INPUT.SIZE_TEST", "[64, 32]", "MODEL.BACKBONE.PRETRAIN_PATH",
+                                tiny_weights(reference_dir, "rn50"), "CLIPREID.STAGE1.MAX_EPOCHS", "3",
+                                "CLIPREID.STAGE1.CHECKPOINT_PERIOD", "1"] + list(extra))
+    cfg.freeze()
+    return DefaultTrainer(cfg)
+
+
+def _text_side(trainer):
+    head = trainer.model.text_head
+    return head.prompt_learner.cls_ctx.detach().clone(), head.text_features.detach().clone()
+
+
+def test_resume_inside_stage1_reaches_the_same_prompts(tmp_path, reference_dir):
+    root = make_market(str(tmp_path / "data"))
+    ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
+    ref = _trainer(root, ref_dir, reference_dir, "CLIPREID.PHASES", "stage1")
+    ref.resume_or_load(resume=True)
+    ref.train()
+    ref_ctx, ref_text = _text_side(ref)
+    assert ref.model.has_text_features()
+
+    # the state a kill after stage-1 epoch 2 leaves on disk: the epoch-2 checkpoint is the last one
+    run = _trainer(root, run_dir, reference_dir, "CLIPREID.PHASES", "stage1")
+    run.resume_or_load(resume=True)
+    run.train()
+    os.remove(os.path.join(run_dir, "model_stage1_final.pth"))
+    with open(os.path.join(run_dir, "last_checkpoint"), "w") as f:
+        f.write("model_stage1_0002.pth")
+
+    resumed = _trainer(root, run_dir, reference_dir, "CLIPREID.PHASES", "stage1")
+    resumed.resume_or_load(resume=True)
+    hook = next(h for h in resumed.hooks if type(h).__name__ == "CLIPReIDStage1Hook")
+    assert hook.epochs_done == 2 and not hook.done
+    resumed.train()
+    ctx, text = _text_side(resumed)
+    assert torch.equal(ctx, ref_ctx) and torch.equal(text, ref_text)
+
+    # stage 2 from the stage-1 checkpoint: no stage 1 again, the tokens are kept
+    stage2 = _trainer(root, str(tmp_path / "s2"), reference_dir, "CLIPREID.PHASES", "stage2", "MODEL.WEIGHTS",
+                      os.path.join(ref_dir, "model_stage1_final.pth"))
+    stage2.resume_or_load(resume=False)
+    assert torch.equal(_text_side(stage2)[0], ref_ctx)
+    stage2.train()
+    assert torch.equal(_text_side(stage2)[0], ref_ctx)  # stage 2 never changes the prompts
+    assert not os.path.exists(os.path.join(str(tmp_path / "s2"), "model_stage1_final.pth"))
