@@ -134,6 +134,7 @@ class DefaultTrainer(TrainerBase):
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             # the resolved config (with the data-dependent values) reproduces the run
             cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        seed_all_rng(cfg.SOLVER.SEED)  # the initial weights depend only on the config
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         if comm.get_world_size() > 1:

@@ -52,16 +52,26 @@ def resolve_amp_dtype(amp_cfg, device: torch.device):
         reference trains with it on GPUs); on a CPU it falls back to float32 with a warning, so
         the reference-derived configs also run on CPU-only machines.
     """
-    import logging
-
     if not amp_cfg.ENABLED:
         return None
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp_cfg.DTYPE)
     if dtype is None:
         raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp_cfg.DTYPE!r}.")
     if dtype == torch.float16 and device.type == "cpu":
-        logging.getLogger(__name__).warning(
+        _warn_once(
             "SOLVER.AMP float16 needs a GPU: training in float32 on the CPU (set SOLVER.AMP.ENABLED False "
             "to silence this, or SOLVER.AMP.DTYPE bfloat16).")
         return None
     return dtype
+
+
+_WARNED = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time only (it may be reached every step)."""
+    import logging
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logging.getLogger(__name__).warning(message)

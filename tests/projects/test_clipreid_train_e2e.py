@@ -110,3 +110,41 @@ def test_resume_inside_stage1_reaches_the_same_prompts(tmp_path, reference_dir):
     stage2.train()
     assert torch.equal(_text_side(stage2)[0], ref_ctx)  # stage 2 never changes the prompts
     assert not os.path.exists(os.path.join(str(tmp_path / "s2"), "model_stage1_final.pth"))
+
+
+@pytest.mark.parametrize("method,kind", [("vit_base", "vit"), ("cnn_base", "rn50")])
+def test_clip_baseline_configs_train_on_synthetic(tmp_path, reference_dir, method, kind):
+    out = tmp_path / "out"
+    p = train_net(["--config-file", os.path.join(CONFIGS, "market1501", f"{method}.yml"),
+                   "DATASETS.NAMES", "('SyntheticReID',)", "DATASETS.TESTS", "('SyntheticReID',)",
+                   "DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", str(out),
+                   "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "6", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "4",
+                   "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "2",
+                   "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[64, 32]",
+                   "MODEL.BACKBONE.PRETRAIN_PATH", tiny_weights(reference_dir, kind),
+                   "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"] + TINY, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    results = json.load(open(out / "results.json"))
+    assert set(results) == {"SyntheticReID"}
+    records = [json.loads(l) for l in open(out / "metrics.json")]
+    assert any("loss_cls" in r and "loss_triplet" in r for r in records)
+    assert not any("loss_i2t" in r for r in records)  # the baseline has no text side
+
+
+def test_reference_checkpoint_evaluates_with_eval_only(tmp_path, reference_dir):
+    case = torch.load(os.path.join(reference_dir, "case_vit_person.pt"), weights_only=True)
+    # a model-zoo style file: plain state dict, saved from DataParallel ("module." prefix)
+    weights = tmp_path / "ViT-B-16_60.pth"
+    torch.save({"module." + k: v for k, v in case["state_dict"].items()}, weights)
+    make_market(str(tmp_path / "data"), train_ids=case["meta"]["num_classes"])
+    out = tmp_path / "out"
+    p = train_net(["--config-file", os.path.join(CONFIGS, "market1501", "vit_clipreid.yml"), "--eval-only",
+                   "MODEL.WEIGHTS", str(weights), "DATASETS.ROOT_DIR", str(tmp_path / "data"), "OUTPUT_DIR", str(out),
+                   "MODEL.BACKBONE.PRETRAIN_PATH", tiny_weights(reference_dir, "vit")] + TINY, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    log = open(out / "log.txt").read()
+    assert "reference CLIP-ReID format" in log
+    n_ref = len(case["state_dict"])
+    assert f"Loaded {n_ref}/" in log  # every tensor of the file found its place
+    assert "unexpected" not in log and "mismatched" not in log
+    assert set(json.load(open(out / "results.json"))) == {"Market1501"}
