@@ -15,6 +15,7 @@ import sys
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.config import ConfigError
+from clipreid_plugin.data import DatasetError
 from clipreid_plugin.engine import DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg
 from clipreid_plugin.evaluation import results_markdown, save_results_csv, save_results_json
 from clipreid_plugin.utils import comm
@@ -62,7 +63,7 @@ def cli(argv=None) -> int:
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (ConfigError, CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError, KeyError, ValueError) as e:
         if os.environ.get("CLIPREID_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

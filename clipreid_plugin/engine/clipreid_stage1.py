@@ -91,7 +91,7 @@ class CLIPReIDStage1Hook(HookBase):
         model = unwrap_model(self.trainer.model)
         if self.cfg.CLIPREID.PHASES == "stage2":
             if not model.has_text_features():
-                raise RuntimeError(
+                raise ValueError(
                     "CLIPREID.PHASES is 'stage2' but the model has no stage-1 text features: set "
                     "MODEL.WEIGHTS to a checkpoint written after stage 1 (model_stage1_final.pth), "
                     "or use CLIPREID.PHASES 'both'."
@@ -99,7 +99,7 @@ class CLIPReIDStage1Hook(HookBase):
             self.done = True
         if self.done:
             if not model.has_text_features():
-                raise RuntimeError("Stage 1 is marked done but the model holds no text features; the "
+                raise ValueError("Stage 1 is marked done but the model holds no text features; the "
                                    "checkpoint is inconsistent. Delete it or train with CLIPREID.PHASES 'both'.")
             logger.info("CLIP-ReID stage 1 already done: continuing with stage 2.")
             return
