@@ -8,62 +8,12 @@ import torch
 
 from clipreid_plugin.evaluation import evaluate_rank, re_ranking, re_ranking_chunks
 from clipreid_plugin.evaluation.distance import normalize_features
+from clipreid_plugin.evaluation.reference_impl import reference_re_ranking
 
 
 @pytest.fixture(scope="module")
 def refs(reference_dir):
     return torch.load(os.path.join(reference_dir, "eval_refs.pt"), weights_only=True)
-
-
-def dense_reference_re_ranking(probFea, galFea, k1, k2, lambda_value):
-    """TransReID/CLIP-ReID utils/reranking.py, transcribed (dense (N, N) matrices, numpy loops)."""
-    query_num = probFea.size(0)
-    all_num = query_num + galFea.size(0)
-    feat = torch.cat([probFea, galFea])
-    distmat = torch.pow(feat, 2).sum(dim=1, keepdim=True).expand(all_num, all_num) + \
-        torch.pow(feat, 2).sum(dim=1, keepdim=True).expand(all_num, all_num).t()
-    distmat.addmm_(feat, feat.t(), beta=1, alpha=-2)
-    original_dist = distmat.cpu().numpy()
-    gallery_num = original_dist.shape[0]
-    original_dist = np.transpose(original_dist / np.max(original_dist, axis=0))
-    V = np.zeros_like(original_dist).astype(np.float16)
-    initial_rank = np.argsort(original_dist, kind="stable").astype(np.int32)
-    for i in range(all_num):
-        forward_k_neigh_index = initial_rank[i, :k1 + 1]
-        backward_k_neigh_index = initial_rank[forward_k_neigh_index, :k1 + 1]
-        fi = np.where(backward_k_neigh_index == i)[0]
-        k_reciprocal_index = forward_k_neigh_index[fi]
-        k_reciprocal_expansion_index = k_reciprocal_index
-        for j in range(len(k_reciprocal_index)):
-            candidate = k_reciprocal_index[j]
-            cf = initial_rank[candidate, :int(np.around(k1 / 2)) + 1]
-            cb = initial_rank[cf, :int(np.around(k1 / 2)) + 1]
-            fi_candidate = np.where(cb == candidate)[0]
-            candidate_k_reciprocal_index = cf[fi_candidate]
-            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(
-                    candidate_k_reciprocal_index):
-                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
-        k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
-        weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
-        V[i, k_reciprocal_expansion_index] = weight / np.sum(weight)
-    original_dist = original_dist[:query_num, ]
-    if k2 != 1:
-        V_qe = np.zeros_like(V, dtype=np.float16)
-        for i in range(all_num):
-            V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
-        V = V_qe
-    invIndex = [np.where(V[:, i] != 0)[0] for i in range(gallery_num)]
-    jaccard_dist = np.zeros_like(original_dist, dtype=np.float16)
-    for i in range(query_num):
-        temp_min = np.zeros(shape=[1, gallery_num], dtype=np.float16)
-        indNonZero = np.where(V[i, :] != 0)[0]
-        indImages = [invIndex[ind] for ind in indNonZero]
-        for j in range(len(indNonZero)):
-            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(V[i, indNonZero[j]],
-                                                                               V[indImages[j], indNonZero[j]])
-        jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
-    final_dist = jaccard_dist * (1 - lambda_value) + original_dist * lambda_value
-    return final_dist[:query_num, query_num:]
 
 
 CASES = [(20, 6, "rerank_k20_6"), (50, 15, "r1map_rerank_k50_15")]
@@ -97,7 +47,7 @@ def test_transcription_reproduces_reference_tensors(refs):
     i = refs["inputs"]
     nq = i["num_query"]
     f = normalize_features(i["feats"])
-    np.testing.assert_allclose(dense_reference_re_ranking(f[:nq], f[nq:], 20, 6, 0.3),
+    np.testing.assert_allclose(reference_re_ranking(f[:nq], f[nq:], 20, 6, 0.3, argsort_kind="stable"),
                                refs["outputs"]["rerank_k20_6_distmat"].numpy(), rtol=0, atol=1e-5)
 
 
@@ -108,7 +58,7 @@ def test_matches_dense_algorithm_on_other_settings(k1, k2, lam):
     centers = torch.randn(12, 16, generator=g) * 2
     ids = torch.randint(0, 12, (150,), generator=g)
     feats = centers[ids] + torch.randn(150, 16, generator=g)
-    expect = dense_reference_re_ranking(feats[:30], feats[30:], k1, k2, lam)
+    expect = reference_re_ranking(feats[:30], feats[30:], k1, k2, lam, argsort_kind="stable")
     np.testing.assert_allclose(re_ranking(feats[:30], feats[30:], k1, k2, lam), expect, rtol=0, atol=1e-5)
 
 
