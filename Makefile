@@ -8,7 +8,7 @@ PYTHON ?= python3
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,onnx]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,14 @@
+"""User tools: embed your own images and search a gallery, draw rank strips and training
+curves, export the embedding model to ONNX. The command-line front ends live in ``tools/``
+(``extract.py``, ``search.py``, ``visualize_ranks.py``, ``plot_curves.py``, ``export_onnx.py``);
+see docs/TOOLS.md.
+"""
+
+from .export import EmbeddingModel, check_onnx, export_onnx
+from .extract import FeatureExtractor, list_images, load_config, load_features, save_features, search
+from .visualize import (StripLayout, draw_rank_strips, load_ranking, plot_training_curves, query_scores, read_metrics,
+                        save_png, visualize_ranking)
+
+__all__ = ["EmbeddingModel", "check_onnx", "export_onnx", "FeatureExtractor", "list_images", "load_config",
+           "load_features", "save_features", "search", "StripLayout", "draw_rank_strips", "load_ranking",
+           "plot_training_curves", "query_scores", "read_metrics", "save_png", "visualize_ranking"]

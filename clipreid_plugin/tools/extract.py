@@ -1,0 +1,234 @@
+"""Embed your own images with a trained model, save/load feature files, rank a gallery.
+
+Example::
+
+    from clipreid_plugin.tools import FeatureExtractor, save_features, search
+    ex = FeatureExtractor("output/run/config.yaml", "output/run/model_final.pth")
+    gallery, gallery_paths = ex.embed("my_gallery/")
+    query, query_paths = ex.embed(["person.jpg"])
+    indices, distances = search(query, gallery, topk=5)
+
+The images go through the config's *test* transform (``INPUT.SIZE_TEST``, normalisation) and
+the model's eval forward, exactly as in evaluation (``TEST.FLIP.ENABLED`` included); ranking
+uses the evaluator's distance code (``TEST.METRIC`` semantics, squared Euclidean by default).
+"""
+
+import logging
+import os
+from types import SimpleNamespace
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clipreid_plugin.config import CfgNode
+from clipreid_plugin.data.common import ReIDImageDataset, collate_batch
+from clipreid_plugin.data.transforms import build_transforms
+from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
+from clipreid_plugin.evaluation.distance import (as_tensor, check_features, choose_device, normalize_features,
+                                                 pairwise_distance_chunks)
+from clipreid_plugin.evaluation.rank import distance_keys
+from clipreid_plugin.utils.file_io import atomic_write
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_config", "FeatureExtractor", "save_features",
+           "load_features", "search"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(inputs: Union[str, Sequence[str]]) -> List[str]:
+    """Expand folders (recursively, sorted) and keep image files, in the order given.
+
+    Args:
+        inputs: a folder, an image file, or a list of both.
+
+    Returns:
+        Image paths (files with one of ``IMAGE_EXTENSIONS``, case-insensitive).
+
+    Raises:
+        FileNotFoundError: an input does not exist, or no image was found.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: List[str] = []
+    for item in map(str, items):
+        if os.path.isdir(item):
+            found = sorted(os.path.join(root, f) for root, _, files in os.walk(item) for f in files
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"No image found under folder {item} (looked for "
+                                        f"{', '.join(IMAGE_EXTENSIONS)} files, recursively).")
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"Input {item} is neither an image file nor a folder.")
+    if not paths:
+        raise FileNotFoundError("No input images given.")
+    return paths
+
+
+def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] = None) -> CfgNode:
+    """Returns: a frozen config from a CfgNode or a YAML file (e.g. a run's ``config.yaml``),
+    with ``opts`` (``["KEY", "VALUE", ...]``) applied, exactly as ``tools/train_net.py`` builds it."""
+    from clipreid_plugin.engine.defaults import setup_cfg
+
+    if isinstance(cfg_or_file, CfgNode):
+        cfg = cfg_or_file.clone()
+        cfg.defrost()
+        cfg.merge_from_list(list(opts or []))
+        cfg.freeze()
+        return cfg
+    if not os.path.isfile(str(cfg_or_file)):
+        raise FileNotFoundError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml "
+                                f"or a config from configs/ or projects/*/configs/).")
+    return setup_cfg(SimpleNamespace(config_file=str(cfg_or_file), opts=list(opts or [])))
+
+
+class _Collector(DatasetEvaluator):
+    """Keeps the embeddings and paths ``inference_on_dataset`` feeds it, in order."""
+
+    def reset(self) -> None:
+        self.feats: List[torch.Tensor] = []
+        self.paths: List[str] = []
+
+    def process(self, inputs, outputs: torch.Tensor) -> None:
+        self.feats.append(outputs.detach().float().cpu())
+        self.paths.extend(inputs["img_paths"])
+
+    def evaluate(self):
+        return None
+
+
+class FeatureExtractor:
+    """A trained model plus its test transform, for embedding arbitrary images.
+
+    Args:
+        cfg_or_file: the run's config (CfgNode or YAML path; ``OUTPUT_DIR/config.yaml`` of a
+            training run has every data-dependent key filled in).
+        weights: checkpoint to load (this project's ``model_*.pth``, a plain state dict, or a
+            reference CLIP-ReID checkpoint); None keeps the config's initialisation
+            (``MODEL.WEIGHTS`` if set, else random / pretrained backbone).
+        opts: extra ``KEY VALUE`` overrides.
+        device: overrides ``MODEL.DEVICE`` ("cpu", "cuda", "auto").
+    """
+
+    def __init__(self, cfg_or_file: Union[CfgNode, str], weights: Optional[str] = None,
+                 opts: Optional[Sequence[str]] = None, device: Optional[str] = None):
+        from clipreid_plugin.modeling import build_model
+        from clipreid_plugin.utils.checkpoint import load_model_weights
+
+        opts = list(opts or []) + (["MODEL.DEVICE", device] if device else [])
+        self.cfg = load_config(cfg_or_file, opts)
+        self.model = build_model(self.cfg)
+        weights = weights or self.cfg.MODEL.WEIGHTS
+        if weights:
+            load_model_weights(self.model, weights)
+        else:
+            logger.warning("FeatureExtractor: no weights given and MODEL.WEIGHTS is empty: the model is untrained.")
+        self.model.eval()
+        self.transform = build_transforms(self.cfg, is_train=False)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model runs on."""
+        return next(self.model.parameters()).device
+
+    def embed(self, inputs: Union[str, Sequence[str]], batch_size: int = 64, num_workers: int = 0,
+              camids: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, List[str]]:
+        """Embed images with the model's eval forward (flip-averaged when TEST.FLIP.ENABLED).
+
+        Args:
+            inputs: a folder (searched recursively), an image path, or a list of both.
+            batch_size: images per forward pass.
+            num_workers: DataLoader worker processes reading the images.
+            camids: 0-based camera id per image (only models with SIE use it); default 0.
+
+        Returns:
+            (feats, paths): (N, D) float32 CPU tensor, raw (not normalised) as the model returns
+            it; the N image paths in the same order.
+        """
+        paths = list_images(inputs)
+        cams = [0] * len(paths) if camids is None else [int(c) for c in camids]
+        if len(cams) != len(paths):
+            raise ValueError(f"camids has {len(cams)} entries for {len(paths)} images.")
+        samples = [(p, 0, c, 0) for p, c in zip(paths, cams)]
+        loader = DataLoader(ReIDImageDataset(samples, self.transform), batch_size=max(1, int(batch_size)),
+                            shuffle=False, num_workers=num_workers, collate_fn=collate_batch)
+        collector = _Collector()
+        inference_on_dataset(self.model, loader, collector, flip_test=self.cfg.TEST.FLIP.ENABLED)
+        return torch.cat(collector.feats), collector.paths
+
+
+def save_features(path: str, feats: Union[torch.Tensor, np.ndarray], paths: Sequence[str]) -> None:
+    """Atomically write a feature file (``.npz``: ``feats`` (N, D) float32, ``paths`` (N,) str).
+
+    Args:
+        path: destination file (written as named; ``.npz`` by convention).
+        feats: (N, D) features.
+        paths: the N image paths.
+    """
+    arr = as_tensor(feats).detach().float().cpu().numpy()
+    if arr.ndim != 2 or arr.shape[0] != len(paths):
+        raise ValueError(f"feats must be (N, D) with one row per path: got {arr.shape} for {len(paths)} paths.")
+    atomic_write(path, lambda f: np.savez(f, feats=arr, paths=np.asarray(list(paths), dtype=str)), mode="wb")
+
+
+def load_features(path: str) -> Tuple[torch.Tensor, List[str]]:
+    """Read a file written by :func:`save_features`.
+
+    Returns:
+        (feats (N, D) float32 tensor, paths).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Feature file {path} not found (create it with tools/extract.py).")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in ("feats", "paths") if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} is not a feature file: missing array(s) {missing} (found {data.files}); "
+                             f"create it with tools/extract.py.")
+        return torch.from_numpy(data["feats"].astype(np.float32)), [str(p) for p in data["paths"]]
+
+
+def search(query_feats, gallery_feats, topk: int = 10, metric: str = "euclidean", normalize: bool = True,
+           memory_budget_mb: float = 1024, device: Optional[Union[str, torch.device]] = None
+           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rank the gallery for each query, nearest first.
+
+    Distances are the evaluator's (``pairwise_distance_chunks``: squared Euclidean
+    ``|q|^2+|g|^2-2q.g`` or ``1 - cos``), computed a block of queries at a time; ties go to the
+    lower gallery index, as in evaluation.
+
+    Args:
+        query_feats: (Q, D) features (tensor or array).
+        gallery_feats: (G, D) features.
+        topk: neighbours per query (clipped to G).
+        metric: "euclidean" or "cosine".
+        normalize: L2-normalise both sides first (TEST.FEAT_NORM, on by default in evaluation).
+        memory_budget_mb: bounds the distance block size.
+        device: where to compute (default: the features' device, else CUDA when available).
+
+    Returns:
+        (indices, distances): (Q, k) int64 gallery indices and (Q, k) float32 distances, on the CPU.
+    """
+    qf, gf = as_tensor(query_feats, torch.float32), as_tensor(gallery_feats, torch.float32)
+    check_features(qf, "query features")
+    check_features(gf, "gallery features")
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"Query features have dimension {qf.shape[1]} but gallery features {gf.shape[1]}: "
+                         f"they were extracted with different models.")
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}.")
+    dev = choose_device(qf, gf, device=device)
+    qf, gf = qf.to(dev), gf.to(dev)
+    if normalize:
+        qf, gf = normalize_features(qf), normalize_features(gf)
+    k = min(int(topk), gf.shape[0])
+    indices, distances = [], []
+    for _, dist in pairwise_distance_chunks(qf, gf, metric, memory_budget_mb=memory_budget_mb):
+        top = torch.topk(distance_keys(dist), k, dim=1, largest=False, sorted=True).indices
+        indices.append(top.cpu())
+        distances.append(torch.gather(dist, 1, top).cpu())
+    return torch.cat(indices), torch.cat(distances)

@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Plot training curves (losses, learning rate, evaluation metrics) from a run's metrics file.
+
+    python tools/plot_curves.py --metrics output/run/metrics.json --output curves.png
+
+One panel per group (training losses, CLIP-ReID stage-1 losses, learning rate, evaluation
+``<dataset>/<metric>``), x = iteration. Drawn with PIL; no plotting library needed.
+"""
+
+import argparse
+import logging
+import sys
+
+from clipreid_plugin.tools.cli import run_tool
+from clipreid_plugin.tools.visualize import plot_training_curves
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns: the argument parser of this tool."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--metrics", required=True, metavar="FILE", help="OUTPUT_DIR/metrics.json (JSON lines)")
+    p.add_argument("--output", required=True, metavar="FILE.png", help="picture to write")
+    p.add_argument("--panel-size", type=int, nargs=2, default=[720, 240], metavar=("W", "H"),
+                   help="size of one panel in pixels")
+    return p
+
+
+def main(argv=None) -> None:
+    """Parse the arguments and draw the picture."""
+    args = build_parser().parse_args(argv)
+    panels = plot_training_curves(args.metrics, args.output, panel_size=tuple(args.panel_size))
+    logging.getLogger("clipreid_plugin").info(f"Drew {', '.join(panels)} to {args.output}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))

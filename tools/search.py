@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Rank a gallery feature file for one or more query images (or a query feature file).
+
+    # gallery features first (tools/extract.py), then query images embedded on the fly
+    python tools/search.py --gallery gallery_feats.npz --query person.jpg other.jpg \
+        --config-file output/run/config.yaml --weights output/run/model_final.pth --topk 5
+    # or two feature files, with a JSON result file and a picture of the ranked lists
+    python tools/search.py --gallery gallery_feats.npz --query-feats query_feats.npz \
+        --output ranks.json --strip ranks.png
+
+Distances are the evaluator's (squared Euclidean on L2-normalised features by default, ties to
+the lower gallery index). Trailing ``KEY VALUE`` pairs override the config.
+"""
+
+import argparse
+import json
+import sys
+
+from tabulate import tabulate
+
+import clipreid_plugin  # noqa: F401  (registers every built-in component)
+from clipreid_plugin.evaluation.distance import METRICS
+from clipreid_plugin.tools.cli import run_tool
+from clipreid_plugin.tools.extract import FeatureExtractor, load_features, search
+from clipreid_plugin.tools.visualize import draw_rank_strips, save_png
+from clipreid_plugin.utils.file_io import atomic_write_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns: the argument parser of this tool."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gallery", required=True, metavar="FILE.npz", help="gallery features from tools/extract.py")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", nargs="+", metavar="PATH", help="query images and/or folders (needs --config-file)")
+    q.add_argument("--query-feats", metavar="FILE.npz", help="query features from tools/extract.py")
+    p.add_argument("--config-file", default="", metavar="FILE", help="config of the model (with --query)")
+    p.add_argument("--weights", default="", metavar="FILE", help="checkpoint (with --query); default MODEL.WEIGHTS")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
+    p.add_argument("--topk", type=int, default=10, help="gallery items listed per query")
+    p.add_argument("--metric", default="euclidean", choices=METRICS, help="distance (as TEST.METRIC)")
+    p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation (TEST.FEAT_NORM False)")
+    p.add_argument("--output", default="", metavar="FILE.json", help="write the ranked lists as JSON")
+    p.add_argument("--strip", default="", metavar="FILE.png", help="draw the ranked lists as a PNG")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides: KEY VALUE ...")
+    return p
+
+
+def main(argv=None) -> None:
+    """Parse the arguments, rank the gallery, print / write the ranked lists."""
+    args = build_parser().parse_args(argv)
+    gallery, gallery_paths = load_features(args.gallery)
+    if args.query_feats:
+        query, query_paths = load_features(args.query_feats)
+    else:
+        if not args.config_file:
+            raise ValueError("--query images need the model: pass --config-file (and --weights).")
+        ex = FeatureExtractor(args.config_file, args.weights or None, opts=args.opts, device=args.device)
+        query, query_paths = ex.embed(args.query)
+    indices, distances = search(query, gallery, topk=args.topk, metric=args.metric, normalize=not args.no_normalize)
+    ranked = [{"query": qp, "results": [{"rank": r + 1, "path": gallery_paths[int(g)], "distance": float(d)}
+                                        for r, (g, d) in enumerate(zip(idx, dist))]}
+              for qp, idx, dist in zip(query_paths, indices.tolist(), distances.tolist())]
+    for item in ranked:
+        print(f"\nquery: {item['query']}")
+        print(tabulate([(r["rank"], f"{r['distance']:.4f}", r["path"]) for r in item["results"]],
+                       headers=["rank", "distance", "gallery image"], tablefmt="simple"))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(ranked, indent=2) + "\n")
+        print(f"\nRanked lists written to {args.output}")
+    if args.strip:
+        picture = draw_rank_strips(query_paths, gallery_paths, indices.numpy(), distances.numpy())
+        save_png(picture, args.strip)
+        print(f"Picture written to {args.strip}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))
