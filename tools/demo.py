@@ -2,7 +2,9 @@
 """The quick-start job: train and evaluate methods on the built-in synthetic dataset.
 
 For each method it evaluates the untrained model, trains it, evaluates again, and prints one
-table so that learning is visible at a glance (mAP far above the untrained model's).
+table so that learning is visible at a glance (mAP far above the untrained model's). It is
+``tools/benchmark.py --untrained`` over the demo configs (same runner, same table), writing
+``demo_results.{md,csv,txt,png}`` to the output folder.
 
     python tools/demo.py                      # every demo method
     python tools/demo.py --methods bagtricks  # one of them
@@ -11,13 +13,10 @@ table so that learning is visible at a glance (mAP far above the untrained model
 import argparse
 import os
 import sys
-import time
-
-from tabulate import tabulate
 
 import clipreid_plugin  # noqa: F401  (registers components)
-from clipreid_plugin.config import get_cfg
-from clipreid_plugin.engine import DefaultTrainer, default_setup
+from clipreid_plugin.benchmark import MethodSpec, run_benchmark, table_text, write_outputs
+from clipreid_plugin.utils.logger import setup_logger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,43 +27,23 @@ DEMO_METHODS = {
 }
 
 
-def run_method(name: str, config_file: str, output_root: str, extra_opts):
-    """Evaluate untrained, train, evaluate; returns one table row per test dataset."""
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, config_file))
-    cfg.merge_from_list(["OUTPUT_DIR", os.path.join(output_root, name)] + list(extra_opts))
-    cfg.freeze()
-    default_setup(cfg, argparse.Namespace(config_file=config_file, opts=extra_opts))
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    before = DefaultTrainer.test(trainer.cfg, trainer.model)
-    start = time.perf_counter()
-    after = trainer.train()
-    minutes = (time.perf_counter() - start) / 60
-    rows = []
-    for ds in after:
-        b, a = before.get(ds, {}), after[ds]
-        rows.append([name, ds, f"{b.get('mAP', float('nan')):.1f}", f"{b.get('Rank-1', float('nan')):.1f}",
-                     f"{a['mAP']:.1f}", f"{a['Rank-1']:.1f}", f"{a.get('Rank-5', float('nan')):.1f}",
-                     f"{a.get('mINP', float('nan')):.1f}", f"{minutes:.1f}"])
-    return rows
-
-
 def main(argv=None) -> int:
+    """Run the demo methods; print and write the untrained-vs-trained table.
+
+    Returns:
+        Exit status (1 when a method failed).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=list(DEMO_METHODS))
     parser.add_argument("--output-dir", default="output/demo")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every method")
     args = parser.parse_args(argv)
-    rows = []
-    for name in args.methods:
-        rows.extend(run_method(name, DEMO_METHODS[name], args.output_dir, args.opts))
-    table = tabulate(rows, headers=["method", "dataset", "mAP untrained", "R1 untrained", "mAP", "Rank-1",
-                                    "Rank-5", "mINP", "train min"], tablefmt="github")
-    print("\nResults on the synthetic dataset (percent):\n" + table)
-    with open(os.path.join(args.output_dir, "demo_results.md"), "w") as f:
-        f.write(table + "\n")
-    return 0
+    setup_logger()
+    methods = [MethodSpec(name, os.path.join(REPO, DEMO_METHODS[name])) for name in args.methods]
+    records = run_benchmark(methods, args.output_dir, args.opts, evaluate_untrained=True)
+    write_outputs(records, args.output_dir, stem="demo_results")
+    print("\nResults on the synthetic dataset (percent):\n" + table_text(records))
+    return 1 if any(r["status"] != "ok" for r in records) else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,18 @@ _C.MODEL.BACKBONE.FEAT_DIM = 0
 # torchvision state dict, e.g. $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth (~ is expanded).
 _C.MODEL.BACKBONE.PRETRAIN = False
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+# torchvision ViT adapted TransReID-style (build_vit_backbone); the input size is INPUT.SIZE_TRAIN
+# (SIZE_TEST must equal it) and pretrained weights are a torchvision state dict at PRETRAIN_PATH.
+_C.MODEL.BACKBONE.VIT = CN()
+# torchvision architecture: "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32".
+_C.MODEL.BACKBONE.VIT.ARCH = "vit_b_16"
+# Stride (h, w) of the patch convolution; smaller than the patch size = overlapping patches (TransReID: 12).
+_C.MODEL.BACKBONE.VIT.STRIDE_SIZE = [16, 16]
+# SIE: a learned camera embedding x SIE_COE added to every token (TransReID); needs NUM_CAMERAS.
+_C.MODEL.BACKBONE.VIT.SIE_CAMERA = False
+_C.MODEL.BACKBONE.VIT.SIE_COE = 3.0
+# Cameras of the training set (rows of the SIE table); must be > 0 when SIE_CAMERA is True.
+_C.MODEL.BACKBONE.VIT.NUM_CAMERAS = 0
 
 _C.MODEL.HEADS = CN()
 # Registered name in HEAD_REGISTRY.

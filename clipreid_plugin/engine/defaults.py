@@ -215,11 +215,13 @@ class DefaultTrainer(TrainerBase):
         cfg.defrost()
         if cfg.MODEL.HEADS.NUM_CLASSES == 0:
             cfg.MODEL.HEADS.NUM_CLASSES = int(data_loader.num_classes)
-        clip = cfg.MODEL.BACKBONE.get("CLIP")
-        if clip is not None:
+        for tower in ("CLIP", "VIT"):  # side-information embeddings need the camera / view counts
+            node = cfg.MODEL.BACKBONE.get(tower)
+            if node is None:
+                continue
             for key, value in (("NUM_CAMERAS", data_loader.num_cameras), ("NUM_VIEWS", data_loader.num_views)):
-                if key in clip and clip[key] == 0:
-                    clip[key] = int(value)
+                if key in node and node[key] == 0:
+                    node[key] = int(value)
         prompt = cfg.MODEL.get("PROMPT")
         if prompt is not None and not prompt.CLASS_WORD and getattr(data_loader, "kind", None):
             prompt.CLASS_WORD = data_loader.kind  # "person" / "vehicle": CLIP-ReID's prompt template

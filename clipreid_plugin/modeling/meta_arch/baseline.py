@@ -37,14 +37,18 @@ class Baseline(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
-        """Args: batch with ``images`` (B, 3, H, W) normalised; ``targets`` (B,) for training.
+        """Args: batch with ``images`` (B, 3, H, W) normalised; ``targets`` (B,) for training;
+            ``camids`` (B,) when the backbone has a camera embedding (``sie_camera``).
 
         Returns:
             Training: ``{"loss_<name>": scalar}`` from every loss, already weighted.
             Eval: the head's embedding (B, D).
         """
         images = batch["images"].to(self.device, non_blocking=True)
-        outputs = self.heads(self.backbone(images))
+        if getattr(self.backbone, "sie_camera", False):  # a backbone with a camera embedding (ViT + SIE)
+            outputs = self.heads(self.backbone(images, batch["camids"]))
+        else:
+            outputs = self.heads(self.backbone(images))
         if not self.training:
             return outputs
         targets = batch["targets"].to(self.device, non_blocking=True)

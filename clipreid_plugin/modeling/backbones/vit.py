@@ -1,0 +1,225 @@
+"""torchvision Vision Transformer adapted for ReID the TransReID way (He et al., ICCV 2021).
+
+What changes against ``torchvision.models.vit_b_16``:
+
+* non-square input (e.g. 256x128): the positional embedding is sized for the ReID patch grid;
+  pretrained weights (a 14x14 grid at 224x224) are resized bilinearly to it, class row kept
+  (TransReID's ``resize_pos_embed``, shared with the CLIP towers);
+* optional overlapping patches: the patch convolution keeps its kernel (the pretrained weights
+  fit unchanged) and slides with ``MODEL.BACKBONE.VIT.STRIDE_SIZE`` (TransReID uses 12);
+* optional SIE: a learned per-camera embedding, times ``SIE_COE``, added to *every* token together
+  with the positional embedding (TransReID; CLIP-ReID adds its SIE to the class token only);
+* the output is the class token after the final LayerNorm (B, hidden_dim); the ImageNet
+  classifier is dropped. TransReID's JPM branch is not included.
+
+Parameter names are torchvision's (``conv_proj``, ``class_token``, ``encoder.pos_embedding``,
+``encoder.layers.*``, ``encoder.ln``), so a torchvision state dict loads after the resize.
+Weights are only read from ``MODEL.BACKBONE.PRETRAIN_PATH``; torchvision caches its download as
+``$TORCH_HOME/hub/checkpoints/vit_b_16-c867db91.pth`` (``~/.cache/torch/hub/checkpoints`` by
+default) after ``torchvision.models.vit_b_16(weights="IMAGENET1K_V1")`` on a machine with internet.
+"""
+
+import logging
+import math
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.vision_transformer import Encoder
+
+from clipreid_plugin.utils.checkpoint import CheckpointError
+
+from .build import BACKBONE_REGISTRY
+from .clip_pos_embed import patch_grid, resize_pos_embed
+
+__all__ = ["ViTBackbone", "build_vit_backbone", "VIT_ARCHS"]
+
+logger = logging.getLogger(__name__)
+
+# MODEL.BACKBONE.VIT.ARCH -> (patch, layers, heads, hidden, mlp, torchvision weights enum) as in torchvision.
+VIT_ARCHS: Dict[str, Tuple[int, int, int, int, int, str]] = {
+    "vit_b_16": (16, 12, 12, 768, 3072, "ViT_B_16_Weights"),
+    "vit_b_32": (32, 12, 12, 768, 3072, "ViT_B_32_Weights"),
+    "vit_l_16": (16, 24, 16, 1024, 4096, "ViT_L_16_Weights"),
+    "vit_l_32": (32, 24, 16, 1024, 4096, "ViT_L_32_Weights"),
+}
+
+
+class ViTBackbone(nn.Module):
+    """A torchvision ViT encoder on a ReID patch grid; returns the class-token feature.
+
+    Args:
+        image_size: (H, W) of the input images; fixes the patch grid and the positional embedding.
+        patch_size: patch (conv kernel) size.
+        num_layers, num_heads, hidden_dim, mlp_dim: transformer sizes (torchvision's names).
+        stride: (sh, sw) of the patch convolution; smaller than ``patch_size`` = overlapping patches.
+        num_cameras: rows of the SIE camera table; 0 = no SIE.
+        sie_coe: multiplier of the SIE embedding (TransReID's ``SIE_COE``, 3.0 there).
+        dropout, attention_dropout: torchvision's dropout rates.
+
+    Attributes:
+        out_features (int): width of the output feature (``hidden_dim``).
+        grid (tuple): (rows, cols) of the patch grid.
+        sie_camera (bool): whether the forward pass needs ``camids``.
+    """
+
+    def __init__(self, image_size: Sequence[int], patch_size: int = 16, num_layers: int = 12, num_heads: int = 12,
+                 hidden_dim: int = 768, mlp_dim: int = 3072, stride: Sequence[int] = (16, 16),
+                 num_cameras: int = 0, sie_coe: float = 3.0, dropout: float = 0.0, attention_dropout: float = 0.0):
+        super().__init__()
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        stride = (int(stride[0]), int(stride[1]))
+        if min(stride) < 1 or max(stride) > patch_size:
+            raise ValueError(f"MODEL.BACKBONE.VIT.STRIDE_SIZE {list(stride)} must lie in 1..{patch_size} (the patch "
+                             f"size): equal to it = TransReID's plain ViT, smaller = overlapping patches.")
+        self.grid = patch_grid(self.image_size, patch_size, stride)
+        self.patch_size = patch_size
+        self.conv_proj = nn.Conv2d(3, hidden_dim, kernel_size=patch_size, stride=stride)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
+        seq_length = 1 + self.grid[0] * self.grid[1]
+        self.encoder = Encoder(seq_length, num_layers, num_heads, hidden_dim, mlp_dim, dropout, attention_dropout)
+        self._init_like_torchvision()
+        self.sie_camera = num_cameras > 0
+        self.sie_coe = float(sie_coe)
+        if self.sie_camera:
+            # TransReID: sie_embed (cameras, 1, D), trunc_normal std 0.02
+            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, hidden_dim))
+            nn.init.trunc_normal_(self.sie_embed, std=0.02)
+        self.out_features = hidden_dim
+
+    def _init_like_torchvision(self) -> None:
+        # torchvision.models.VisionTransformer.__init__'s patch-embedding init (the encoder inits itself)
+        fan_in = self.conv_proj.in_channels * self.conv_proj.kernel_size[0] * self.conv_proj.kernel_size[1]
+        nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
+        nn.init.zeros_(self.conv_proj.bias)
+
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args:
+            images: (B, 3, H, W) normalised, (H, W) = the ``image_size`` the backbone was built for.
+            camids: (B,) 0-based camera ids; required with SIE, ignored without.
+
+        Returns:
+            (B, hidden_dim) class-token feature after the final LayerNorm.
+        """
+        if tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"The ViT backbone was built for {self.image_size[0]}x{self.image_size[1]} inputs "
+                             f"(INPUT.SIZE_TRAIN) but got {images.shape[-2]}x{images.shape[-1]}: set INPUT.SIZE_TEST "
+                             f"equal to INPUT.SIZE_TRAIN (the positional embedding has one row per patch).")
+        x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, rows*cols, D), row-major as the grid
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.encoder.pos_embedding
+        if self.sie_camera:
+            if camids is None:
+                raise ValueError("SIE is enabled (MODEL.BACKBONE.VIT.SIE_CAMERA) but the batch has no camids.")
+            camids = camids.to(x.device)
+            if camids.min() < 0 or camids.max() >= self.sie_embed.shape[0]:
+                raise ValueError(f"A camera id in the batch ({camids.tolist()}) is outside 0..{self.sie_embed.shape[0] - 1}"
+                                 f": MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
+            x = x + self.sie_coe * self.sie_embed[camids]  # (B, 1, D): the same vector on every token
+        # the encoder's own forward would add pos_embedding again: run its parts
+        x = self.encoder.layers(self.encoder.dropout(x))
+        return self.encoder.ln(x)[:, 0]
+
+    def load_torchvision_state_dict(self, state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> Dict:
+        """Load a torchvision ``VisionTransformer`` state dict, resizing the positional embedding.
+
+        The ImageNet classifier (``heads.*``) is dropped. A square source grid is assumed (every
+        torchvision ViT is trained on square images).
+
+        Args:
+            state_dict: torchvision parameter names.
+            source: where it came from (for messages).
+
+        Returns:
+            ``{"missing": [...], "unexpected": [...]}`` keys.
+
+        Raises:
+            CheckpointError: a tensor whose shape does not fit (a different ViT size).
+        """
+        sd = {k: v for k, v in state_dict.items() if not k.startswith("heads.")}
+        pe = sd.get("encoder.pos_embedding")
+        if pe is not None:
+            n = pe.shape[1] - 1
+            side = math.isqrt(n)
+            if side * side != n:
+                raise CheckpointError(f"{source}: encoder.pos_embedding has {n} grid rows, not a square grid; "
+                                      f"expected a torchvision ViT checkpoint.")
+            sd["encoder.pos_embedding"] = resize_pos_embed(pe[0], (side, side), self.grid).unsqueeze(0)
+            if (side, side) != self.grid:
+                logger.info(f"Resized the ViT positional embedding from {side}x{side} to {self.grid[0]}x{self.grid[1]}.")
+        own = self.state_dict()
+        bad = [f"{k}: {tuple(v.shape)} in file vs {tuple(own[k].shape)} in model"
+               for k, v in sd.items() if k in own and own[k].shape != v.shape]
+        if bad:
+            raise CheckpointError(f"{source} does not fit this ViT (MODEL.BACKBONE.VIT.ARCH of another size?):\n  "
+                                  + "\n  ".join(bad))
+        result = self.load_state_dict(sd, strict=False)
+        report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        if report["missing"] or report["unexpected"]:
+            logger.warning(f"Keys that did not load from {source}: {report}")
+        return report
+
+
+def _torchvision_file_name(arch: str) -> str:
+    """Returns: the file name torchvision caches the ImageNet weights of ``arch`` under."""
+    return getattr(torchvision.models, VIT_ARCHS[arch][5]).IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+def _read_state_dict(path: str, arch: str) -> Dict[str, torch.Tensor]:
+    path = os.path.expandvars(os.path.expanduser(path))
+    if not os.path.isfile(path):
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", _torchvision_file_name(arch))
+        raise FileNotFoundError(
+            f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision state dict for "
+            f"MODEL.BACKBONE.VIT.ARCH {arch!r}; torchvision caches it as {cache} after "
+            f"`torchvision.models.{arch}(weights='IMAGENET1K_V1')` on a machine with internet access (nothing is "
+            f"downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same actionable message
+        raise CheckpointError(f"Cannot read MODEL.BACKBONE.PRETRAIN_PATH {path}: {e}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"MODEL.BACKBONE.PRETRAIN_PATH {path} holds a {type(data).__name__}, not a state dict.")
+    return data
+
+
+@BACKBONE_REGISTRY.register()
+def build_vit_backbone(cfg) -> ViTBackbone:
+    """Build the TransReID-style ViT from ``MODEL.BACKBONE.VIT.*``, ``PRETRAIN(_PATH)`` and ``INPUT.SIZE_TRAIN``.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        :class:`ViTBackbone`, with torchvision ImageNet weights loaded when ``PRETRAIN`` is True.
+    """
+    b, v = cfg.MODEL.BACKBONE, cfg.MODEL.BACKBONE.VIT
+    if v.ARCH not in VIT_ARCHS:
+        raise ValueError(f"Unknown MODEL.BACKBONE.VIT.ARCH {v.ARCH!r}; valid: {', '.join(VIT_ARCHS)}.")
+    if tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
+        raise ValueError(f"The ViT backbone needs INPUT.SIZE_TEST == INPUT.SIZE_TRAIN (got {list(cfg.INPUT.SIZE_TEST)}"
+                         f" vs {list(cfg.INPUT.SIZE_TRAIN)}): its positional embedding has one row per patch.")
+    num_cameras = 0
+    if v.SIE_CAMERA:
+        num_cameras = v.NUM_CAMERAS
+        if num_cameras <= 0:
+            raise ValueError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
+                             "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
+    patch, layers, heads, hidden, mlp, _ = VIT_ARCHS[v.ARCH]
+    backbone = ViTBackbone(cfg.INPUT.SIZE_TRAIN, patch, layers, heads, hidden, mlp, stride=v.STRIDE_SIZE,
+                           num_cameras=num_cameras, sie_coe=v.SIE_COE)
+    if b.PRETRAIN:
+        if not b.PRETRAIN_PATH:
+            raise ValueError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
+                             f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
+                             f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
+        backbone.load_torchvision_state_dict(_read_state_dict(b.PRETRAIN_PATH, v.ARCH), b.PRETRAIN_PATH)
+    elif b.PRETRAIN_PATH:
+        logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "
+                       f"{b.PRETRAIN_PATH} is not loaded (random initialisation).")
+    return backbone

@@ -1,0 +1,129 @@
+"""Benchmark records, tables, chart and model statistics on hand-made inputs."""
+
+import csv
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from clipreid_plugin.benchmark import (collect_run, draw_chart, failed_record, missing_record, table_csv,
+                                       table_markdown, table_text, write_outputs, write_record)
+from clipreid_plugin.benchmark.model_stats import count_parameters, sdpa_flop_jit
+from clipreid_plugin.benchmark.records import new_record
+from clipreid_plugin.benchmark.runner import MethodSpec, describe_backbone, run_method
+
+
+def _ok(method, ds, mAP, r1, rerank=None):
+    rec = new_record(method, f"configs/{method}.yml", "ResNet-50", [ds], f"out/{method}")
+    rec["results"] = {ds: {"Rank-1": r1, "Rank-5": 90.0, "Rank-10": 95.0, "mAP": mAP, "mINP": 30.0}}
+    if rerank:
+        rec["rerank"] = {ds: {"Rank-1": rerank[1], "mAP": rerank[0]}}
+    rec.update(params_m=23.51, gflops=6.07, train_s=90.0, images_per_s=512.3)
+    return rec
+
+
+def test_table_keeps_failed_and_missing_rows_with_empty_cells():
+    recs = [_ok("a", "Market1501", 85.94, 94.46), failed_record("b", "b.yml", "ViT-B/16", ["VeRi"], "out/b", "boom\nx"),
+            missing_record("c", "c.yml", "CLIP RN50", ["VeRi"], "out/c")]
+    text = table_text(recs)
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["method", "backbone", "dataset", "status", "mAP"]
+    assert "(RR)" not in text and "untrained" not in text  # optional groups absent
+    assert len(lines) == 2 + 3
+    assert "85.9" in lines[2] and "94.5" in lines[2] and "23.51" in lines[2] and "1.5" in lines[2]  # 90 s = 1.5 min
+    assert "failed: boom" in lines[3] and "missing" in lines[4] and lines[4].count(" - ") >= 5
+    md = table_markdown(recs).splitlines()
+    assert md[0].startswith("| method") and set(md[1]) <= set("|-: ") and len(md) == 5
+    rows = list(csv.DictReader(io.StringIO(table_csv(recs))))
+    assert [r["status"] for r in rows] == ["ok", "failed: boom", "missing"]
+    assert float(rows[0]["mAP"]) == 85.94 and float(rows[0]["train_min"]) == 1.5 and rows[1]["mAP"] == ""
+
+
+def test_rerank_columns_appear_when_a_run_has_them():
+    recs = [_ok("a", "Market1501", 80.0, 90.0, rerank=(88.0, 92.0)), _ok("b", "Market1501", 70.0, 85.0)]
+    rows = list(csv.DictReader(io.StringIO(table_csv(recs))))
+    assert float(rows[0]["mAP_rerank"]) == 88.0 and rows[1]["mAP_rerank"] == ""
+    assert "mAP (RR)" in table_text(recs)
+
+
+def test_chart_draws_bars_at_the_metric_heights(tmp_path):
+    recs = [_ok("a", "Market1501", 50.0, 100.0), missing_record("c", "c.yml", "x", ["VeRi"], "out/c")]
+    path = tmp_path / "chart.png"
+    draw_chart(recs, str(path))
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert img.shape[0] >= 300 and img.shape[1] >= 300
+    blue = (np.abs(img - [55, 110, 180]).sum(-1) == 0)
+    orange = (np.abs(img - [235, 140, 50]).sum(-1) == 0)
+    # one mAP bar and one Rank-1 bar (plus the legend squares); Rank-1 = 100 is twice as tall as mAP = 50
+    h_blue = blue[60:].any(axis=1).sum()
+    h_orange = orange[60:].any(axis=1).sum()
+    assert h_orange == pytest.approx(2 * h_blue, abs=2)
+
+
+def test_write_outputs_and_collect(tmp_path):
+    run = tmp_path / "runs" / "a" / "Market1501"
+    write_record(str(run), _ok("a", "Market1501", 80.0, 90.0))
+    plain = tmp_path / "runs" / "p" / "Market1501"  # a tools/train_net.py run: results.json only
+    plain.mkdir(parents=True)
+    (plain / "results.json").write_text(json.dumps({"Market1501": {"mAP": 70.0, "Rank-1": 80.0}}))
+    (tmp_path / "runs" / "e").mkdir()
+    recs = [collect_run(str(run), "a", "a.yml", "?", ["Market1501"]),
+            collect_run(str(plain), "p", "p.yml", "ResNet-101", ["Market1501"]),
+            collect_run(str(tmp_path / "runs" / "e"), "e", "e.yml", "?", ["Market1501"]),
+            collect_run(str(tmp_path / "runs" / "nope"), "n", "n.yml", "?", ["Market1501"])]
+    assert [r["status"] for r in recs][:2] == ["ok", "ok"]
+    assert recs[2]["status"].startswith("failed: no benchmark_record.json") and recs[3]["status"] == "missing"
+    assert recs[0]["gflops"] == 6.07 and recs[1]["gflops"] is None and recs[1]["backbone"] == "ResNet-101"
+    paths = write_outputs(recs, str(tmp_path / "tables"))
+    assert sorted(paths) == ["csv", "md", "png", "txt"]
+    assert len(open(paths["csv"]).read().splitlines()) == 5
+
+
+def test_sdpa_handle_counts_attention_matmuls():
+    from fvcore.nn import FlopCountAnalysis
+
+    e, h, length = 8, 2, 5
+    mha = nn.MultiheadAttention(e, h, batch_first=True)
+
+    class Self(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fca = FlopCountAnalysis(Self(), (torch.randn(1, length, e),))
+        fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        total = fca.total()
+    projections = 4 * length * e * e  # q, k, v and output projections (multiply-adds)
+    attention = h * length * length * (e // h) * 2  # q k^T and attn v per head
+    assert total == projections + attention
+
+
+def test_count_parameters_and_backbone_names():
+    assert count_parameters(nn.Linear(3, 4)) == 16
+    from clipreid_plugin.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = "50x_32x4d"
+    assert describe_backbone(cfg) == "ResNeXt-50 32x4d"
+    cfg.MODEL.BACKBONE.NAME = "build_vit_backbone"
+    cfg.MODEL.BACKBONE.VIT.STRIDE_SIZE = [12, 12]
+    assert describe_backbone(cfg) == "ViT-B/16 OLP"
+
+
+def test_a_failing_run_becomes_a_failed_record(tmp_path):
+    cfg_file = tmp_path / "bad.yml"
+    cfg_file.write_text('DATASETS:\n  NAMES: ["NoSuchData"]\n  TESTS: ["NoSuchData"]\nMODEL:\n  DEVICE: cpu\n')
+    rec = run_method(MethodSpec("bad", str(cfg_file)), ["DATASETS.ROOT_DIR", str(tmp_path)], str(tmp_path / "out"))
+    assert rec["status"].startswith("failed: ") and "NoSuchData" in rec["status"]
+    assert json.load(open(tmp_path / "out" / "benchmark_record.json"))["status"] == rec["status"]

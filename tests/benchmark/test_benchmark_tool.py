@@ -1,0 +1,71 @@
+"""tools/benchmark.py end to end: a classic baseline and CLIP-ReID (tiny) on the synthetic dataset."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BAGTRICKS = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
+CLIPREID = os.path.join(REPO, "projects", "CLIPReID", "configs", "synthetic", "cnn_clipreid_tiny.yml")
+# tiny data, 64x32 images, one epoch per phase, CPU: the whole benchmark runs in well under a minute
+TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "6",
+        "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "2",
+        "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[64, 32]",
+        "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]", "INPUT.PADDING.SIZE", "2",
+        "SOLVER.MAX_EPOCHS", "1", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "TEST.EVAL_PERIOD", "1", "TEST.IMS_PER_BATCH", "32", "TEST.RERANK.K1", "5", "TEST.RERANK.K2", "2",
+        "CLIPREID.STAGE1.MAX_EPOCHS", "1", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
+
+
+def _benchmark(args, tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py")] + args, cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_benchmark_runs_two_methods_then_collects(tmp_path):
+    out = tmp_path / "bench"
+    shared = ["--output-dir", str(out), "DATASETS.ROOT_DIR", str(tmp_path / "data")] + TINY
+    p = _benchmark(["--methods", BAGTRICKS, f"clipreid={CLIPREID}", "--rerank"] + shared, tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+    with open(out / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["backbone"], r["dataset"], r["status"]) for r in rows] == [
+        ("bagtricks_R18", "ResNet-18", "SyntheticReID", "ok"), ("clipreid", "CLIP ReID-Tiny-RN", "SyntheticReID", "ok")]
+    for r in rows:
+        for key in ("mAP", "Rank-1", "Rank-5", "Rank-10", "mINP", "mAP_rerank", "Rank-1_rerank"):
+            assert 0.0 <= float(r[key]) <= 100.0, (key, r)
+        assert float(r["Rank-1"]) <= float(r["Rank-5"]) <= float(r["Rank-10"])
+        assert float(r["params_M"]) > 0 and float(r["GFLOPs_per_image"]) > 0
+        assert float(r["train_min"]) > 0 and float(r["inference_images_per_s"]) > 0
+    # the table's metrics are the evaluator's (results.json of each run), not recomputed
+    results = json.load(open(out / "bagtricks_R18" / "SyntheticReID" / "results.json"))["SyntheticReID"]
+    assert float(rows[0]["mAP"]) == results["mAP"]
+    # ResNet-18 without its ImageNet classifier + BNNeck (512) + classifier (512 x 8 identities)
+    assert abs(float(rows[0]["params_M"]) * 1e6 - (11689512 - 513000 + 1024 + 512 * 8)) < 1
+
+    header = (out / "benchmark.txt").read_text().splitlines()[0].split()
+    assert header[:5] == ["method", "backbone", "dataset", "status", "mAP"]
+    md = (out / "benchmark.md").read_text().splitlines()
+    assert md[0].startswith("| method") and "mAP (RR)" in md[0] and len(md) == 4
+    img = np.asarray(Image.open(out / "benchmark.png").convert("RGB"))
+    assert img.shape[0] >= 300 and img.shape[1] >= 400 and img.std() > 10  # drawn, not blank
+    assert "bagtricks_R18" in p.stdout and "clipreid" in p.stdout
+
+    # --collect rebuilds the same table from the folders; a run never made shows as missing
+    (out / "benchmark.csv").unlink()
+    p = _benchmark(["--methods", BAGTRICKS, f"clipreid={CLIPREID}", f"never_run={BAGTRICKS}", "--collect"] + shared,
+                   tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(out / "benchmark.csv") as f:
+        collected = list(csv.DictReader(f))
+    assert [r["status"] for r in collected] == ["ok", "ok", "missing"]
+    assert collected[0]["mAP"] == rows[0]["mAP"] and collected[1]["GFLOPs_per_image"] == rows[1]["GFLOPs_per_image"]
+    assert collected[2]["method"] == "never_run" and collected[2]["mAP"] == ""
+    assert "missing" in p.stdout

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Compare methods on the same datasets with the same evaluator, in one table.
+
+Each method is a config file (``NAME=CONFIG.yml`` or ``CONFIG.yml``, named after the file). Every
+method runs on every ``--datasets`` entry (or on its config's own datasets), with the trailing
+``KEY VALUE`` overrides applied to every run, into ``OUTPUT_DIR/<method>/<dataset>``. The table
+(method, backbone, dataset, mAP, Rank-1/5/10, mINP, re-ranked mAP/Rank-1 with --rerank,
+parameters, GFLOPs per image, training minutes, inference images/s) is printed and written as
+``benchmark.{txt,md,csv,png}`` in the output folder. Failed runs and, with --collect, missing
+folders keep their rows.
+
+    python tools/benchmark.py --methods configs/Market1501/bagtricks_R50.yml \\
+        projects/CLIPReID/configs/market1501/vit_clipreid.yml DATASETS.ROOT_DIR /data
+    python tools/benchmark.py --methods configs/SyntheticReID/bagtricks_R18.yml \\
+        projects/CLIPReID/configs/synthetic/cnn_clipreid_tiny.yml --datasets SyntheticReID SOLVER.MAX_EPOCHS 5
+    python tools/benchmark.py --methods ... --collect      # re-tabulate finished runs, run nothing
+
+Exit status: 0, or 1 when a run failed (missing runs under --collect are not failures).
+"""
+
+import argparse
+import logging
+import sys
+
+import clipreid_plugin  # noqa: F401  (registers components)
+from clipreid_plugin.benchmark import parse_method, run_benchmark, table_text, write_outputs
+from clipreid_plugin.utils.logger import setup_logger
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns: the command-line parser."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", required=True, metavar="[NAME=]CONFIG",
+                   help="config files of the methods to compare (name = file stem unless NAME= is given)")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                   help="run every method on each of these datasets (overrides DATASETS.NAMES/TESTS); "
+                        "default: each config's own datasets")
+    p.add_argument("--output-dir", default="output/benchmark",
+                   help="folder of the runs (<dir>/<method>/<dataset>) and of benchmark.{txt,md,csv,png}")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: read the finished runs' records / results.json from their folders")
+    p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked mAP and Rank-1")
+    p.add_argument("--untrained", action="store_true", help="also evaluate each model before training")
+    p.add_argument("--no-stats", action="store_true", help="skip parameters / GFLOPs / images-per-second")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides applied to every run")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run or collect the benchmark, print and write the table.
+
+    Returns:
+        Exit status (0 ok, 1 a run failed, 2 bad arguments).
+    """
+    args = build_parser().parse_args(argv)
+    if len(args.opts) % 2:
+        print(f"error: overrides must be KEY VALUE pairs, got {args.opts}", file=sys.stderr)
+        return 2
+    try:
+        methods = [parse_method(m) for m in args.methods]
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    setup_logger()
+    records = run_benchmark(methods, args.output_dir, args.opts, datasets=args.datasets, collect=args.collect,
+                            evaluate_untrained=args.untrained, rerank=args.rerank, measure=not args.no_stats)
+    paths = write_outputs(records, args.output_dir)
+    print("\n" + table_text(records))
+    logging.getLogger("clipreid_plugin").info("Wrote " + ", ".join(paths.values()))
+    return 1 if any(r["status"].startswith("failed") for r in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
