@@ -9,26 +9,13 @@
 Run ``--help`` for every flag. Trailing ``KEY VALUE`` pairs override the config.
 """
 
-import logging
-import os
 import sys
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
-from clipreid_plugin.config import ConfigError
-from clipreid_plugin.data import DatasetError
 from clipreid_plugin.engine import DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg
-from clipreid_plugin.evaluation import results_markdown, save_results_csv, save_results_json
+from clipreid_plugin.evaluation import save_run_results
+from clipreid_plugin.tools.cli import run_tool
 from clipreid_plugin.utils import comm
-from clipreid_plugin.utils.checkpoint import CheckpointError
-from clipreid_plugin.utils.file_io import atomic_write_text
-
-
-def save_results(output_dir, results):
-    """Write ``results.json``, ``results.csv`` and ``results.md`` (one row per test set)."""
-    save_results_json(os.path.join(output_dir, "results.json"), results)
-    save_results_csv(os.path.join(output_dir, "results.csv"), results)
-    atomic_write_text(os.path.join(output_dir, "results.md"), results_markdown(results) + "\n")
-    logging.getLogger("clipreid_plugin").info(f"Results written to {output_dir}/results.{{json,csv,md}}")
 
 
 def main(args):
@@ -44,12 +31,12 @@ def main(args):
         trainer.resume_or_load(resume=args.resume)
         results = DefaultTrainer.test(trainer.cfg, trainer.model)
         if comm.is_main_process():
-            save_results(trainer.cfg.OUTPUT_DIR, results)
+            save_run_results(trainer.cfg.OUTPUT_DIR, results)
         return results
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     if comm.is_main_process() and results:
-        save_results(trainer.cfg.OUTPUT_DIR, results)
+        save_run_results(trainer.cfg.OUTPUT_DIR, results)
     return results
 
 
@@ -57,19 +44,11 @@ def cli(argv=None) -> int:
     """Parse arguments, launch the processes, turn known user errors into one-line messages.
 
     Returns:
-        Process exit code.
+        Process exit code (2 after a user error such as a config typo or a missing dataset).
     """
     args = default_argument_parser().parse_args(argv)
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError, KeyError, ValueError) as e:
-        if os.environ.get("CLIPREID_DEBUG"):
-            raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool(lambda: launch(main, args.num_gpus, num_machines=args.num_machines,
+                                   machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,)))
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def _train_and_measure(spec: MethodSpec, cfg: CfgNode, record: Dict, evaluate_un
                        measure: bool) -> None:
     """Fill ``record`` step by step (so a late failure keeps the earlier numbers)."""
     from clipreid_plugin.engine import DefaultTrainer, default_setup
-    from clipreid_plugin.evaluation import save_results_json
+    from clipreid_plugin.evaluation import save_run_results
 
     from . import model_stats
 
@@ -141,7 +141,7 @@ def _train_and_measure(spec: MethodSpec, cfg: CfgNode, record: Dict, evaluate_un
     results = trainer.train()
     record["train_s"] = time.perf_counter() - start  # wall clock, periodic evaluations included
     record["results"] = results or DefaultTrainer.test(trainer.cfg, trainer.model)
-    save_results_json(os.path.join(cfg.OUTPUT_DIR, "results.json"), record["results"])
+    save_run_results(cfg.OUTPUT_DIR, record["results"])
     if rerank:
         rr_cfg = trainer.cfg.clone()
         rr_cfg.defrost()

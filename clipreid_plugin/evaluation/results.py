@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import os
 from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -98,6 +99,18 @@ def save_results_json(path: str, results: Mapping[str, Mapping[str, float]]) -> 
         results: {dataset_name: {metric: value}}.
     """
     atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=False) + "\n")
+
+
+def save_run_results(output_dir: str, results: Mapping[str, Mapping[str, float]]) -> None:
+    """Write a run's final results as ``results.json``, ``results.csv`` and ``results.md``.
+
+    Args:
+        output_dir: the run's OUTPUT_DIR.
+        results: {dataset_name: {metric: value}}, one row per test set.
+    """
+    save_results_json(os.path.join(output_dir, "results.json"), results)
+    save_results_csv(os.path.join(output_dir, "results.csv"), results)
+    atomic_write_text(os.path.join(output_dir, "results.md"), results_markdown(results) + "\n")
 
 
 def save_ranking_npz(path: str, query_feats: np.ndarray, gallery_feats: np.ndarray, query_pids, gallery_pids,
