@@ -158,3 +158,12 @@ def test_checkpoint_of_other_architecture_is_a_clear_error(tmp_path):
 def test_checkpointer_without_checkpoint_resumes_nothing(tmp_path):
     c = Checkpointer(torch.nn.Linear(2, 2), str(tmp_path))
     assert not c.has_checkpoint() and c.resume() == {}
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(str(tmp_path / "results.json"), lambda f: f.write(b"{}"))
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "results.json").st_mode & 0o777) == 0o644
