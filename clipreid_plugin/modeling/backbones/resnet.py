@@ -18,6 +18,7 @@ from torch import nn
 from clipreid_plugin.utils.checkpoint import CheckpointError, load_model_weights
 
 from .build import BACKBONE_REGISTRY
+from .torchvision_weights import local_torchvision_weights, torchvision_weights_file_name
 
 __all__ = ["ResNetBackbone", "build_resnet_backbone", "RESNET_ARCHS"]
 
@@ -76,8 +77,7 @@ class ResNetBackbone(nn.Module):
 
 def _torchvision_file_name(depth: str) -> str:
     """Returns: the file name torchvision caches the ImageNet weights of ``depth`` under."""
-    weights = getattr(torchvision.models, RESNET_ARCHS[depth][1]).IMAGENET1K_V1
-    return weights.url.rsplit("/", 1)[-1]
+    return torchvision_weights_file_name(RESNET_ARCHS[depth][1])
 
 
 def load_pretrained_resnet(backbone: ResNetBackbone, path: str, depth: str) -> dict:
@@ -93,15 +93,7 @@ def load_pretrained_resnet(backbone: ResNetBackbone, path: str, depth: str) -> d
     Returns:
         ``{"missing": [...], "unexpected": [...], "mismatched": [...]}`` (see ``load_model_weights``).
     """
-    path = os.path.expandvars(os.path.expanduser(path))
-    if not os.path.isfile(path):
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints", _torchvision_file_name(depth))
-        raise FileNotFoundError(
-            f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision "
-            f"state dict for DEPTH {depth!r}; torchvision caches it as {cache} after "
-            f"`torchvision.models.{RESNET_ARCHS[depth][0]}(weights='IMAGENET1K_V1')` on a machine with "
-            f"internet access (nothing is downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False."
-        )
+    path = local_torchvision_weights(path, RESNET_ARCHS[depth][1], RESNET_ARCHS[depth][0], f"DEPTH {depth!r}")
     try:
         return load_model_weights(backbone, path, strict_shapes=True)
     except CheckpointError as e:

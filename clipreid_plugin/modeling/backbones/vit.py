@@ -32,6 +32,7 @@ from torchvision.models.vision_transformer import Encoder
 from clipreid_plugin.utils.checkpoint import CheckpointError
 
 from .build import BACKBONE_REGISTRY
+from .torchvision_weights import local_torchvision_weights, torchvision_weights_file_name
 from .clip_pos_embed import patch_grid, resize_pos_embed
 
 __all__ = ["ViTBackbone", "build_vit_backbone", "VIT_ARCHS"]
@@ -164,18 +165,11 @@ class ViTBackbone(nn.Module):
 
 def _torchvision_file_name(arch: str) -> str:
     """Returns: the file name torchvision caches the ImageNet weights of ``arch`` under."""
-    return getattr(torchvision.models, VIT_ARCHS[arch][5]).IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return torchvision_weights_file_name(VIT_ARCHS[arch][5])
 
 
 def _read_state_dict(path: str, arch: str) -> Dict[str, torch.Tensor]:
-    path = os.path.expandvars(os.path.expanduser(path))
-    if not os.path.isfile(path):
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints", _torchvision_file_name(arch))
-        raise FileNotFoundError(
-            f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision state dict for "
-            f"MODEL.BACKBONE.VIT.ARCH {arch!r}; torchvision caches it as {cache} after "
-            f"`torchvision.models.{arch}(weights='IMAGENET1K_V1')` on a machine with internet access (nothing is "
-            f"downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False.")
+    path = local_torchvision_weights(path, VIT_ARCHS[arch][5], arch, f"MODEL.BACKBONE.VIT.ARCH {arch!r}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same actionable message
