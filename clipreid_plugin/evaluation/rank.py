@@ -161,10 +161,21 @@ class RankAccumulator:
             dist: (rows, G) distances of those queries to every gallery item.
         """
         dist = dist.to(self.device).float()
-        rows, end = dist.shape[0], start + dist.shape[0]
-        if dist.shape[1] != self.num_g or end > self.num_q:
+        if dist.shape[1] != self.num_g or start + dist.shape[0] > self.num_q:
             raise ValueError(f"Distance block of shape {tuple(dist.shape)} at query {start} does not fit "
                              f"{self.num_q} queries x {self.num_g} gallery items.")
+        # The ranking makes several elementwise passes over its rows: on a CPU, sub-blocks that
+        # stay in cache make them several times faster than streaming a large block from memory
+        # (the distance GEMM, done by the caller, prefers large blocks). GPUs take the block whole.
+        step = dist.shape[0] if dist.is_cuda else max(1, self.CPU_SUBBLOCK_ELEMENTS // self.num_g)
+        for s in range(0, dist.shape[0], step):
+            self._add_block(start + s, dist[s:s + step])
+
+    # elements of one CPU ranking sub-block (4 MiB of float32 distances)
+    CPU_SUBBLOCK_ELEMENTS = 1 << 20
+
+    def _add_block(self, start: int, dist: torch.Tensor) -> None:
+        rows, end = dist.shape[0], start + dist.shape[0]
         dev = self.device
         idx, kept, removed = self._matches(start, end)
         m_keys = distance_keys(torch.gather(dist, 1, idx), idx)

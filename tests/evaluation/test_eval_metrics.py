@@ -40,6 +40,18 @@ def test_matches_reference_evaluator(refs, normalise, prefix, budget_mb):
     assert np.all((all_inp > 0) & (all_inp <= 1))
 
 
+def test_cpu_ranking_subblocks_match_the_reference(refs, monkeypatch):
+    # one distance block, ranked in sub-blocks of a single query row each (cache-sized on real data)
+    from clipreid_plugin.evaluation.rank import RankAccumulator
+
+    feats, pids, camids, nq = _split(refs)
+    monkeypatch.setattr(RankAccumulator, "CPU_SUBBLOCK_ELEMENTS", 1)
+    dist = refs["outputs"]["r1map_distmat"]
+    cmc, all_ap, _ = evaluate_rank(dist, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
+    np.testing.assert_allclose(cmc, refs["outputs"]["r1map_cmc"].numpy(), rtol=0, atol=1e-6)
+    assert abs(float(np.mean(all_ap)) - refs["outputs"]["r1map_mAP"]) <= 1e-6
+
+
 def test_hand_computed_protocol():
     # one query (pid 1, cam 0); gallery distances 0.1..0.6 in index order
     g_pids = np.array([1, 2, 1, 3, 1, 1])
