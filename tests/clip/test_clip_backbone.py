@@ -1,7 +1,6 @@
 """CLIP image encoder as a ReID backbone: reference outputs, stock CLIP equivalence, SIE, OLP."""
 
 import copy
-import os
 
 import pytest
 import torch
@@ -11,22 +10,13 @@ from clipreid_plugin.interop import load_clip
 from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY
 from clipreid_plugin.modeling.backbones.clip_backbone import CLIPImageEncoder, build_clip_image_encoder
 
+from clip_cfgs import tiny_vit_cfg
+
 TOL = 1e-5
 
 
 def _max_err(a, b):
     return (a - b).abs().max().item()
-
-
-def _tiny_vit_cfg(reference_dir, **clip_keys):
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    cfg.MODEL.BACKBONE.PRETRAIN_PATH = os.path.join(reference_dir, "tiny_clip_vit_openai_format.pt")
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
-    for k, v in clip_keys.items():
-        cfg.MODEL.BACKBONE.CLIP[k] = v
-    return cfg
 
 
 @pytest.mark.parametrize("case_name", ["vit_case", "rn_case"])
@@ -64,7 +54,7 @@ def test_rn_stage1_features_need_eval_mode(rn_case, case_model):
 
 def test_equals_stock_clip_at_224(reference_dir):
     """CLIPREID_SPEC.md 12.4: without resizing, the projected class token is CLIP's image embedding."""
-    cfg = _tiny_vit_cfg(reference_dir)
+    cfg = tiny_vit_cfg(reference_dir)
     cfg.INPUT.SIZE_TRAIN = [224, 224]
     clip = load_clip(weights=cfg.MODEL.BACKBONE.PRETRAIN_PATH)
     enc = build_clip_image_encoder(cfg, copy.deepcopy(clip)).eval()
@@ -76,7 +66,7 @@ def test_equals_stock_clip_at_224(reference_dir):
 
 
 def test_registered_and_overlapping_patches(reference_dir):
-    cfg = _tiny_vit_cfg(reference_dir, STRIDE_SIZE=[12, 12])
+    cfg = tiny_vit_cfg(reference_dir, STRIDE_SIZE=[12, 12])
     enc = BACKBONE_REGISTRY.get("build_clip_backbone")(cfg)
     assert isinstance(enc, CLIPImageEncoder)
     assert enc.visual.conv1.stride == (12, 12) and enc.grid_size == (21, 10)
@@ -89,11 +79,11 @@ def test_registered_and_overlapping_patches(reference_dir):
 
 def test_sie_adds_to_class_token_only(reference_dir):
     """SIE = class_embedding + SIE_COE * cv_embed[cam * num_views + view] (spec 2.3, 2.5)."""
-    cfg = _tiny_vit_cfg(reference_dir, SIE_CAMERA=True, SIE_VIEW=True, NUM_CAMERAS=3, NUM_VIEWS=2, SIE_COE=1.5)
+    cfg = tiny_vit_cfg(reference_dir, SIE_CAMERA=True, SIE_VIEW=True, NUM_CAMERAS=3, NUM_VIEWS=2, SIE_COE=1.5)
     cfg.INPUT.SIZE_TRAIN = [64, 32]
     enc = build_clip_image_encoder(cfg).eval()
     assert enc.cv_embed.shape == (6, 128)
-    plain_cfg = _tiny_vit_cfg(reference_dir)
+    plain_cfg = tiny_vit_cfg(reference_dir)
     plain_cfg.INPUT.SIZE_TRAIN = [64, 32]
     plain = build_clip_image_encoder(plain_cfg).eval()
     x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
@@ -108,11 +98,11 @@ def test_sie_adds_to_class_token_only(reference_dir):
         with pytest.raises(ValueError, match=r"camera id.*0\.\.2.*NUM_CAMERAS"):
             enc(x, torch.tensor([0, 3]), view)
     with pytest.raises(ValueError, match="NUM_CAMERAS"):
-        build_clip_image_encoder(_tiny_vit_cfg(reference_dir, SIE_CAMERA=True))
+        build_clip_image_encoder(tiny_vit_cfg(reference_dir, SIE_CAMERA=True))
 
 
 def test_grad_checkpointing_same_gradients(reference_dir):
-    cfg = _tiny_vit_cfg(reference_dir, GRAD_CHECKPOINTING=True)
+    cfg = tiny_vit_cfg(reference_dir, GRAD_CHECKPOINTING=True)
     cfg.INPUT.SIZE_TRAIN = [64, 32]  # small grid: the test is about recomputation, not size
     enc = build_clip_image_encoder(cfg).train()
     x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(2))

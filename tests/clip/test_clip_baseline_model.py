@@ -10,19 +10,15 @@ from clipreid_plugin.config import get_cfg
 from clipreid_plugin.modeling.meta_arch import META_ARCH_REGISTRY
 from clipreid_plugin.modeling.meta_arch.clip_baseline import CLIPBaseline
 
+from clip_cfgs import tiny_vit_cfg
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, "projects", "CLIPReID", "configs")
 
 
 def _tiny_cfg(reference_dir, **clip_keys):
-    cfg = get_cfg()
+    cfg = tiny_vit_cfg(reference_dir, **clip_keys)
     cfg.MODEL.META_ARCHITECTURE = "CLIPBaseline"
-    cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    cfg.MODEL.BACKBONE.PRETRAIN_PATH = os.path.join(reference_dir, "tiny_clip_vit_openai_format.pt")
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
-    for k, v in clip_keys.items():
-        cfg.MODEL.BACKBONE.CLIP[k] = v
     cfg.INPUT.SIZE_TRAIN = [64, 32]
     cfg.MODEL.HEADS.NUM_CLASSES = 3
     return cfg
