@@ -1,6 +1,7 @@
 """Standard training hooks: timing, LR scheduling, checkpoints, evaluation, writers."""
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -109,8 +110,6 @@ class PeriodicCheckpointer(HookBase):
         if path and not is_last:
             self._recent.append(path)
             if self.max_to_keep is not None:
-                import os
-
                 while len(self._recent) > self.max_to_keep:
                     old = self._recent.pop(0)
                     if os.path.exists(old):
@@ -144,7 +143,8 @@ class EvalHook(HookBase):
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
         self.last_results = results
         comm.synchronize()
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def after_epoch(self):
         done = self.trainer.epoch + 1
