@@ -11,7 +11,10 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["clipreid_plugin", "clipreid_plugin.*"]),
-    package_data={"clipreid_plugin": ["interop/model_configs/*.json"]},
+    package_data={"clipreid_plugin": ["plugins/clipreid/model_configs/*.json"]},
+    # Plugins are found through this entry-point group; the built-in CLIP-ReID plugin registers
+    # itself here exactly as a third-party package would.
+    entry_points={"clipreid_plugin.plugins": ["clipreid = clipreid_plugin.plugins.clipreid"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

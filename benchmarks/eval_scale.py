@@ -27,8 +27,10 @@ import time
 import numpy as np
 import torch
 
-from clipreid_plugin.evaluation.reference_impl import (reference_euclidean_distance, reference_eval_func,
-                                                      reference_re_ranking)
+# The reference-style baseline is development tooling kept outside the installed package.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from parity_harness.reference_eval import (reference_euclidean_distance, reference_eval_func,  # noqa: E402
+                                           reference_re_ranking)
 
 
 SIZES = {  # (num_query, num_gallery, num_test_identities, num_cameras)

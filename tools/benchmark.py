@@ -23,7 +23,7 @@ import logging
 import sys
 
 import clipreid_plugin  # noqa: F401  (registers components)
-from clipreid_plugin.benchmark import parse_method, run_benchmark, table_text, write_outputs
+from clipreid_plugin.comparison import parse_method, run_benchmark, table_text, write_outputs
 from clipreid_plugin.utils.logger import setup_logger
 
 

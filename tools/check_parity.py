@@ -7,10 +7,18 @@ reference state dict is loaded, and every output and schedule the file holds is 
 and compared. One table per case: output, max error, tolerance, PASS/FAIL.
 
     python tools/check_parity.py ../shared/reference/case_vit_person.pt ../shared/reference/case_rn_person.pt
+    python tools/check_parity.py --dtype float64 ../shared/reference/float64/case_*.pt
     python tools/check_parity.py my_case.pt --tiny-clip-dir /path/to/clip_weights --device cuda
 
-The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file
-unless ``--tiny-clip-dir`` says where it is.
+``--dtype float64`` replays in double precision (model and inputs ``.double()``, nothing cast
+down) and requires every row within ``1e-9 x max(1, max|ref|)``: the exact-parity check, for
+cases the reference computed in float64. In float32 (the default; published checkpoints), a
+case with a float64 twin in ``float64/`` beside it is bounded by the reference's own float32
+error (2 x |ref32 - ref64| per output), since float32 results depend on the CPU's summation
+order; without one the fixed bounds of ``parity_harness.case_replay`` apply.
+
+The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file (and
+in its parent folder, for the float64 cases) unless ``--tiny-clip-dir`` says where it is.
 
 Exit status: 0 when every row of every case passes, 1 when a row fails (or the model cannot be
 rebuilt from the case), 2 when a case file cannot be used (missing, unreadable, or lacking keys
@@ -24,9 +32,10 @@ import sys
 import time
 from typing import List, Optional
 
+import torch
 from tabulate import tabulate
 
-from clipreid_plugin.interop.parity import CaseFormatError, ParityRow, load_case, run_case
+from parity_harness.case_replay import CaseFormatError, ParityRow, float64_case_path, load_case, run_case
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,13 +46,27 @@ def format_rows(rows: List[ParityRow]) -> str:
     return tabulate(table, headers=["output", "max error", "tolerance", "result", "note"], tablefmt="simple")
 
 
-def check_file(path: str, tiny_clip_dir: Optional[str], device: str) -> int:
+def _clip_dir(case: dict, path: str, tiny_clip_dir: Optional[str]) -> str:
+    """Where the case's CLIP weights are: --tiny-clip-dir, the case's folder, or its parent
+    (the float64 cases share the weights of the float32 ones)."""
+    if tiny_clip_dir:
+        return tiny_clip_dir
+    here = os.path.dirname(os.path.abspath(path))
+    name = case["meta"]["tiny_clip_file"]
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, name)):
+            return folder
+    return here
+
+
+def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torch.dtype) -> int:
     """Check one case file and print its table. Returns: an exit status (see the module doc)."""
     start = time.perf_counter()
     try:
         case = load_case(path)
-        clip_dir = tiny_clip_dir or os.path.dirname(os.path.abspath(path))
-        rows = run_case(case, clip_dir, device)
+        twin = float64_case_path(path) if dtype == torch.float32 else None
+        reference64 = load_case(twin) if twin else None
+        rows = run_case(case, _clip_dir(case, path, tiny_clip_dir), device, dtype, reference64)
     except CaseFormatError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -52,7 +75,9 @@ def check_file(path: str, tiny_clip_dir: Optional[str], device: str) -> int:
         return EXIT_MISMATCH
     failed = [r for r in rows if not r.passed]
     description = case["meta"].get("description", "")
-    print(f"\n== {path}" + (f"  ({description})" if description else ""))
+    print(f"\n== {path}" + (f"  ({description})" if description else "")
+          + f"\n   replayed in {str(dtype).replace('torch.', '')}"
+          + (f"; float32 bounds from the reference's own rounding ({twin})" if twin else ""))
     print(format_rows(rows))
     print(f"{path}: {len(rows) - len(failed)}/{len(rows)} passed, {len(failed)} failed "
           f"({time.perf_counter() - start:.1f} s)")
@@ -72,10 +97,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--tiny-clip-dir", default=None,
                         help="folder holding each case's meta.tiny_clip_file (default: the case file's folder)")
     parser.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                        help="replay precision: float64 for the reference's float64 cases (exact parity, "
+                             "1e-9 bound); float32 for published checkpoints (default)")
     args = parser.parse_args(argv)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    statuses = [check_file(path, args.tiny_clip_dir, args.device) for path in args.cases]
+    statuses = [check_file(path, args.tiny_clip_dir, args.device, dtype) for path in args.cases]
     worst = max(statuses)
     bad = sum(s == EXIT_BAD_INPUT for s in statuses)
     mismatched = sum(s == EXIT_MISMATCH for s in statuses)

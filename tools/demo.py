@@ -15,7 +15,7 @@ import os
 import sys
 
 import clipreid_plugin  # noqa: F401  (registers components)
-from clipreid_plugin.benchmark import MethodSpec, run_benchmark, table_text, write_outputs
+from clipreid_plugin.comparison import MethodSpec, run_benchmark, table_text, write_outputs
 from clipreid_plugin.utils.logger import setup_logger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

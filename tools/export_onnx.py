@@ -17,9 +17,9 @@ import logging
 import sys
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.tools.export import DEFAULT_OPSET, check_onnx, export_onnx
-from clipreid_plugin.tools.extract import FeatureExtractor
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.usertools.export import DEFAULT_OPSET, check_onnx, export_onnx
+from clipreid_plugin.usertools.extract import FeatureExtractor
 
 
 def build_parser() -> argparse.ArgumentParser:

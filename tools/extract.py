@@ -14,8 +14,8 @@ import logging
 import sys
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.tools.extract import FeatureExtractor, save_features
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.usertools.extract import FeatureExtractor, save_features
 
 
 def build_parser() -> argparse.ArgumentParser:

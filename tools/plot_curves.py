@@ -11,8 +11,8 @@ import argparse
 import logging
 import sys
 
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.tools.visualize import plot_training_curves
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.usertools.visualize import plot_training_curves
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,9 @@ from tabulate import tabulate
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.evaluation.distance import METRICS
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.tools.extract import FeatureExtractor, load_features, search
-from clipreid_plugin.tools.visualize import draw_rank_strips, save_png
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
+from clipreid_plugin.usertools.visualize import draw_rank_strips, save_png
 from clipreid_plugin.utils.file_io import atomic_write_text
 
 

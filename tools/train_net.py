@@ -11,33 +11,20 @@ Run ``--help`` for every flag. Trailing ``KEY VALUE`` pairs override the config.
 
 import sys
 
-import clipreid_plugin  # noqa: F401  (registers every built-in component)
-from clipreid_plugin.engine import DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg
-from clipreid_plugin.evaluation import save_run_results
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.utils import comm
+import clipreid_plugin  # noqa: F401  (registers the host's components; plugins load with the config)
+from clipreid_plugin.engine import default_argument_parser, default_setup, launch, run_training, setup_cfg
+from clipreid_plugin.utils.cli import run_tool
 
 
 def main(args):
-    """Per-process entry point: build the config and the trainer, then train or evaluate.
+    """Per-process entry point: build the config, then train or evaluate (:func:`run_training`).
 
     Returns:
         The evaluation results ``{dataset: metrics}`` (main process).
     """
     cfg = setup_cfg(args)
     default_setup(cfg, args)
-    trainer = DefaultTrainer(cfg)
-    if args.eval_only:
-        trainer.resume_or_load(resume=args.resume)
-        results = DefaultTrainer.test(trainer.cfg, trainer.model)
-        if comm.is_main_process():
-            save_run_results(trainer.cfg.OUTPUT_DIR, results)
-        return results
-    trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
-    if comm.is_main_process() and results:
-        save_run_results(trainer.cfg.OUTPUT_DIR, results)
-    return results
+    return run_training(cfg, eval_only=args.eval_only, resume=args.resume)["results"]
 
 
 def cli(argv=None) -> int:

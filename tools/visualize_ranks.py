@@ -15,8 +15,8 @@ import argparse
 import logging
 import sys
 
-from clipreid_plugin.tools.cli import run_tool
-from clipreid_plugin.tools.visualize import ORDERS, StripLayout, visualize_ranking
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.usertools.visualize import ORDERS, StripLayout, visualize_ranking
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,16 @@
-"""Configuration: :func:`get_cfg` returns the defaults; YAML files may chain ``_BASE_`` files."""
+"""Configuration: :func:`load_cfg` builds a run's config (defaults, plugin keys, a YAML file
+with its ``_BASE_`` chain and ``PLUGINS``, overrides); :func:`get_cfg` returns the defaults.
 
-from .config import CfgNode, ConfigError, get_cfg, flatten_keys
-from .clipreid_config import add_clipreid_config
+Components extend the config through :func:`register_config_extension` (their own keys) and
+:func:`declare_data_dependent_key` (keys filled from the training data).
+"""
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "flatten_keys", "add_clipreid_config"]
+from .config import CfgNode, ConfigError, flatten_keys, get_cfg, load_cfg, read_config_chain
+from .extensions import (DATA_SOURCES, DataInfo, apply_config_extensions, data_dependent_keys,
+                         declare_data_dependent_key, fill_data_dependent_keys, register_config_extension,
+                         registered_config_extensions)
+
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
+           "register_config_extension", "apply_config_extensions", "registered_config_extensions",
+           "DataInfo", "DATA_SOURCES", "declare_data_dependent_key", "data_dependent_keys",
+           "fill_data_dependent_keys"]

@@ -1,28 +1,35 @@
-"""Config node with readable errors, ``_BASE_`` inheritance and plugin hooks.
+"""Config node with readable errors, ``_BASE_`` inheritance and plugin loading.
 
-Built on fvcore's :class:`~fvcore.common.config.CfgNode` (which already resolves ``_BASE_``
-chains relative to each file). What this module adds:
+Built on fvcore's :class:`~fvcore.common.config.CfgNode`. What this module adds:
 
 * unknown keys fail with the full key name and the closest valid keys;
-* wrong types fail naming the key, the expected and the given type;
-* ``merge_from_list`` accepts the same values a YAML file would (``5e-6`` as a float);
-* :func:`get_cfg` returns the defaults with every built-in plugin's keys added.
+* wrong types fail naming the key, the expected type and the key's default;
+* ``merge_from_list`` accepts the same values a YAML file would (``5e-6`` as a float), and a
+  bare word for a list of names (``DATASETS.NAMES VeRi``);
+* the top-level ``PLUGINS`` list of a file (and of every file of its ``_BASE_`` chain) is
+  imported before the file is merged, so a plugin's config keys and components exist when
+  its values are read (see :mod:`clipreid_plugin.utils.plugins`);
+* :func:`get_cfg` returns the defaults plus the keys of every loaded plugin, and
+  :func:`load_cfg` is the one function every tool builds its config with.
 """
 
 import ast
 import difflib
-from typing import Any, Dict, Iterable, List
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "flatten_keys"]
+from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.plugins import import_plugins, load_entry_point_plugins, resolve_plugin_spec
+
+from .extensions import apply_config_extensions
+
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain"]
 
 BASE_KEY = "_BASE_"
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
+PLUGINS_KEY = "PLUGINS"
 
 
 def flatten_keys(node: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -38,12 +45,15 @@ def flatten_keys(node: Dict[str, Any], prefix: str = "") -> List[str]:
 
 
 def _closest(key: str, candidates: Iterable[str]) -> List[str]:
-    candidates = list(candidates)
+    candidates = list(dict.fromkeys(candidates))  # unique, in order
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     if not close:  # fall back to matching the last component only (a typo in the leaf)
         leaf = key.rsplit(".", 1)[-1]
-        by_leaf = {c.rsplit(".", 1)[-1]: c for c in candidates}
-        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6)]
+        by_leaf: Dict[str, List[str]] = {}
+        for c in candidates:
+            by_leaf.setdefault(c.rsplit(".", 1)[-1], []).append(c)
+        matches = difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6)
+        close = list(dict.fromkeys(c for m in matches for c in by_leaf[m]))[:3]
     return close
 
 
@@ -57,12 +67,34 @@ def _coerce_literal(value: Any) -> Any:
         return value
 
 
+def _default_of(full_key: str) -> Any:
+    """The default value of ``full_key`` in a fresh :func:`get_cfg` (for messages)."""
+    node: Any = get_cfg()
+    for part in full_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _is_list_of_names(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _type_name(value: Any) -> str:
+    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
 class CfgNode(_FvCfgNode):
     """fvcore CfgNode that explains what is wrong with a config instead of asserting."""
 
     def _check_mergeable(self, other: Dict[str, Any], prefix: str = "") -> None:
-        """Raise ConfigError for keys of ``other`` that do not exist here, or of wrong type."""
-        for k, v in other.items():
+        """Raise ConfigError for keys of ``other`` that do not exist here, or of wrong type.
+
+        A bare string given for a list of names (``DATASETS.NAMES VeRi``) is turned into a
+        one-element list in ``other``.
+        """
+        for k, v in list(other.items()):
             full = f"{prefix}{k}"
             if k not in self:
                 if self.is_new_allowed():
@@ -81,33 +113,35 @@ class CfgNode(_FvCfgNode):
                     )
                 mine._check_mergeable(v, full + ".")
             else:
-                self._check_type(full, mine, v)
+                other[k] = self._check_type(full, mine, v)
 
     @staticmethod
-    def _check_type(full: str, mine: Any, value: Any) -> None:
-        value = _coerce_literal(value)
-        if mine is None or value is None:
-            return
-        ok = {
-            bool: (bool,),
-            int: (int,),
-            float: (float, int),
-            str: (str,),
-            tuple: (tuple, list),
-            list: (list, tuple),
-        }
-        for t, allowed in ok.items():
-            if type(mine) is t:
-                if type(value) is bool and t is not bool:
-                    break
-                if isinstance(value, allowed):
-                    return
-                break
-        else:
-            return
+    def _check_type(full: str, mine: Any, value: Any) -> Any:
+        """Returns: ``value`` (a bare name wrapped into a list where a list of names is expected).
+
+        Raises:
+            ConfigError: naming the key, the expected type, the given value and the default.
+        """
+        parsed = _coerce_literal(value)
+        if mine is None or parsed is None:
+            return value
+        if isinstance(mine, (list, tuple)) and isinstance(parsed, str) and (not mine or _is_list_of_names(mine)):
+            return (parsed,)  # DATASETS.NAMES VeRi means ["VeRi"]
+        ok = {bool: (bool,), int: (int,), float: (float, int), str: (str,), tuple: (tuple, list),
+              list: (list, tuple)}
+        allowed = ok.get(type(mine))
+        if allowed is None:
+            return value
+        if isinstance(parsed, allowed) and not (type(parsed) is bool and type(mine) is not bool):
+            return value
+        default = _default_of(full)
+        hint = ""
+        if isinstance(mine, (list, tuple)):
+            hint = (f" Give a list: in YAML `{full.rsplit('.', 1)[-1]}: [a, b]`, on the command line "
+                    f"`{full} \"[a, b]\"`.")
         raise ConfigError(
-            f"Config key {full!r} expects {type(mine).__name__} (default {mine!r}), "
-            f"got {type(value).__name__} {value!r}."
+            f"Config key {full!r} expects a {_type_name(mine)} (default {default!r}), got "
+            f"{type(parsed).__name__} {parsed!r}.{hint}"
         )
 
     def merge_from_other_cfg(self, cfg_other: "CfgNode"):
@@ -121,21 +155,31 @@ class CfgNode(_FvCfgNode):
         self._check_mergeable(cfg_other)
         return super().merge_from_other_cfg(cfg_other)
 
+    def _load_plugins(self, specs: Sequence[str], base_dir: Optional[str], source: str) -> None:
+        """Import plugins, then add the config keys they registered to this config."""
+        import_plugins(specs, base_dir, source)
+        was_frozen = self.is_frozen()
+        self.defrost()
+        apply_config_extensions(self)
+        if was_frozen:
+            self.freeze()
+
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
         """Merge a YAML file (with its ``_BASE_`` chain) into this config.
+
+        The ``PLUGINS`` of every file of the chain are imported first (paths relative to the
+        file that lists them), and the merged config records all of them.
 
         Args:
             cfg_filename: path of the YAML file; ``_BASE_`` paths are relative to it.
             allow_unsafe: allow ``yaml.unsafe_load`` tags.
         """
-        try:
-            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
-        except FileNotFoundError as e:
-            raise ConfigError(f"Config file not found: {e.filename or cfg_filename}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file {cfg_filename} is not valid YAML: {e}") from None
-        if loaded is None:
+        loaded, plugins = read_config_chain(cfg_filename, allow_unsafe)
+        self._load_plugins(plugins, None, cfg_filename)
+        if not loaded:
             return
+        if plugins:
+            loaded[PLUGINS_KEY] = list(dict.fromkeys(list(self.get(PLUGINS_KEY, ())) + plugins))
         try:
             self.merge_from_other_cfg(type(self)(loaded))
         except ConfigError as e:
@@ -146,7 +190,8 @@ class CfgNode(_FvCfgNode):
 
         Args:
             cfg_list: flat list ``[KEY1, VALUE1, KEY2, VALUE2, ...]``; values are parsed as
-                Python literals when possible (``5e-6``, ``"[12, 12]"``, ``True``).
+                Python literals when possible (``5e-6``, ``"[12, 12]"``, ``True``). A
+                ``PLUGINS`` pair is imported before the other pairs are merged.
         """
         if len(cfg_list) % 2 != 0:
             raise ConfigError(
@@ -156,6 +201,15 @@ class CfgNode(_FvCfgNode):
         for full, value in zip(cfg_list[0::2], cfg_list[1::2]):
             if full == BASE_KEY:
                 raise ConfigError(f"The key {BASE_KEY!r} can only be used in YAML files.")
+            if full.startswith("-"):
+                raise ConfigError(f"{full!r} is not a config key; command-line flags go before or after the "
+                                  f"KEY VALUE overrides, not between a key and its value.")
+            if full == PLUGINS_KEY:
+                specs = _coerce_literal(value)
+                specs = [specs] if isinstance(specs, str) else list(specs)
+                specs = [resolve_plugin_spec(s, os.getcwd()) for s in specs]
+                self._load_plugins(specs, None, "the PLUGINS override")
+                value = list(dict.fromkeys(list(self.get(PLUGINS_KEY, ())) + specs))
             d = nested
             parts = full.split(".")
             for p in parts[:-1]:
@@ -172,11 +226,104 @@ class CfgNode(_FvCfgNode):
         atomic_write_text(path, self.dump())
 
 
-def get_cfg() -> CfgNode:
-    """Returns: a fresh copy of the default config with every built-in plugin's keys added."""
-    from .defaults import _C
-    from .clipreid_config import add_clipreid_config
+def _merge_into(a: Dict[str, Any], b: Dict[str, Any]) -> None:
+    """Merge dict ``a`` into ``b`` (values of ``a`` win), as fvcore merges a file over its bases."""
+    for k, v in a.items():
+        if isinstance(v, dict) and isinstance(b.get(k), dict):
+            _merge_into(v, b[k])
+        else:
+            b[k] = v
 
+
+def _read_yaml(path: str, referrer: Optional[str], allow_unsafe: bool) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        where = f" (the {BASE_KEY} of {referrer})" if referrer else ""
+        raise ConfigError(f"Config file not found: {path}{where}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file {path} is not UTF-8 text ({e}).") from None
+    try:
+        data = yaml.unsafe_load(text) if allow_unsafe else yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of keys, not a {type(data).__name__}.")
+    return data
+
+
+def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[str] = None
+                      ) -> Tuple[Dict[str, Any], List[str]]:
+    """Read a YAML config with its ``_BASE_`` files merged (bases first, the file wins).
+
+    Args:
+        path: the file; relative ``_BASE_`` paths start at its folder (``~`` is expanded).
+        allow_unsafe: allow ``yaml.unsafe_load`` tags.
+        referrer: the file whose ``_BASE_`` names ``path`` (for messages).
+
+    Returns:
+        (merged mapping without ``_BASE_`` and ``PLUGINS``, the union of the chain's
+        ``PLUGINS`` in order, bases first, paths made absolute).
+
+    Raises:
+        ConfigError: a missing file (naming the file that refers to it), invalid YAML, not a
+            mapping, or a ``PLUGINS`` value that is not a list of names.
+    """
+    path = os.path.expanduser(path)
+    data = _read_yaml(path, referrer, allow_unsafe)
+    here = os.path.dirname(os.path.abspath(path))
+    merged: Dict[str, Any] = {}
+    plugins: List[str] = []
+    bases = data.pop(BASE_KEY, None)
+    for base in ([bases] if isinstance(bases, str) else list(bases or [])):
+        base = os.path.expanduser(str(base))
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        base_data, base_plugins = read_config_chain(base_path, allow_unsafe, referrer=path)
+        _merge_into(base_data, merged)
+        plugins += base_plugins
+    own = data.pop(PLUGINS_KEY, None) or []
+    if isinstance(own, str):
+        own = [own]
+    if not isinstance(own, (list, tuple)) or not all(isinstance(p, str) for p in own):
+        raise ConfigError(f"{PLUGINS_KEY} in {path} must be a list of module names or .py paths, got {own!r}.")
+    plugins += [resolve_plugin_spec(p, here) for p in own]
+    _merge_into(data, merged)
+    return merged, list(dict.fromkeys(plugins))
+
+
+def get_cfg() -> CfgNode:
+    """Returns: a fresh copy of the default config with the keys of every loaded plugin added.
+
+    Installed plugins (entry-point group ``clipreid_plugin.plugins``, the built-in CLIP-ReID
+    plugin among them) are imported on the first call.
+    """
+    from .defaults import _C
+
+    load_entry_point_plugins()
     cfg = _C.clone()
-    add_clipreid_config(cfg)
+    apply_config_extensions(cfg)
+    return cfg
+
+
+def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CfgNode:
+    """The config of a run: defaults and plugin keys, the file (``_BASE_`` chain, ``PLUGINS``),
+    then ``KEY VALUE`` overrides. Every tool and test builds its config through this function.
+
+    Args:
+        config_file: YAML file ("" = defaults only).
+        opts: flat ``[KEY1, VALUE1, ...]`` overrides.
+        freeze: freeze the result.
+
+    Returns:
+        The config.
+    """
+    cfg = get_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    if freeze:
+        cfg.freeze()
     return cfg

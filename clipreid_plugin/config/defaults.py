@@ -6,14 +6,20 @@ says ``_ITERS``.
 """
 
 from .config import CfgNode as CN
+from .extensions import declare_data_dependent_key
 
 _C = CN()
+
+# Plugins to import before the rest of a config file is merged: dotted module names, or paths to
+# a .py file / package folder relative to the file that lists them (see utils/plugins.py).
+_C.PLUGINS = ()
 
 # ---------------------------------------------------------------------------------------------
 # MODEL
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
-# Registered name in META_ARCH_REGISTRY: "Baseline" (bag of tricks), "CLIPBaseline", "CLIPReID".
+# Registered name in META_ARCH_REGISTRY: "Baseline" (bag of tricks); plugins add others
+# (the CLIP-ReID plugin: "CLIPBaseline", "CLIPReID").
 _C.MODEL.META_ARCHITECTURE = "Baseline"
 # "auto" = cuda when available, else cpu; or any torch device string.
 _C.MODEL.DEVICE = "auto"
@@ -21,7 +27,8 @@ _C.MODEL.DEVICE = "auto"
 _C.MODEL.WEIGHTS = ""
 
 _C.MODEL.BACKBONE = CN()
-# Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_clip_backbone", ...).
+# Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
+# plugin adds "build_clip_backbone").
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
 # torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; ResNeXt "50x_32x4d", "101x_32x8d".
 _C.MODEL.BACKBONE.DEPTH = "50x"
@@ -43,15 +50,17 @@ _C.MODEL.BACKBONE.VIT.STRIDE_SIZE = [16, 16]
 # SIE: a learned camera embedding x SIE_COE added to every token (TransReID); needs NUM_CAMERAS.
 _C.MODEL.BACKBONE.VIT.SIE_CAMERA = False
 _C.MODEL.BACKBONE.VIT.SIE_COE = 3.0
-# Cameras of the training set (rows of the SIE table); must be > 0 when SIE_CAMERA is True.
+# Cameras of the training set (rows of the SIE table); filled from the training set when 0.
 _C.MODEL.BACKBONE.VIT.NUM_CAMERAS = 0
+declare_data_dependent_key("MODEL.BACKBONE.VIT.NUM_CAMERAS", "num_cameras")
 
 _C.MODEL.HEADS = CN()
 # Registered name in HEAD_REGISTRY.
 _C.MODEL.HEADS.NAME = "EmbeddingHead"
 # Filled in from the training set when 0.
 _C.MODEL.HEADS.NUM_CLASSES = 0
-# "before" = pre-BN feature at test time (CLIP-ReID configs), "after" = post-BNNeck feature.
+declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
+# "before" = pre-BN feature at test time, "after" = post-BNNeck feature.
 _C.MODEL.HEADS.NECK_FEAT = "after"
 # Global pooling of the backbone's feature map: "avg" or "max" or "gem".
 _C.MODEL.HEADS.POOL_LAYER = "avg"
@@ -178,6 +187,15 @@ _C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with GradScaler) or "bfloat16" (wi
 # Checkpoint every N epochs (and always at the end).
 _C.SOLVER.CHECKPOINT_PERIOD = 10
 _C.SOLVER.LOG_PERIOD_ITERS = 20
+
+# ---------------------------------------------------------------------------------------------
+# TRAINER
+# ---------------------------------------------------------------------------------------------
+_C.TRAINER = CN()
+# Registered names in HOOK_REGISTRY of extra hooks, in order. They run after the LR scheduler
+# and before the checkpointer and evaluation; a PhaseHook among them trains a phase of its own
+# before the main loop (CLIP-ReID's base config names "CLIPReIDStage1Hook").
+_C.TRAINER.HOOKS = ()
 
 # ---------------------------------------------------------------------------------------------
 # TEST

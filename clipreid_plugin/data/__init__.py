@@ -1,10 +1,11 @@
 """Data: datasets (DATASET_REGISTRY), transforms, samplers (SAMPLER_REGISTRY) and loaders.
 
-The trainer calls :func:`build_reid_train_loader`, :func:`build_reid_test_loader` and
-:func:`build_stage1_loader`; every dataset and sampler is chosen by its registered name.
+The trainer calls :func:`build_reid_train_loader` and :func:`build_reid_test_loader`;
+:func:`build_inference_loader` embeds any list of samples. Every dataset and sampler is chosen
+by its registered name.
 """
 
-from .build import (TrainLoader, build_reid_test_loader, build_reid_train_loader, build_stage1_loader,
+from .build import (TrainLoader, build_reid_test_loader, build_reid_train_loader, build_inference_loader,
                     build_train_samples)
 from .common import ReIDImageDataset, collate_batch
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
@@ -13,7 +14,7 @@ from .transforms import ReIDTransform, build_transforms
 
 __all__ = [
     "DATASET_REGISTRY", "SAMPLER_REGISTRY", "DatasetError", "SamplerError", "ReIDDataset",
-    "TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_stage1_loader",
+    "TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_inference_loader",
     "build_train_samples", "build_transforms", "ReIDTransform", "ReIDImageDataset",
     "collate_batch", "PKSampler", "RandomSampler",
 ]

@@ -1,4 +1,6 @@
-"""Loaders the trainer and evaluators call: train (PK batches), test (query + gallery), stage 1.
+"""Loaders the trainer and evaluators call: train (PK batches), test (query + gallery), and a
+plain inference loader over any list of samples (what a training phase that embeds the
+training images, such as CLIP-ReID's stage 1, uses).
 
 Determinism: the content of train epoch ``e`` (sample order and every random augmentation)
 is a function of (SOLVER.SEED, e, rank, world size) only. The sampler draws the order from
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from clipreid_plugin.config import DataInfo
 from clipreid_plugin.utils import comm
 
 from .common import ReIDImageDataset, collate_batch, drop_unreadable
@@ -25,7 +28,7 @@ from .decode_cache import build_decode_cache
 from .samplers import build_sampler, check_batch_size
 from .transforms import build_transforms
 
-__all__ = ["TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_stage1_loader",
+__all__ = ["TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_inference_loader",
            "build_train_samples"]
 
 logger = logging.getLogger(__name__)
@@ -123,7 +126,8 @@ class TrainLoader:
         num_cameras / num_views: max camid / viewid + 1 over the training samples.
         dataset: the combined list of training samples ``(path, pid, camid, viewid)``.
         datasets: the dataset objects of DATASETS.NAMES.
-        kind: "person" or "vehicle" when all training datasets agree, else None.
+        data_info: :class:`~clipreid_plugin.config.DataInfo` (classes, cameras, views, kind of
+            object), from which the trainer fills the data-dependent config keys.
         sampler: the ReIDSampler.
     """
 
@@ -141,7 +145,8 @@ class TrainLoader:
         self.num_cameras = max(s[2] for s in samples) + 1
         self.num_views = max(s[3] for s in samples) + 1
         kinds = {ds.kind for ds in datasets}
-        self.kind = kinds.pop() if len(kinds) == 1 else None
+        self.data_info = DataInfo(self.num_classes, self.num_cameras, self.num_views,
+                                  kinds.pop() if len(kinds) == 1 else None)
         self.sampler = build_sampler(cfg, [s[1] for s in samples], rank, world)
         self.image_dataset = _image_dataset(cfg, samples, True, "train")
         self._batches = _EpochBatches(self.sampler, self.sampler.local_batch_size, cfg.SOLVER.SEED,
@@ -189,6 +194,23 @@ def _shard(items: List, rank: int, world: int) -> List:
     return items[rank * per:(rank + 1) * per]
 
 
+def build_inference_loader(cfg, samples: Sequence[Sample], batch_size: int, purpose: str) -> DataLoader:
+    """A loader over ``samples`` in their order, with the test transform (no augmentation).
+
+    Args:
+        cfg: the config (INPUT, DATALOADER).
+        samples: ``(path, pid, camid, viewid)`` tuples.
+        batch_size: images per batch.
+        purpose: a short name for the decode cache (e.g. "test-Market1501").
+
+    Returns:
+        DataLoader yielding batch dicts (``images``, ``targets``, ``camids``, ``viewids``,
+        ``img_paths``).
+    """
+    image_ds = _image_dataset(cfg, samples, False, purpose)
+    return DataLoader(image_ds, batch_size=batch_size, shuffle=False, drop_last=False, **_loader_kwargs(cfg))
+
+
 def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[DataLoader, int]:
     """Build the loader over query then gallery of one dataset (test transform, fixed order).
 
@@ -216,25 +238,5 @@ def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[DataLoader, int]:
     if cfg.DATASETS.SKIP_BAD_IMAGES:
         query = drop_unreadable(query, f"{ds.name} query")
         gallery = drop_unreadable(gallery, f"{ds.name} gallery")
-    items = query + gallery
-    image_ds = _image_dataset(cfg, _shard(items, rank, world), False, f"test-{ds.name}")
-    loader = DataLoader(image_ds, batch_size=batch, shuffle=False, drop_last=False,
-                        **_loader_kwargs(cfg))
+    loader = build_inference_loader(cfg, _shard(query + gallery, rank, world), batch, f"test-{ds.name}")
     return loader, (0 if ds.random_gallery else len(query))
-
-
-def build_stage1_loader(cfg, batch_size: int) -> DataLoader:
-    """All training images (same samples and labels as the train loader) with the TEST
-    transform, no augmentation, fixed order: what CLIP-ReID's stage 1 caches features of.
-
-    Args:
-        cfg: the config.
-        batch_size: images per batch (every process iterates over all images).
-
-    Returns:
-        DataLoader yielding batch dicts with train targets 0..C-1.
-    """
-    samples, _ = build_train_samples(cfg)
-    image_ds = _image_dataset(cfg, samples, False, "stage1")
-    return DataLoader(image_ds, batch_size=batch_size, shuffle=False, drop_last=False,
-                      **_loader_kwargs(cfg))

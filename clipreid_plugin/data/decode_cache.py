@@ -20,6 +20,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from clipreid_plugin.utils.errors import ConfigError
+
 __all__ = ["DecodeCache", "build_decode_cache"]
 
 
@@ -38,7 +40,7 @@ class DecodeCache:
             path: file prefix for ``"mmap"`` (``<path>.pixels`` and ``<path>.filled``).
         """
         if mode not in ("ram", "mmap"):
-            raise ValueError(f"DATALOADER.DECODE_CACHE must be '', 'ram' or 'mmap', got {mode!r}.")
+            raise ConfigError(f"DATALOADER.DECODE_CACHE must be '', 'ram' or 'mmap', got {mode!r}.")
         self.num, self.shape, self.mode, self.path = num, (int(shape[0]), int(shape[1])), mode, path
         full = (num, self.shape[0], self.shape[1], 3)
         if mode == "ram":

@@ -11,6 +11,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["SAMPLER_REGISTRY", "SamplerError", "ReIDSampler", "PKSampler", "RandomSampler",
@@ -22,7 +23,7 @@ SAMPLER_REGISTRY.__doc__ = (
     "world_size)`` (see ReIDSampler).")
 
 
-class SamplerError(ValueError):
+class SamplerError(ToolkitError, ValueError):
     """Batch size, instances per identity and the training set do not fit together."""
 
 

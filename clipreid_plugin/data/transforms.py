@@ -25,6 +25,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from clipreid_plugin.utils.errors import ConfigError
+
 __all__ = ["ReIDTransform", "RandomErasing", "build_transforms"]
 
 _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
@@ -99,7 +101,7 @@ class ReIDTransform:
             erasing: random erasing after normalisation, or None.
         """
         if interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"Unknown interpolation {interpolation!r} (INPUT.INTERPOLATION_*); "
+            raise ConfigError(f"Unknown interpolation {interpolation!r} (INPUT.INTERPOLATION_*); "
                              f"valid: {', '.join(_INTERPOLATIONS)}.")
         self.size = (int(size[0]), int(size[1]))
         self.interpolation = interpolation
@@ -178,7 +180,7 @@ def build_transforms(cfg, is_train: bool) -> ReIDTransform:
     """
     i = cfg.INPUT
     if i.PADDING.MODE != "constant":
-        raise ValueError(f"INPUT.PADDING.MODE={i.PADDING.MODE!r} is not supported; only 'constant' "
+        raise ConfigError(f"INPUT.PADDING.MODE={i.PADDING.MODE!r} is not supported; only 'constant' "
                          f"(zero padding, as the reference).")
     if not is_train:
         return ReIDTransform(i.SIZE_TEST, i.INTERPOLATION_TEST, i.PIXEL_MEAN, i.PIXEL_STD)

@@ -11,26 +11,24 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from clipreid_plugin.config import CfgNode, get_cfg
+from clipreid_plugin.config import CfgNode, fill_data_dependent_keys, load_cfg
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, unwrap_model
 from clipreid_plugin.utils.env import resolve_amp_dtype, seed_all_rng
+from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from clipreid_plugin.utils.logger import setup_logger
 
 from . import hooks
-from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from .train_loop import SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "META_HOOK_BUILDERS"]
-
-# Meta-architectures that need extra training phases register a hook builder here:
-# ``META_HOOK_BUILDERS["CLIPReID"] = fn(trainer) -> [HookBase, ...]`` (run before evaluation hooks).
-META_HOOK_BUILDERS: Dict[str, object] = {}
+__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training",
+           "describe_model"]
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -73,12 +71,7 @@ def setup_cfg(args) -> CfgNode:
     Returns:
         The frozen CfgNode.
     """
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    cfg.freeze()
-    return cfg
+    return load_cfg(args.config_file, args.opts or [])
 
 
 def default_setup(cfg: CfgNode, args) -> None:
@@ -129,7 +122,7 @@ class DefaultTrainer(TrainerBase):
         if not logger.handlers:
             setup_logger(distributed_rank=comm.get_rank())
         data_loader = self.build_train_loader(cfg)
-        cfg = self.fill_data_dependent_keys(cfg, data_loader)
+        cfg = fill_data_dependent_keys(cfg, data_loader.data_info)
         self.cfg = cfg
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             # the resolved config (with the data-dependent values) reproduces the run
@@ -140,17 +133,16 @@ class DefaultTrainer(TrainerBase):
         if comm.get_world_size() > 1:
             device = next(model.parameters()).device
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
-        if dtype is not None:
-            self._trainer = AMPTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, dtype=dtype)
-        else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM)
+        # the autocast dtype of the main loop and of every training phase (None = fp32)
+        self.amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
+        self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, self.amp_dtype)
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, len(data_loader))
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=self.scheduler,
                                          trainer=self)
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
         self.register_hooks(self.build_hooks())
+        self._check_schedule()
 
     # ----------------------------------------------------------------------------------------
     # building blocks (override in a subclass to customise)
@@ -200,62 +192,60 @@ class DefaultTrainer(TrainerBase):
 
         return build_evaluator(cfg, dataset_name, num_query, output_dir)
 
-    @staticmethod
-    def fill_data_dependent_keys(cfg: CfgNode, data_loader) -> CfgNode:
-        """Set keys left empty that depend on the training data (classes, cameras, views, kind).
-
-        Args:
-            cfg: the config.
-            data_loader: the training loader (``num_classes``, ``num_cameras``, ``num_views``).
-
-        Returns:
-            A frozen copy of ``cfg`` with the values filled in.
-        """
-        cfg = cfg.clone()
-        cfg.defrost()
-        if cfg.MODEL.HEADS.NUM_CLASSES == 0:
-            cfg.MODEL.HEADS.NUM_CLASSES = int(data_loader.num_classes)
-        for tower in ("CLIP", "VIT"):  # side-information embeddings need the camera / view counts
-            node = cfg.MODEL.BACKBONE.get(tower)
-            if node is None:
-                continue
-            for key, value in (("NUM_CAMERAS", data_loader.num_cameras), ("NUM_VIEWS", data_loader.num_views)):
-                if key in node and node[key] == 0:
-                    node[key] = int(value)
-        prompt = cfg.MODEL.get("PROMPT")
-        if prompt is not None and not prompt.CLASS_WORD and getattr(data_loader, "kind", None):
-            prompt.CLASS_WORD = data_loader.kind  # "person" / "vehicle": CLIP-ReID's prompt template
-        cfg.freeze()
-        return cfg
-
     def build_hooks(self) -> List[hooks.HookBase]:
         """Returns: the hooks, in the order they run.
 
-        Timer, LR scheduler, the meta-architecture's own phases (e.g. CLIP-ReID stage 1), the
-        checkpointer (before evaluation, so a failing evaluation never costs the weights),
-        evaluation, and the writers last so they see everything the others logged.
+        Timer, LR scheduler, the hooks named in ``TRAINER.HOOKS`` (training phases such as
+        CLIP-ReID's stage 1 among them), the checkpointer (before evaluation, so a failing
+        evaluation never costs the weights), evaluation, and the writers last so they see
+        everything the others logged.
         """
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
-        builder = META_HOOK_BUILDERS.get(cfg.MODEL.META_ARCHITECTURE)
-        if builder is not None:
-            ret.extend(builder(self))
+        ret.extend(hooks.build_hook(cfg, name) for name in cfg.TRAINER.HOOKS)
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model)))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD_ITERS))
         return ret
 
-    def build_writers(self):
-        """Returns: console printer, JSON lines file (``metrics.json``), TensorBoard when installed."""
-        total = self.max_epochs * len(self.data_loader)
-        writers = [CommonMetricPrinter(total, len(self.data_loader)),
-                   JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+    def build_writers(self, max_iter: Optional[int] = None, iters_per_epoch: Optional[int] = None,
+                      phase: str = ""):
+        """Console printer, JSON lines file (``metrics.json``), TensorBoard when installed.
+
+        Args:
+            max_iter: iterations of the loop the writers follow (ETA); default: the main loop's.
+            iters_per_epoch: its iterations per epoch; default: the main loop's.
+            phase: a training phase's name ("" for the main loop), marked in every record.
+
+        Returns:
+            The writers.
+        """
+        ipe = len(self.data_loader) if iters_per_epoch is None else iters_per_epoch
+        total = self.max_epochs * ipe if max_iter is None else max_iter
+        writers = [CommonMetricPrinter(total, ipe, phase=phase),
+                   JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), phase=phase)]
         try:
-            writers.append(TensorboardWriter(self.cfg.OUTPUT_DIR))
+            writers.append(TensorboardWriter(self.cfg.OUTPUT_DIR, phase=phase))
         except ImportError:
             logging.getLogger(__name__).info("TensorBoard not installed: skipping its writer.")
         return writers
+
+    def schedule(self) -> List[tuple]:
+        """Returns: ``[(phase name, epochs), ...]``: the training phases in order, then ("main", MAX_EPOCHS)."""
+        phases = [(h.phase_name, int(h.num_epochs)) for h in self.hooks if isinstance(h, hooks.PhaseHook)]
+        return phases + [("main", int(self.max_epochs))]
+
+    def _check_schedule(self) -> None:
+        plan = self.schedule()
+        if self.max_epochs < 0:
+            raise ConfigError(f"SOLVER.MAX_EPOCHS is {self.max_epochs}; it must be >= 0 (0 only when a training "
+                              f"phase of TRAINER.HOOKS trains something).")
+        if sum(n for _, n in plan) <= 0:
+            raise ConfigError("Nothing to train: SOLVER.MAX_EPOCHS is 0 and no training phase has epochs "
+                              f"(schedule: {plan}). Set SOLVER.MAX_EPOCHS > 0, or use --eval-only to evaluate.")
+        logging.getLogger(__name__).info(
+            "Training schedule: " + ", then ".join(f"{name} {n} epoch{'s' if n != 1 else ''}" for name, n in plan))
 
     # ----------------------------------------------------------------------------------------
     # running
@@ -302,15 +292,12 @@ class DefaultTrainer(TrainerBase):
 
     def state_dict(self):
         sd = super().state_dict()
-        extra = self._trainer.state_dict()
-        if "grad_scaler" in extra:
-            sd["grad_scaler"] = extra["grad_scaler"]
+        sd.update(self._trainer.optimization_step.state_dict())
         return sd
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        if "grad_scaler" in state and getattr(self._trainer, "grad_scaler", None) is not None:
-            self._trainer.grad_scaler.load_state_dict(state["grad_scaler"])
+        self._trainer.optimization_step.load_state_dict(state)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> "OrderedDict[str, Dict]":
@@ -336,3 +323,42 @@ class DefaultTrainer(TrainerBase):
             logger.info("Evaluation results:\n" + results_table(results))
             return results
         return OrderedDict()
+
+
+def describe_model(model) -> str:
+    """Returns: a short label of the backbone actually built ("ResNet-18", "CLIP RN50", ...)."""
+    backbone = getattr(unwrap_model(model), "backbone", None)
+    describe = getattr(backbone, "describe", None)
+    return describe() if callable(describe) else type(backbone or model).__name__
+
+
+def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
+                 on_ready: Optional[Callable[[DefaultTrainer], None]] = None) -> Dict:
+    """The run of ``tools/train_net.py`` once its config is set up: build the trainer, resume or
+    load weights, then train (or only evaluate), and write ``results.*`` to OUTPUT_DIR.
+
+    ``tools/benchmark.py`` and ``tools/demo.py`` run methods through this same function.
+
+    Args:
+        cfg: the frozen config (after :func:`default_setup`).
+        eval_only: evaluate ``MODEL.WEIGHTS`` (or the last checkpoint with ``resume``) only.
+        resume: continue from OUTPUT_DIR's last checkpoint.
+        on_ready: called with the trainer once its weights are loaded, before training (e.g.
+            to evaluate the untrained model).
+
+    Returns:
+        ``{"results": {dataset: metrics}, "trainer": the trainer}`` (results {} off the main process).
+    """
+    from clipreid_plugin.evaluation import save_run_results
+
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    if on_ready is not None:
+        on_ready(trainer)
+    if eval_only:
+        results = DefaultTrainer.test(trainer.cfg, trainer.model)
+    else:
+        results = trainer.train()
+    if comm.is_main_process() and results:
+        save_run_results(trainer.cfg.OUTPUT_DIR, results)
+    return {"results": results, "trainer": trainer}

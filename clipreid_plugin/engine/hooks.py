@@ -1,4 +1,9 @@
-"""Standard training hooks: timing, LR scheduling, checkpoints, evaluation, writers."""
+"""Training hooks: timing, LR scheduling, checkpoints, evaluation, writers, and the hook registry.
+
+Extra hooks are chosen by name in ``TRAINER.HOOKS`` from :data:`HOOK_REGISTRY` (built as
+``cls(cfg)``). A :class:`PhaseHook` among them trains a phase of its own before the main loop
+(CLIP-ReID's prompt learning is one), through the same step machinery as the main loop.
+"""
 
 import logging
 import os
@@ -12,10 +17,30 @@ import torch
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer
 from clipreid_plugin.utils.events import CommonMetricPrinter, EventWriter
+from clipreid_plugin.utils.registry import Registry
 
-from .train_loop import HookBase
+from .train_loop import HookBase, SimpleTrainer
 
-__all__ = ["IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter"]
+__all__ = ["HOOK_REGISTRY", "build_hook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook",
+           "PeriodicWriter", "PhaseHook"]
+
+HOOK_REGISTRY = Registry("HOOK")
+HOOK_REGISTRY.__doc__ = """
+Hooks that a config can name in ``TRAINER.HOOKS``; a registered class is constructed as
+``cls(cfg)`` and reaches the trainer through ``self.trainer`` once registered.
+"""
+
+
+def build_hook(cfg, name: str) -> HookBase:
+    """Build the hook registered as ``name`` (one entry of ``TRAINER.HOOKS``).
+
+    Returns:
+        The hook.
+    """
+    hook = HOOK_REGISTRY.get(name)(cfg)
+    if not isinstance(hook, HookBase):
+        raise TypeError(f"TRAINER.HOOKS entry {name!r} built a {type(hook).__name__}, not a HookBase.")
+    return hook
 
 
 class IterationTimer(HookBase):
@@ -181,3 +206,54 @@ class PeriodicWriter(HookBase):
         for w in self.writers:
             w.write()
             w.close()
+
+
+class PhaseHook(HookBase):
+    """A hook that trains a phase of its own in ``before_train``, before the main loop.
+
+    Subclasses set :attr:`phase_name` and :attr:`num_epochs` (the phase's length, part of the
+    trainer's schedule: the trainer logs it and counts it when checking that a run trains
+    something), and call :meth:`run_loop` to train: an inner :class:`SimpleTrainer` with the
+    main loop's step machinery (autocast, grad scaler, gradient clipping, the non-finite stop),
+    its own LR schedule hook and writers (progress, ETA, ``metrics.json`` records marked with
+    the phase).
+
+    Attributes:
+        phase_name: short name of the phase ("stage1"), used in logs and metrics.
+        num_epochs: epochs the phase trains when it runs (0 when it is skipped).
+    """
+
+    phase_name = "phase"
+    num_epochs = 0
+
+    def run_loop(self, model, data_loader, optimizer, scheduler, start_epoch: int,
+                 hooks: Optional[List[HookBase]] = None, step_state: Optional[Dict] = None) -> SimpleTrainer:
+        """Train ``model`` (returns a loss dict per batch) for epochs ``start_epoch .. num_epochs - 1``.
+
+        Args:
+            model: callable module returning the phase's loss dict for a batch.
+            data_loader: epochs of batches (``set_epoch``, ``__len__``).
+            optimizer: the phase's optimizer.
+            scheduler: its LR scheduler (stepped like the main loop's, by ``unit``).
+            start_epoch: first epoch to run (non-zero when resuming inside the phase).
+            hooks: extra hooks of the inner loop (e.g. periodic checkpoints), run after the LR
+                scheduler and before the writers.
+            step_state: a saved :meth:`OptimizationStep.state_dict` (grad scaler) to continue
+                from when resuming inside the phase.
+
+        Returns:
+            The inner trainer, after training.
+        """
+        outer = self.trainer
+        cfg = outer.cfg
+        loop = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, outer.amp_dtype,
+                             phase=self.phase_name)
+        loop.optimization_step.load_state_dict(step_state or {})
+        inner = [IterationTimer(), LRScheduler(optimizer, scheduler)] + list(hooks or [])
+        if comm.is_main_process():
+            writers = outer.build_writers(self.num_epochs * len(data_loader), len(data_loader), self.phase_name)
+            inner.append(PeriodicWriter(writers, cfg.SOLVER.LOG_PERIOD_ITERS))
+        loop.register_hooks(inner)
+        loop.iter = start_epoch * len(data_loader)
+        loop.train(start_epoch, self.num_epochs)
+        return loop

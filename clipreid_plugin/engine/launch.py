@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["launch", "find_free_port", "running_under_torchrun"]
 
@@ -62,10 +63,10 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
         return
     if dist_url == "auto":
         if num_machines != 1:
-            raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT of machine 0.")
+            raise ConfigError("--dist-url auto only works on one machine; give tcp://HOST:PORT of machine 0.")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} GPUs are visible.")
+        raise ConfigError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} GPUs are visible.")
     mp.start_processes(
         _distributed_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
         args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args),
@@ -81,7 +82,7 @@ def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine,
                                 rank=global_rank, timeout=DEFAULT_TIMEOUT)
     except Exception as e:
         logging.getLogger(__name__).error(f"Process group URL: {dist_url}")
-        raise RuntimeError(f"Could not join the process group at {dist_url}: {e}") from e
+        raise ConfigError(f"Could not join the process group at {dist_url}: {e}") from e
     comm.set_local_rank(local_rank)
     comm.synchronize()
     try:

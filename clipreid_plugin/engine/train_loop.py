@@ -19,16 +19,19 @@ Hook call order::
 """
 
 import logging
+import math
 import time
 import weakref
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.env import autocast
+from clipreid_plugin.utils.errors import TrainingDivergedError
 from clipreid_plugin.utils.events import EventStorage, get_event_storage
 
-__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+__all__ = ["HookBase", "TrainerBase", "OptimizationStep", "SimpleTrainer", "check_finite"]
 
 
 class HookBase:
@@ -205,85 +208,49 @@ class TrainerBase:
                 logger.warning(f"Checkpoint has state for hook {key!r}, which is not registered.")
 
 
-class SimpleTrainer(TrainerBase):
-    """fp32 training: forward -> sum of the loss dict -> backward -> (clip) -> optimizer step.
+class OptimizationStep:
+    """One optimisation step: forward under autocast, (scaled) backward, (unscale and) clip, step.
+
+    The one implementation of a step, shared by the main loop (:class:`SimpleTrainer`) and by
+    training phases with an optimizer of their own (CLIP-ReID's prompt learning).
 
     Args:
-        model: returns a dict of losses in training mode.
-        data_loader: iterable over one epoch of batches, with ``set_epoch`` and ``__len__``.
         optimizer: the optimizer.
         clip_grad_norm: max global gradient norm (0 = no clipping).
+        amp_dtype: ``torch.float16`` (with a GradScaler), ``torch.bfloat16`` (no scaler needed)
+            or None for fp32.
+        device_type: "cuda" or "cpu" (autocast and GradScaler device).
     """
 
-    def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0):
-        super().__init__()
-        model.train()
-        self.model = model
-        self.data_loader = data_loader
+    def __init__(self, optimizer, clip_grad_norm: float = 0.0, amp_dtype: Optional[torch.dtype] = None,
+                 device_type: str = "cpu"):
         self.optimizer = optimizer
-        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_norm = float(clip_grad_norm)
+        self.amp_dtype = amp_dtype
+        self.device_type = device_type
+        self.grad_scaler = torch.amp.GradScaler(device_type) if amp_dtype == torch.float16 else None
 
-    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
-        # reduce across processes so the console shows the global mean
-        values = {k: v.detach().float().item() for k, v in loss_dict.items()}
-        gathered = comm.all_gather(values)
-        mean = {k: sum(d[k] for d in gathered) / len(gathered) for k in values}
-        total = sum(v for k, v in mean.items() if k.startswith("loss"))
-        # every rank sees the same gathered values, so all of them stop together
-        if not torch.isfinite(torch.tensor(total)):
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration {self.iter}: {mean}. Lower SOLVER.BASE_LR, "
-                f"enable SOLVER.CLIP_GRAD_NORM, or check the data."
-            )
-        if comm.is_main_process():
-            storage = get_event_storage()
-            storage.put_scalar("data_time", data_time)
-            storage.put_scalar("total_loss", total)
-            storage.put_scalars(**mean)
-
-    def _losses(self, batch):
-        loss_dict = self.model(batch)
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        return loss_dict, sum(v for k, v in loss_dict.items() if k.startswith("loss"))
-
-    def _clip(self):
+    def _clip(self) -> None:
         if self.clip_grad_norm > 0:
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
-    def run_step(self, batch):
-        """Forward, backward and update on one batch."""
-        loss_dict, losses = self._losses(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.backward()
-        self._clip()
-        self.optimizer.step()
-        self._write_metrics(loss_dict, self._data_time)
+    def __call__(self, compute_losses: Callable[[], Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Run one step.
 
+        Args:
+            compute_losses: returns the dict of named, already weighted losses (a bare tensor
+                counts as ``{"total_loss": t}``); entries whose name starts with "loss" are
+                summed and optimised, the others are only logged.
 
-class AMPTrainer(SimpleTrainer):
-    """Mixed precision: autocast to float16 (with a GradScaler) or bfloat16 (no scaler needed).
-
-    Args:
-        model, data_loader, optimizer, clip_grad_norm: as :class:`SimpleTrainer`.
-        dtype: ``torch.float16`` or ``torch.bfloat16``.
-        grad_scaler: a ``torch.amp.GradScaler`` (created for float16 when None).
-    """
-
-    def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0,
-                 dtype: torch.dtype = torch.float16, grad_scaler=None):
-        super().__init__(model, data_loader, optimizer, clip_grad_norm)
-        self.dtype = dtype
-        self.device_type = next(model.parameters()).device.type
-        if dtype == torch.float16 and grad_scaler is None:
-            grad_scaler = torch.amp.GradScaler(self.device_type)
-        self.grad_scaler = grad_scaler if dtype == torch.float16 else None
-
-    def run_step(self, batch):
-        """Forward under autocast, scaled backward, unscale + clip, step."""
-        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
-            loss_dict, losses = self._losses(batch)
+        Returns:
+            The loss dict (detached).
+        """
+        with autocast(self.device_type, self.amp_dtype):
+            loss_dict = compute_losses()
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        losses = sum(v for k, v in loss_dict.items() if k.startswith("loss"))
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is None:
             losses.backward()
@@ -296,15 +263,84 @@ class AMPTrainer(SimpleTrainer):
                 self._clip()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
+        return {k: v.detach() for k, v in loss_dict.items()}
+
+    def state_dict(self) -> Dict:
+        """Returns: the GradScaler state (empty without one)."""
+        return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
+def check_finite(loss_dict: Dict[str, float], iteration: int, where: str = "") -> float:
+    """Returns: the total of the "loss*" entries; raises TrainingDivergedError when it is not finite.
+
+    Args:
+        loss_dict: loss values (already reduced over processes, so every rank decides alike).
+        iteration: the iteration, for the message.
+        where: the phase, for the message ("" for the main loop).
+    """
+    total = sum(v for k, v in loss_dict.items() if k.startswith("loss"))
+    if not math.isfinite(total):
+        phase = f" of {where}" if where else ""
+        raise TrainingDivergedError(
+            f"The loss became infinite or NaN at iteration {iteration}{phase}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in loss_dict.items())
+            + ". Training stopped; the last checkpoint in OUTPUT_DIR is the last good state. Lower the "
+              "learning rate, enable SOLVER.CLIP_GRAD_NORM, or check the data.")
+    return total
+
+
+class SimpleTrainer(TrainerBase):
+    """Trains ``model`` on ``data_loader`` with :class:`OptimizationStep` (fp32 or mixed precision).
+
+    Args:
+        model: returns a dict of losses in training mode.
+        data_loader: iterable over one epoch of batches, with ``set_epoch`` and ``__len__``.
+        optimizer: the optimizer.
+        clip_grad_norm: max global gradient norm (0 = no clipping).
+        amp_dtype: autocast dtype (``torch.float16`` with a GradScaler, ``torch.bfloat16``) or
+            None for fp32.
+        phase: name written with this loop's metrics and messages ("" for the main loop).
+    """
+
+    def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0,
+                 amp_dtype: Optional[torch.dtype] = None, phase: str = ""):
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.phase = phase
+        device_type = next(model.parameters()).device.type
+        self.optimization_step = OptimizationStep(optimizer, clip_grad_norm, amp_dtype, device_type)
+
+    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
+        # reduce across processes so the console shows the global mean
+        values = {k: v.detach().float().item() for k, v in loss_dict.items()}
+        gathered = comm.all_gather(values)
+        mean = {k: sum(d[k] for d in gathered) / len(gathered) for k in values}
+        # every rank sees the same gathered values, so all of them stop together
+        total = check_finite(mean, self.iter, self.phase)
+        if comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar("data_time", data_time)
+            storage.put_scalar("total_loss", total)
+            storage.put_scalars(**mean)
+
+    def run_step(self, batch):
+        """Forward, backward and update on one batch."""
+        loss_dict = self.optimization_step(lambda: self.model(batch))
         self._write_metrics(loss_dict, self._data_time)
 
     def state_dict(self):
         sd = super().state_dict()
-        if self.grad_scaler is not None:
-            sd["grad_scaler"] = self.grad_scaler.state_dict()
+        sd.update(self.optimization_step.state_dict())
         return sd
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        if self.grad_scaler is not None and "grad_scaler" in state:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.optimization_step.load_state_dict(state)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipreid_plugin.utils.errors import ConfigError
+
 __all__ = ["as_tensor", "check_features", "choose_device", "rows_per_chunk", "pairwise_distance_chunks",
            "squared_euclidean_block", "normalize_features", "METRICS"]
 
@@ -109,7 +111,7 @@ def pairwise_distance_chunks(
         (start, dist) with ``dist`` the (rows, G) float32 distances of queries ``start:start+rows``.
     """
     if metric not in METRICS:
-        raise ValueError(f"Unknown TEST.METRIC {metric!r}; valid metrics: {', '.join(METRICS)}.")
+        raise ConfigError(f"Unknown TEST.METRIC {metric!r}; valid metrics: {', '.join(METRICS)}.")
     qf, gf = qf.float(), gf.float()
     if chunk_rows is None:
         chunk_rows = rows_per_chunk(gf.shape[0], 32, memory_budget_mb)

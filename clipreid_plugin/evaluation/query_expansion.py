@@ -2,6 +2,8 @@
 
 import torch
 
+from clipreid_plugin.utils.errors import ConfigError
+
 from .distance import ArrayLike, as_tensor, check_features, normalize_features, rows_per_chunk
 from .rank import distance_keys
 
@@ -33,7 +35,7 @@ def aqe(query_feat: ArrayLike, gallery_feat: ArrayLike, qe_times: int = 1, qe_k:
     feats = torch.cat([qf, gf.to(qf.device)])
     n = feats.shape[0]
     if not 1 <= qe_k <= n:
-        raise ValueError(f"TEST.AQE.QE_K={qe_k} must be between 1 and the number of images ({n}).")
+        raise ConfigError(f"TEST.AQE.QE_K={qe_k} must be between 1 and the number of images ({n}).")
     step = rows_per_chunk(n, 24, memory_budget_mb)
     for _ in range(int(qe_times)):
         normed = normalize_features(feats)

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from clipreid_plugin.utils.errors import ConfigError
 from .distance import ArrayLike, as_tensor, rows_per_chunk
 
 __all__ = ["evaluate_rank", "rank_distance_chunks", "RankAccumulator", "RankResult", "distance_keys"]
@@ -198,7 +199,7 @@ class RankAccumulator:
             return ((v - lo_) * scale_).clamp_(0, nb - 1).to(torch.int32)  # int32: half the traffic
 
         if rows * nb >= 2**31:
-            raise ValueError(f"Query block of {rows} rows is too large; lower TEST.MEMORY_BUDGET_MB.")
+            raise ConfigError(f"Query block of {rows} rows is too large; lower TEST.MEMORY_BUDGET_MB.")
         offs = (torch.arange(rows, device=dev, dtype=torch.int32) * nb)[:, None]
         flat = to_bin(dist).add_(offs)
         hist = torch.bincount(flat.view(-1), minlength=rows * nb).view(rows, nb)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.errors import ConfigError, InvalidInputError
 
 from .build import EVALUATOR_REGISTRY
 from .distance import check_features, choose_device, normalize_features, pairwise_distance_chunks
@@ -76,7 +77,7 @@ class ReidEvaluator(DatasetEvaluator):
         else:
             feats, pids, camids, paths = self._feats, self._pids, self._camids, self._paths
         if not feats:
-            raise ValueError(f"ReidEvaluator({self.dataset_name!r}) received no batches: the test loader is empty.")
+            raise InvalidInputError(f"ReidEvaluator({self.dataset_name!r}) received no batches: the test loader is empty.")
         return torch.cat(feats), torch.cat(pids), torch.cat(camids), list(paths)
 
     def evaluate(self) -> "OrderedDict[str, float]":
@@ -89,7 +90,7 @@ class ReidEvaluator(DatasetEvaluator):
             return self._evaluate_random_gallery(feats, pids, camids)
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
-            raise ValueError(f"num_query={nq} must be between 1 and {feats.shape[0] - 1} "
+            raise InvalidInputError(f"num_query={nq} must be between 1 and {feats.shape[0] - 1} "
                              f"(the {feats.shape[0]} test images are queries first, then gallery).")
         res, qf, gf = self._run(feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:], True)
         metrics = self._metrics(res)
@@ -144,12 +145,12 @@ class ReidEvaluator(DatasetEvaluator):
     def _evaluate_random_gallery(self, feats, pids, camids) -> "OrderedDict[str, float]":
         t = self.cfg.TEST
         if t.NUM_TRIALS < 1:
-            raise ValueError(f"TEST.NUM_TRIALS must be >= 1 for the random-gallery protocol, got {t.NUM_TRIALS}.")
+            raise ConfigError(f"TEST.NUM_TRIALS must be >= 1 for the random-gallery protocol, got {t.NUM_TRIALS}.")
         rng = np.random.RandomState(t.TRIAL_SEED)
         pid_np = pids.numpy()
         groups = [np.flatnonzero(pid_np == p) for p in np.unique(pid_np)]
         if all(len(g) < 2 for g in groups):
-            raise ValueError("Random-gallery protocol needs identities with at least 2 test images; none has.")
+            raise InvalidInputError("Random-gallery protocol needs identities with at least 2 test images; none has.")
         trials: Dict[str, List[float]] = {}
         for _ in range(t.NUM_TRIALS):
             g_idx = np.sort(np.array([g[rng.randint(len(g))] for g in groups]))

@@ -29,6 +29,7 @@ from typing import Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from clipreid_plugin.utils.errors import ConfigError
 from .distance import ArrayLike, as_tensor, check_features, choose_device, rows_per_chunk, squared_euclidean_block
 from .rank import distance_keys
 
@@ -254,13 +255,13 @@ def re_ranking_chunks(q_feat: ArrayLike, g_feat: ArrayLike, k1: int = 20, k2: in
         raise ValueError(f"Query features have dim {qf.shape[1]} but gallery features dim {gf.shape[1]}.")
     num_q, num_g = qf.shape[0], gf.shape[0]
     if not (isinstance(k1, (int, np.integer)) and isinstance(k2, (int, np.integer)) and k1 >= 1 and k2 >= 1):
-        raise ValueError(f"Re-ranking needs integers k1 >= 1 and k2 >= 1, got k1={k1!r}, k2={k2!r}.")
+        raise ConfigError(f"Re-ranking needs integers k1 >= 1 and k2 >= 1, got k1={k1!r}, k2={k2!r}.")
     if k1 >= num_g:
-        raise ValueError(f"TEST.RERANK.K1={k1} must be smaller than the gallery size ({num_g} images).")
+        raise ConfigError(f"TEST.RERANK.K1={k1} must be smaller than the gallery size ({num_g} images).")
     if k2 > num_q + num_g:
-        raise ValueError(f"TEST.RERANK.K2={k2} exceeds the number of images ({num_q + num_g}).")
+        raise ConfigError(f"TEST.RERANK.K2={k2} exceeds the number of images ({num_q + num_g}).")
     if not 0.0 <= float(lambda_value) <= 1.0:
-        raise ValueError(f"TEST.RERANK.LAMBDA must be in [0, 1], got {lambda_value}.")
+        raise ConfigError(f"TEST.RERANK.LAMBDA must be in [0, 1], got {lambda_value}.")
     dev = choose_device(qf, gf, device=device)
     p = _Problem(qf.to(dev), gf.to(dev), memory_budget_mb)
     # 3 (k1+1) stored neighbours cover the expansion sets of almost every row

@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from clipreid_plugin.utils.registry import Registry
+from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = [
     "LR_SCHEDULER_REGISTRY",
@@ -70,7 +71,7 @@ def warmup_multiplier(position: float, warmup_length: float, warmup_factor: floa
     if method == "linear":
         alpha = position / warmup_length
         return warmup_factor * (1 - alpha) + alpha
-    raise ValueError(f"Unknown warmup method {method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD).")
+    raise ConfigError(f"Unknown warmup method {method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD).")
 
 
 def warmup_multistep_lr(position: float, base_lr: float, milestones: Sequence[float], gamma: float = 0.1,
@@ -139,7 +140,7 @@ class _PositionScheduler(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, unit: str = "epoch", last_epoch: int = -1):
         if unit not in UNITS:
-            raise ValueError(f"Unknown schedule unit {unit!r}; valid: {', '.join(UNITS)} (SOLVER.SCHED.UNIT).")
+            raise ConfigError(f"Unknown schedule unit {unit!r}; valid: {', '.join(UNITS)} (SOLVER.SCHED.UNIT).")
         self.unit = unit
         super().__init__(optimizer, last_epoch)
 
@@ -189,9 +190,9 @@ class WarmupMultiStepLR(_PositionScheduler):
                  unit: str = "epoch", last_epoch: int = -1):
         milestones = [int(m) for m in milestones]
         if milestones != sorted(milestones):
-            raise ValueError(f"Milestones must be increasing, got {milestones} (SOLVER.STEPS_EPOCHS).")
+            raise ConfigError(f"Milestones must be increasing, got {milestones} (SOLVER.STEPS_EPOCHS).")
         if warmup_method not in WARMUP_METHODS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
             )
         self.milestones = milestones
@@ -233,9 +234,9 @@ class WarmupCosineLR(_PositionScheduler):
                  warmup_factor: float = 0.01, warmup_length: int = 0, warmup_method: str = "linear",
                  unit: str = "epoch", last_epoch: int = -1):
         if total_length <= 0:
-            raise ValueError(f"The cosine period must be positive, got {total_length} (SOLVER.MAX_EPOCHS).")
+            raise ConfigError(f"The cosine period must be positive, got {total_length} (SOLVER.MAX_EPOCHS).")
         if warmup_method not in WARMUP_METHODS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
             )
         self.total_length = int(total_length)
@@ -260,11 +261,11 @@ class WarmupCosineLR(_PositionScheduler):
 
 def _positions_per_epoch(unit: str, iters_per_epoch: int) -> int:
     if unit not in UNITS:
-        raise ValueError(f"SOLVER.SCHED.UNIT must be one of {', '.join(UNITS)}, got {unit!r}.")
+        raise ConfigError(f"SOLVER.SCHED.UNIT must be one of {', '.join(UNITS)}, got {unit!r}.")
     if unit == "epoch":
         return 1
     if int(iters_per_epoch) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"SOLVER.SCHED.UNIT is 'iter' but iters_per_epoch is {iters_per_epoch}: the train loader "
             f"yields no full batch (fewer images than SOLVER.IMS_PER_BATCH?)."
         )
@@ -291,5 +292,5 @@ def build_lr_scheduler(cfg, optimizer: Optimizer, iters_per_epoch: int) -> _Posi
     try:
         cls = LR_SCHEDULER_REGISTRY.get(name)
     except KeyError as e:
-        raise ValueError(f"SOLVER.SCHED.NAME: {e.args[0]}") from None
+        raise ConfigError(f"SOLVER.SCHED.NAME: {e.args[0]}") from None
     return cls.from_config(cfg, optimizer, iters_per_epoch)

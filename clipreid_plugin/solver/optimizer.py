@@ -5,6 +5,12 @@ The reference (CLIP-ReID ``make_optimizer_2stage``, TransReID ``make_optimizer``
 containing "bias") get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``, everything else
 ``BASE_LR`` and ``WEIGHT_DECAY``. Keeping one group per tensor reproduces its optimizer state
 layout; every group also records the parameter's ``name`` for logging and debugging.
+
+A module of the model may give its own parameters other settings (a parameter group of its
+own, e.g. a center loss's class centers with a larger LR) by defining
+``optimizer_overrides() -> dict`` (keys of a param group such as ``lr``, ``weight_decay``):
+the values replace the computed ones for every parameter below that module (the innermost
+module that defines it wins). The LR schedule then scales that LR like every other.
 """
 
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -12,7 +18,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer"]
+from clipreid_plugin.utils.errors import ConfigError
+
+__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer", "module_overrides"]
 
 
 def _adam(groups, lr, cfg):
@@ -28,7 +36,7 @@ def _adamw(groups, lr, cfg):
 def _sgd(groups, lr, cfg):
     momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
     if nesterov and momentum <= 0:
-        raise ValueError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
+        raise ConfigError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
@@ -36,8 +44,29 @@ def _sgd(groups, lr, cfg):
 OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd}
 
 
+def module_overrides(model: nn.Module) -> Dict[str, dict]:
+    """Param-group settings that modules of ``model`` declare for their own parameters.
+
+    Args:
+        model: the model; a module with an ``optimizer_overrides()`` method claims every
+            parameter below it (an inner module's claim wins over an outer one's).
+
+    Returns:
+        ``{parameter name: {group key: value}}``.
+    """
+    result: Dict[str, dict] = {}
+    for prefix, module in model.named_modules():  # pre-order: inner modules come later and win
+        fn = getattr(module, "optimizer_overrides", None)
+        if callable(fn):
+            values = dict(fn())
+            for name, _ in module.named_parameters(prefix=prefix):
+                result[name] = values
+    return result
+
+
 def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr: float, weight_decay: float,
-                       weight_decay_bias: float, bias_lr_factor: float) -> List[dict]:
+                       weight_decay_bias: float, bias_lr_factor: float,
+                       overrides: Optional[Dict[str, dict]] = None) -> List[dict]:
     """One param group per trainable tensor, in the given order.
 
     Args:
@@ -47,10 +76,13 @@ def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr
         weight_decay: weight decay of non-bias tensors.
         weight_decay_bias: weight decay of tensors whose name contains "bias".
         bias_lr_factor: LR multiplier of tensors whose name contains "bias".
+        overrides: ``{name: {group key: value}}`` replacing the computed settings of those
+            parameters (see :func:`module_overrides`).
 
     Returns:
         List of dicts ``{"params": [p], "name": name, "lr": ..., "weight_decay": ...}``.
     """
+    overrides = overrides or {}
     groups = []
     for name, param in named_params:
         if not param.requires_grad:
@@ -61,6 +93,7 @@ def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr
             "name": name,
             "lr": base_lr * bias_lr_factor if is_bias else base_lr,
             "weight_decay": weight_decay_bias if is_bias else weight_decay,
+            **overrides.get(name, {}),
         })
     return groups
 
@@ -73,7 +106,8 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
 
     Values not passed explicitly come from ``cfg.SOLVER`` (``BASE_LR``, ``WEIGHT_DECAY``,
     ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``, ``OPTIMIZER_NAME``, ``MOMENTUM``, ``NESTEROV``).
-    CLIP-ReID stage 1 passes its own parameter list and values, e.g.
+    A training phase with parameters of its own (CLIP-ReID's prompt learning) passes its own
+    parameter list and values, e.g.
     ``build_optimizer(cfg, None, params=[("prompt_learner.cls_ctx", p)], base_lr=3.5e-4,
     weight_decay=1e-4, optimizer_name="Adam")``.
 
@@ -91,17 +125,20 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
     s = cfg.SOLVER
     name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
     if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r} (SOLVER.OPTIMIZER_NAME); valid: {', '.join(OPTIMIZERS)}.")
+        raise ConfigError(f"Unknown optimizer {name!r} (SOLVER.OPTIMIZER_NAME); valid: {', '.join(OPTIMIZERS)}.")
     base_lr = s.BASE_LR if base_lr is None else base_lr
+    overrides = None
     if params is None:
         if model is None:
             raise ValueError("build_optimizer needs a model or an explicit `params` list of (name, parameter).")
         params = model.named_parameters()
+        overrides = module_overrides(model)
     groups = build_param_groups(
         params, base_lr,
         s.WEIGHT_DECAY if weight_decay is None else weight_decay,
         s.WEIGHT_DECAY_BIAS if weight_decay_bias is None else weight_decay_bias,
         s.BIAS_LR_FACTOR if bias_lr_factor is None else bias_lr_factor,
+        overrides,
     )
     if not groups:
         raise ValueError("No trainable parameters to optimise: every parameter has requires_grad=False.")

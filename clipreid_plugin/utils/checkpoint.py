@@ -7,9 +7,10 @@ module keeps the same idea (model + "checkpointables" + a ``last_checkpoint`` po
 * saves that go through a temporary file and ``os.replace``;
 * a checkpoint holding only tensors and plain Python values, so it loads with
   ``weights_only=True``;
-* ``load_model_weights`` that accepts this project's files and the reference CLIP-ReID
-  implementation's plain state dicts, and reports missing / unexpected / mis-shaped keys in
-  a table.
+* ``load_model_weights`` that accepts this project's files, plain state dicts, and any foreign
+  format a plugin teaches it (:data:`CHECKPOINT_CONVERTERS`: the CLIP-ReID plugin adds the
+  reference implementation's files), and reports missing / unexpected / mis-shaped keys in a
+  table.
 """
 
 import logging
@@ -21,15 +22,30 @@ from tabulate import tabulate
 from torch import nn
 
 from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
+from clipreid_plugin.utils.registry import Registry
 
-__all__ = ["Checkpointer", "CheckpointError", "load_model_weights", "unwrap_model"]
+__all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_CONVERTERS", "load_model_weights", "unwrap_model",
+           "strip_module_prefix"]
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_CONVERTERS = Registry("CHECKPOINT_CONVERTER")
+CHECKPOINT_CONVERTERS.__doc__ = """
+Converters of foreign checkpoint formats, tried in registration order on state dicts that are
+not this toolkit's own. A converter is a function ``(state_dict, model) -> None | (converted
+state dict, format name, unmatched keys)``: None when the file is not its format.
+"""
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(ToolkitError, RuntimeError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def strip_module_prefix(sd: Dict[str, Any]) -> Dict[str, Any]:
+    """Returns: ``sd`` with the ``module.`` prefix of (Distributed)DataParallel removed from every key."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -62,26 +78,23 @@ def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[st
         sd, fmt = data, "plain"
     else:
         raise CheckpointError("Unrecognised checkpoint content: expected a state dict or {'model': ...}.")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    sd = strip_module_prefix(sd)
     if fmt != "clipreid_plugin":
-        from clipreid_plugin.interop.reference_checkpoint import (convert_reference_state_dict,
-                                                                  is_reference_state_dict)
-
-        if is_reference_state_dict(sd) and hasattr(type(model), "REFERENCE_KEY_MAP"):
-            sd, unmatched = convert_reference_state_dict(sd, model)
-            fmt = "reference CLIP-ReID"
-            if unmatched:
-                logger.warning("Reference checkpoint keys with no counterpart in this model: "
-                               + ", ".join(unmatched))
+        for _, convert in CHECKPOINT_CONVERTERS:  # registration order
+            converted = convert(sd, model)
+            if converted is not None:
+                sd, fmt, unmatched = converted
+                if unmatched:
+                    logger.warning(f"{fmt} checkpoint keys with no counterpart in this model: " + ", ".join(unmatched))
+                break
     return sd, fmt
 
 
 def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False) -> Dict[str, List[str]]:
     """Load model weights from ``path`` and report what did not fit.
 
-    Accepts this project's checkpoints (``{"model": ...}``), plain state dicts, and reference
-    CLIP-ReID checkpoints (converted through the model's ``REFERENCE_KEY_MAP``). A
-    ``module.`` prefix is stripped.
+    Accepts this project's checkpoints (``{"model": ...}``), plain state dicts, and the foreign
+    formats of :data:`CHECKPOINT_CONVERTERS`. A ``module.`` prefix is stripped.
 
     Args:
         model: the model (DDP wrappers are unwrapped).

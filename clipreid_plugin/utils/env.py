@@ -1,12 +1,16 @@
-"""Environment helpers: device resolution and seeding."""
+"""Environment helpers: device resolution, seeding, mixed precision."""
 
+import contextlib
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_all_rng"]
+from .errors import ConfigError
+
+__all__ = ["resolve_device", "seed_all_rng", "resolve_amp_dtype", "autocast"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
     if name in ("auto", "cuda"):
         if not torch.cuda.is_available():
             if name == "cuda":
-                raise RuntimeError("MODEL.DEVICE is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
+                raise ConfigError("MODEL.DEVICE is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
             return torch.device("cpu")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
@@ -56,13 +60,20 @@ def resolve_amp_dtype(amp_cfg, device: torch.device):
         return None
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp_cfg.DTYPE)
     if dtype is None:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp_cfg.DTYPE!r}.")
+        raise ConfigError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp_cfg.DTYPE!r}.")
     if dtype == torch.float16 and device.type == "cpu":
         _warn_once(
             "SOLVER.AMP float16 needs a GPU: training in float32 on the CPU (set SOLVER.AMP.ENABLED False "
             "to silence this, or SOLVER.AMP.DTYPE bfloat16).")
         return None
     return dtype
+
+
+def autocast(device_type: str, dtype: Optional[torch.dtype]):
+    """Returns: ``torch.autocast(device_type, dtype)``, or a no-op context when ``dtype`` is None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=dtype)
 
 
 _WARNED = set()

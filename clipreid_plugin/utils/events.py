@@ -143,11 +143,13 @@ class CommonMetricPrinter(EventWriter):
         max_iter: total iterations of the run (for the ETA).
         iters_per_epoch: iterations in one epoch.
         window: smoothing window for the losses.
+        phase: name of a training phase printed first ("" for the main loop).
     """
 
-    def __init__(self, max_iter: int, iters_per_epoch: int, window: int = 20):
+    def __init__(self, max_iter: int, iters_per_epoch: int, window: int = 20, phase: str = ""):
         self.logger = logging.getLogger("clipreid_plugin.events")
         self._max_iter, self._ipe, self._window = max_iter, max(iters_per_epoch, 1), window
+        self._phase = phase
         self._last_write: Optional[tuple] = None
 
     def _eta(self, storage: EventStorage) -> str:
@@ -176,6 +178,8 @@ class CommonMetricPrinter(EventWriter):
         eta = self._eta(storage)
         if eta:
             parts.insert(0, f"eta: {eta}")
+        if self._phase:
+            parts.insert(0, f"[{self._phase}]")
         parts.append(losses)
         for key, fmt in (("acc", "{:.3f}"), ("time", "{:.4f}s"), ("data_time", "{:.4f}s")):
             if key in storage.histories():
@@ -194,12 +198,15 @@ class JSONWriter(EventWriter):
         json_file: path, e.g. ``OUTPUT_DIR/metrics.json`` (opened in append mode, so resumed
             runs continue the same file).
         window: smoothing window for scalars with a smoothing hint.
+        phase: name of a training phase, written as ``"phase"`` in every record ("" for the
+            main loop: no such field). A phase counts its own iterations and epochs.
     """
 
-    def __init__(self, json_file: str, window: int = 20):
+    def __init__(self, json_file: str, window: int = 20, phase: str = ""):
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
         self._file = open(json_file, "a")
         self._window = window
+        self._phase = phase
         self._last_written = -1
 
     def write(self) -> None:
@@ -210,6 +217,8 @@ class JSONWriter(EventWriter):
                 by_iter[it][k] = v
         for it in sorted(by_iter):
             record = {"iteration": it, "epoch": storage.epoch, **by_iter[it]}
+            if self._phase:
+                record["phase"] = self._phase
             self._file.write(json.dumps(record, sort_keys=True) + "\n")
         if by_iter:
             self._last_written = max(by_iter)
@@ -229,13 +238,15 @@ class TensorboardWriter(EventWriter):
     Args:
         log_dir: event folder.
         window: smoothing window.
+        phase: name of a training phase, prefixed to every scalar's tag ("" for the main loop).
     """
 
-    def __init__(self, log_dir: str, window: int = 20):
+    def __init__(self, log_dir: str, window: int = 20, phase: str = ""):
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(log_dir)
         self._window = window
+        self._prefix = f"{phase}/" if phase else ""
         self._last_written = -1
 
     def write(self) -> None:
@@ -243,7 +254,7 @@ class TensorboardWriter(EventWriter):
         new_last = self._last_written
         for k, (v, it) in storage.latest_with_smoothing_hint(self._window).items():
             if it > self._last_written:
-                self._writer.add_scalar(k, v, it)
+                self._writer.add_scalar(self._prefix + k, v, it)
                 new_last = max(new_last, it)
         self._last_written = new_last
 

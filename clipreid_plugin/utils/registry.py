@@ -1,7 +1,9 @@
 """A registry that names the registered components when a lookup fails.
 
 fvcore's :class:`~fvcore.common.registry.Registry` only says "No object named X"; users
-need to know what *is* available, and the nearest spelling of what they typed.
+need to know what *is* available, and the nearest spelling of what they typed. A lookup that
+misses first imports the installed plugins (entry-point group ``clipreid_plugin.plugins``), so
+a component of an installed plugin is found without importing it by hand.
 """
 
 import difflib
@@ -9,11 +11,26 @@ from typing import Any
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
+from .errors import UnknownComponentError
+
 __all__ = ["Registry"]
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 class Registry(_FvcoreRegistry):
     """fvcore Registry whose ``get`` error lists the registered names and close matches."""
+
+    def _do_register(self, name: str, obj: Any) -> None:
+        old = self._obj_map.get(name)
+        if old is not None and old is not obj:
+            if _qualified_name(old) != _qualified_name(obj):
+                raise ValueError(f"Two components named {name!r} in the {self._name} registry: "
+                                 f"{_qualified_name(old)} and {_qualified_name(obj)}. Rename one of them.")
+            # the same definition imported again (a plugin file loaded twice): the newest wins
+        self._obj_map[name] = obj
 
     def get(self, name: str) -> Any:
         """Return the object registered as ``name``.
@@ -25,16 +42,23 @@ class Registry(_FvcoreRegistry):
             The registered object.
 
         Raises:
-            KeyError: the name is unknown; the message lists every registered name.
+            UnknownComponentError: (a KeyError) the name is unknown; the message lists every
+                registered name.
         """
         obj = self._obj_map.get(name)
+        if obj is None:
+            from .plugins import load_entry_point_plugins
+
+            if load_entry_point_plugins():
+                obj = self._obj_map.get(name)
         if obj is None:
             names = sorted(self._obj_map)
             close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise KeyError(
+            raise UnknownComponentError(
                 f"No object named {name!r} in the {self._name} registry.{hint} "
-                f"Registered names: {', '.join(names) or '(none)'}."
+                f"Registered names: {', '.join(names) or '(none)'}. A component of a plugin is "
+                f"found once the plugin is imported (PLUGINS in the config)."
             )
         return obj
 

@@ -34,8 +34,8 @@ def test_last_stride_doubles_the_output_map():
     b2 = build_backbone(_cfg(last_stride=2)).eval()
     assert b1.out_features == 512
     with torch.no_grad():
-        assert b1(x).shape == (2, 512, 4, 2)
-        assert b2(x).shape == (2, 512, 2, 1)
+        assert b1(x).feature.shape == (2, 512, 4, 2)
+        assert b2(x).feature.shape == (2, 512, 2, 1)
 
 
 def test_same_weights_same_features_as_torchvision(tmp_path):
@@ -46,7 +46,7 @@ def test_same_weights_same_features_as_torchvision(tmp_path):
     backbone = build_backbone(_cfg("18x", last_stride=2, pretrain=True, path=str(path))).eval()
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
-        torch.testing.assert_close(backbone(x), _torchvision_features(net, x), rtol=0, atol=0)
+        torch.testing.assert_close(backbone(x).feature, _torchvision_features(net, x), rtol=0, atol=0)
 
 
 def test_pretrained_load_reports_the_unused_classifier(tmp_path, caplog):

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from clipreid_plugin.interop import convert_reference_state_dict
-from clipreid_plugin.interop.parity import parity_cfg
-from clipreid_plugin.modeling.meta_arch.clip_baseline import CLIPBaseline
+from clipreid_plugin.plugins.clipreid import convert_reference_state_dict
+from parity_harness.case_replay import parity_cfg
+from clipreid_plugin.plugins.clipreid.clip_baseline import CLIPBaseline
 
 # Tiny open_clip model configs (registered once per session) so that open_clip-format files and
 # random init can be tested without the 150M-parameter built-in models.

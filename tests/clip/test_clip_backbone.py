@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from clipreid_plugin.config import get_cfg
-from clipreid_plugin.interop import load_clip
+from clipreid_plugin.plugins.clipreid import load_clip
 from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY
-from clipreid_plugin.modeling.backbones.clip_backbone import CLIPImageEncoder, build_clip_image_encoder
+from clipreid_plugin.modeling.backbones import eval_mode
+from clipreid_plugin.plugins.clipreid.backbone import CLIPImageEncoder, build_clip_backbone
 
 from clip_cfgs import tiny_vit_cfg
 
@@ -32,8 +33,8 @@ def test_encoder_outputs_match_reference(request, case_model, case_name):
             ref[2] = ref[2].transpose(0, 1)  # the reference's attention pool is sequence-first
         for a, b in zip(ours, ref):
             assert a.shape == b.shape and _max_err(a, b) <= TOL
-        assert _max_err(model.backbone.get_image_features(images), out["get_image_features"]) <= TOL
-    assert (model.backbone.in_planes, model.backbone.in_planes_proj) == (case["meta"]["in_planes"],
+        assert _max_err(model.backbone(images).projected, out["get_image_features"]) <= TOL
+    assert (model.backbone.out_features, model.backbone.proj_features) == (case["meta"]["in_planes"],
                                                                          case["meta"]["in_planes_proj"])
 
 
@@ -44,12 +45,12 @@ def test_rn_stage1_features_need_eval_mode(rn_case, case_model):
     enc = model.backbone
     images, ref = rn_case["inputs"]["images"], rn_case["outputs"]["get_image_features"]
     stats = enc.visual.bn1.running_mean.clone()
-    with torch.no_grad(), enc.eval_mode():
-        assert _max_err(enc.get_image_features(images), ref) <= TOL
+    with torch.no_grad(), eval_mode(enc):
+        assert _max_err(enc(images).projected, ref) <= TOL
     assert enc.training and enc.visual.layer1.training  # modes restored
     assert torch.equal(enc.visual.bn1.running_mean, stats)  # statistics untouched
     with torch.no_grad():
-        assert _max_err(enc.get_image_features(images), ref) > 1e-3  # train-mode BN differs
+        assert _max_err(enc(images).projected, ref) > 1e-3  # train-mode BN differs
 
 
 def test_equals_stock_clip_at_224(reference_dir):
@@ -57,12 +58,12 @@ def test_equals_stock_clip_at_224(reference_dir):
     cfg = tiny_vit_cfg(reference_dir)
     cfg.INPUT.SIZE_TRAIN = [224, 224]
     clip = load_clip(weights=cfg.MODEL.BACKBONE.PRETRAIN_PATH)
-    enc = build_clip_image_encoder(cfg, copy.deepcopy(clip)).eval()
+    enc = CLIPImageEncoder(copy.deepcopy(clip).visual, (224, 224)).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = clip.encode_image(x)
-        assert _max_err(enc(x)["feat_proj"], expected) <= TOL
-        assert _max_err(enc.get_image_features(x), expected) <= TOL
+        assert _max_err(enc(x).projected, expected) <= TOL
+        assert _max_err(enc(x).projected, expected) <= TOL
 
 
 def test_registered_and_overlapping_patches(reference_dir):
@@ -81,11 +82,11 @@ def test_sie_adds_to_class_token_only(reference_dir):
     """SIE = class_embedding + SIE_COE * cv_embed[cam * num_views + view] (spec 2.3, 2.5)."""
     cfg = tiny_vit_cfg(reference_dir, SIE_CAMERA=True, SIE_VIEW=True, NUM_CAMERAS=3, NUM_VIEWS=2, SIE_COE=1.5)
     cfg.INPUT.SIZE_TRAIN = [64, 32]
-    enc = build_clip_image_encoder(cfg).eval()
+    enc = build_clip_backbone(cfg).eval()
     assert enc.cv_embed.shape == (6, 128)
     plain_cfg = tiny_vit_cfg(reference_dir)
     plain_cfg.INPUT.SIZE_TRAIN = [64, 32]
-    plain = build_clip_image_encoder(plain_cfg).eval()
+    plain = build_clip_backbone(plain_cfg).eval()
     x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(1))
     cam, view = torch.tensor([2, 2]), torch.tensor([1, 1])
     with torch.no_grad():
@@ -94,24 +95,24 @@ def test_sie_adds_to_class_token_only(reference_dir):
             assert _max_err(a, b) <= TOL
         # stage 1 features never get SIE
         plain.visual.class_embedding -= 1.5 * enc.cv_embed[2 * 2 + 1]
-        assert _max_err(enc.get_image_features(x), plain.get_image_features(x)) <= TOL
+        assert _max_err(enc(x).projected, plain(x).projected) <= TOL
         with pytest.raises(ValueError, match=r"camera id.*0\.\.2.*NUM_CAMERAS"):
             enc(x, torch.tensor([0, 3]), view)
     with pytest.raises(ValueError, match="NUM_CAMERAS"):
-        build_clip_image_encoder(tiny_vit_cfg(reference_dir, SIE_CAMERA=True))
+        build_clip_backbone(tiny_vit_cfg(reference_dir, SIE_CAMERA=True))
 
 
 def test_grad_checkpointing_same_gradients(reference_dir):
     cfg = tiny_vit_cfg(reference_dir, GRAD_CHECKPOINTING=True)
     cfg.INPUT.SIZE_TRAIN = [64, 32]  # small grid: the test is about recomputation, not size
-    enc = build_clip_image_encoder(cfg).train()
+    enc = build_clip_backbone(cfg).train()
     x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(2))
     grads = []
     for ckpt in (True, False):
         enc.set_grad_checkpointing(ckpt)
         enc.zero_grad()
         out = enc(x)
-        (out["feat_last"].sum() + out["feat"].pow(2).sum() + out["feat_proj"].sum()).backward()
+        (out.intermediate.sum() + out.feature.pow(2).sum() + out.projected.sum()).backward()
         grads.append({n: p.grad.clone() for n, p in enc.named_parameters()})
     for name, g in grads[0].items():
         assert _max_err(g, grads[1][name]) <= 1e-6 * max(1.0, g.abs().max().item()), name
@@ -122,15 +123,15 @@ def test_other_vit_patch_sizes_build(tiny_openclip_names):
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = "cliptest-vit-p14"
     cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [14, 14]
-    enc = build_clip_image_encoder(cfg).eval()
+    enc = build_clip_backbone(cfg).eval()
     assert enc.grid_size == (18, 9) and enc.visual.positional_embedding.shape == (1 + 18 * 9, 64)
     with torch.no_grad():
         out = enc(torch.randn(2, 3, 256, 128))
-    assert out["feat"].shape == (2, 64) and out["feat_proj"].shape == (2, 16)
+    assert out.feature.shape == (2, 64) and out.projected.shape == (2, 16)
 
 
 def test_pretrain_without_source_is_explained():
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.PRETRAIN = True
     with pytest.raises(ValueError, match="PRETRAIN_PATH.*PRETRAINED_TAG"):
-        build_clip_image_encoder(cfg)
+        build_clip_backbone(cfg)

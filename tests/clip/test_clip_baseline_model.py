@@ -8,7 +8,7 @@ import torch
 
 from clipreid_plugin.config import get_cfg
 from clipreid_plugin.modeling.meta_arch import META_ARCH_REGISTRY
-from clipreid_plugin.modeling.meta_arch.clip_baseline import CLIPBaseline
+from clipreid_plugin.plugins.clipreid.clip_baseline import CLIPBaseline
 
 from clip_cfgs import tiny_vit_cfg
 
@@ -122,6 +122,7 @@ def test_every_baseline_config_is_covered():
 def test_full_size_parameter_counts(name, stride, sie_cams, encoder_params, total_params, n_keys):
     """CLIPREID_SPEC.md 2.7 (Market-1501: 751 classes, 256x128), random init, no download."""
     cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
     cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = name
     cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [stride, stride]
     cfg.MODEL.BACKBONE.CLIP.SIE_CAMERA = sie_cams > 0

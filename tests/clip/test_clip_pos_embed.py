@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from clipreid_plugin.modeling.backbones.clip_backbone import build_clip_image_encoder
-from clipreid_plugin.modeling.backbones.clip_pos_embed import patch_grid, resize_pos_embed
+from clipreid_plugin.plugins.clipreid.backbone import build_clip_backbone
+from clipreid_plugin.modeling.backbones.pos_embed import patch_grid, resize_pos_embed
 
 SOURCES = {  # kind: (tiny file, key, source grid)
     "vit": ("tiny_clip_vit_openai_format.pt", "visual.positional_embedding", 14),
@@ -64,7 +64,7 @@ def test_backbone_resizes_at_build(reference_dir, aux, kind):
     cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
     cfg.INPUT.SIZE_TRAIN = [256, 128]
     cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [12, 12] if kind == "vit" else [16, 16]
-    enc = build_clip_image_encoder(cfg)
+    enc = build_clip_backbone(cfg)
     pe = enc.visual.positional_embedding if kind == "vit" else enc.visual.attnpool.positional_embedding
     ref = aux[f"resize_pos_embed_{kind}_{'21x10' if kind == 'vit' else '16x8'}"]
     assert (pe.detach() - ref).abs().max().item() <= 1e-6

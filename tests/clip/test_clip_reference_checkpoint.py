@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from clipreid_plugin.interop import convert_reference_state_dict, is_reference_state_dict
-from clipreid_plugin.modeling.meta_arch.clip_baseline import CLIPBaseline
+from clipreid_plugin.plugins.clipreid import convert_reference_state_dict, is_reference_state_dict
+from clipreid_plugin.utils.checkpoint import CheckpointError
+from clipreid_plugin.plugins.clipreid.clip_baseline import CLIPBaseline
 
 
 def test_detects_reference_format(vit_case, case_model):
@@ -52,10 +53,10 @@ def test_shape_mismatch_is_explained(vit_case, make_case_cfg, change, key, cause
     cfg = make_case_cfg(vit_case)
     cfg.merge_from_list([change[0], str(change[1])])
     model = CLIPBaseline(cfg)
-    with pytest.raises(ValueError, match=rf"'{key}' has shape .* but .* has .*{cause}"):
+    with pytest.raises(CheckpointError, match=rf"'{key}' has shape .* but .* has .*{cause}"):
         convert_reference_state_dict(vit_case["state_dict"], model)
 
 
 def test_model_without_key_map_is_refused():
-    with pytest.raises(ValueError, match="REFERENCE_KEY_MAP"):
+    with pytest.raises(CheckpointError, match="REFERENCE_KEY_MAP"):
         convert_reference_state_dict({"image_encoder.proj": torch.zeros(1)}, torch.nn.Linear(1, 1))

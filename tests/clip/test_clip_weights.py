@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from clipreid_plugin.interop import convert_openai_checkpoint, load_clip, read_clip_checkpoint
+from clipreid_plugin.plugins.clipreid import convert_openai_checkpoint, load_clip, read_clip_checkpoint
+from clipreid_plugin.utils.checkpoint import CheckpointError
 
 TINY = {"vit": "tiny_clip_vit_openai_format.pt", "rn": "tiny_clip_rn50_openai_format.pt"}
 
@@ -122,7 +123,7 @@ def test_pretrained_tag_passes_the_tags_activation(monkeypatch):
 
 
 def test_clear_errors():
-    with pytest.raises(FileNotFoundError, match=r"no/such/ViT-B-16\.pt.*PRETRAIN_PATH"):
+    with pytest.raises(CheckpointError, match=r"no/such/ViT-B-16\.pt.*PRETRAIN_PATH"):
         load_clip("ViT-B-16", weights="/no/such/ViT-B-16.pt")
     with pytest.raises(ValueError, match=r"Unknown open_clip model name 'ViT-B-61'.*ViT-B-16"):
         load_clip("ViT-B-61")
@@ -135,5 +136,5 @@ def test_clear_errors():
 def test_non_weights_file_is_reported(tmp_path):
     bad = tmp_path / "notes.pt"
     torch.save({"epoch": 3, "lr": [0.1]}, bad)
-    with pytest.raises(ValueError, match="state dict of tensors"):
+    with pytest.raises(CheckpointError, match="state dict of tensors"):
         load_clip(weights=str(bad))

@@ -8,8 +8,8 @@ from typing import Dict, Tuple
 
 import torch
 
-from clipreid_plugin.interop import parity
-from clipreid_plugin.modeling.meta_arch.clipreid import CLIPReID
+from parity_harness import case_replay as parity
+from clipreid_plugin.plugins.clipreid.clipreid import CLIPReID
 
 
 def reference_cfg(case: dict):

@@ -5,7 +5,7 @@ import os
 import torch
 
 # The parity library's tolerances (those of tools/check_parity.py; see its module doc).
-from clipreid_plugin.interop.parity import FEATURE_ATOL, GRAD_RTOL, resolve_clip_weights
+from parity_harness.case_replay import FEATURE_ATOL, GRAD_RTOL, resolve_clip_weights
 
 CASES = ("vit", "rn")
 

@@ -7,8 +7,8 @@ import io
 import pytest
 import torch
 
-from clipreid_plugin.config import get_cfg
-from clipreid_plugin.modeling.meta_arch.clipreid import CLIPReID
+from clipreid_plugin.config import ConfigError, get_cfg
+from clipreid_plugin.plugins.clipreid.clipreid import CLIPReID
 
 from clipreid_parity import build_reference_model, reference_cfg, run_reference_steps
 from clipreid_refs import assert_close, assert_grad_close
@@ -55,8 +55,8 @@ def test_parity_stage2_grads_of_every_trainable_parameter(replay, case):
 def test_stage1_trains_only_cls_ctx(case):
     model = build_reference_model(case)
     assert not any(p.requires_grad for p in model.text_head.parameters())  # frozen until stage 1
-    model.set_prompts_trainable(True)
     assert model.stage1_parameters() == [model.text_head.prompt_learner.cls_ctx]
+    model.text_head.prompt_learner.cls_ctx.requires_grad_(True)  # what the stage-1 hook does
     assert [n for n, p in model.text_head.named_parameters() if p.requires_grad] == ["prompt_learner.cls_ctx"]
     labels = case["inputs"]["labels"]
     sum(model.stage1_losses(case["outputs"]["get_image_features"], labels).values()).backward()
@@ -91,7 +91,7 @@ def test_stage2_without_text_features_says_what_to_do(case):
     model = build_reference_model(case)
     model.train()
     batch = {"images": case["inputs"]["images"][:2], "targets": case["inputs"]["labels"][:2]}
-    with pytest.raises(KeyError, match="stage 1"):
+    with pytest.raises(ConfigError, match="stage 1"):
         model(batch)
 
 
@@ -103,7 +103,7 @@ def test_evaluation_only_model_has_no_text_side(case):
     with torch.no_grad():
         emb = model({"images": case["inputs"]["images"][:1]})
     assert_close(emb, case["outputs"]["eval_feat_neck_before"][:1], "eval embedding")
-    with pytest.raises(RuntimeError, match="NUM_CLASSES"):
+    with pytest.raises(ConfigError, match="NUM_CLASSES"):
         model.compute_all_text_features()
 
 
@@ -125,18 +125,20 @@ def test_non_clip_backbone_gets_a_projection_into_text_space(reference_dir):
     assert model.text_head.prompt_text == "A photo of a X X X X vehicle."
     images = torch.randn(4, 3, 64, 32)
     labels = torch.tensor([0, 0, 2, 2])
-    model.set_prompts_trainable(True)
+    for p in model.stage1_parameters():
+        p.requires_grad_(True)
     feats = model.encode_image_for_stage1(images)
     assert feats.shape == (4, 32)  # the tiny CLIP's embedding width
     sum(model.stage1_losses(feats, labels).values()).backward()
     assert model.text_head.prompt_learner.cls_ctx.grad is not None
-    model.set_prompts_trainable(False)
-    model.set_text_features(model.compute_all_text_features(batch_size=2))
+    for p in model.stage1_parameters():
+        p.requires_grad_(False)
+    model.freeze_text_features(batch_size=2)
     model.train()
     losses = model({"images": images, "targets": labels})
     assert set(losses) == {"loss_cls", "loss_triplet", "loss_i2t"}
     sum(losses.values()).backward()
-    assert model.backbone.proj.weight.grad is not None  # the projection learns from the text loss
+    assert model.image_proj.weight.grad is not None  # the projection learns from the text loss
     model.eval()
     with torch.no_grad():
         assert model({"images": images}).shape == (4, 512 + 32)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from clipreid_plugin.config import get_cfg
-from clipreid_plugin.interop.clip_weights import load_clip
-from clipreid_plugin.modeling.heads.prompt_learner import (
+from clipreid_plugin.plugins.clipreid.clip_weights import load_clip
+from clipreid_plugin.plugins.clipreid.prompt_learner import (
     PromptLearnerHead, prompt_text, resolve_class_word, tokenize_prompt)
 
 from clipreid_refs import FEATURE_ATOL, assert_close, max_abs_err
@@ -98,7 +98,7 @@ def test_truncated_pass_equals_full_pass(head):
 def test_truncated_pass_gradient_equals_full_pass(head):
     labels = torch.tensor([0, 2, 2, 5])
     grads = []
-    head.set_prompts_trainable(True)
+    head.prompt_learner.cls_ctx.requires_grad_(True)
     try:
         for truncate in (False, True):
             head.text_encoder.truncate = truncate
@@ -106,7 +106,7 @@ def test_truncated_pass_gradient_equals_full_pass(head):
             head(labels).pow(2).sum().backward()
             grads.append(head.prompt_learner.cls_ctx.grad.clone())
     finally:
-        head.set_prompts_trainable(False)
+        head.prompt_learner.cls_ctx.requires_grad_(False)
         head.prompt_learner.cls_ctx.grad = None
         head.text_encoder.truncate = True
     assert_close(grads[1], grads[0], "cls_ctx grad, truncated vs full")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clipreid_plugin.config import get_cfg
 from clipreid_plugin.data import (DatasetError, build_reid_test_loader, build_reid_train_loader,
-                                  build_stage1_loader, build_transforms)
+                                  build_inference_loader, build_transforms)
 from clipreid_plugin.data.datasets import SyntheticReID
 from clipreid_plugin.utils import comm
 
@@ -101,7 +101,7 @@ def _same(e1, e2):
 
 def test_train_loader_batch_contract(root):
     loader = build_reid_train_loader(make_cfg(root))
-    assert (loader.num_classes, loader.num_cameras, loader.num_views, loader.kind) == (6, 3, 1, "person")
+    assert tuple(loader.data_info) == (6, 3, 1, "person")
     assert len(loader.dataset) == 30
     batches = _epoch(loader, 0)
     assert len(batches) == len(loader) > 0
@@ -181,10 +181,10 @@ def test_test_loader_query_then_gallery_raw_pids_and_shards(root, monkeypatch):
     assert parts[0] + parts[1] == paths and abs(len(parts[0]) - len(parts[1])) <= 1
 
 
-def test_stage1_loader_all_train_images_fixed_order_no_augmentation(root):
+def test_inference_loader_over_train_images_fixed_order_no_augmentation(root):
     cfg = make_cfg(root)
     train = build_reid_train_loader(cfg)
-    loader = build_stage1_loader(cfg, batch_size=7)
+    loader = build_inference_loader(cfg, train.dataset, batch_size=7, purpose="embed-train")
     batches = list(loader)
     assert [p for b in batches for p in b["img_paths"]] == [s[0] for s in train.dataset]
     assert torch.cat([b["targets"] for b in batches]).tolist() == [s[1] for s in train.dataset]

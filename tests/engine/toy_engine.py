@@ -4,7 +4,7 @@ import os
 import torch
 from torch import nn
 
-from clipreid_plugin.config import get_cfg
+from clipreid_plugin.config import DataInfo, get_cfg
 from clipreid_plugin.engine import DefaultTrainer
 
 
@@ -13,7 +13,8 @@ class ToyLoader:
 
     def __init__(self, iters=3, batch=8, dim=6, num_classes=4):
         self.iters, self.batch, self.dim = iters, batch, dim
-        self.num_classes, self.num_cameras, self.num_views = num_classes, 2, 1
+        self.num_classes = num_classes
+        self.data_info = DataInfo(num_classes, 2, 1, None)
         self.epoch = 0
 
     def set_epoch(self, epoch):

@@ -8,7 +8,7 @@ import torch
 
 from clipreid_plugin.evaluation import evaluate_rank, re_ranking, re_ranking_chunks
 from clipreid_plugin.evaluation.distance import normalize_features
-from clipreid_plugin.evaluation.reference_impl import reference_re_ranking
+from parity_harness.reference_eval import reference_re_ranking
 
 
 @pytest.fixture(scope="module")

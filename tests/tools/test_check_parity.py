@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from clipreid_plugin.interop.parity import compare_case, reference_to_cfg
+from parity_harness.case_replay import compare_case, reference_to_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASE_FILES = ("case_vit_person.pt", "case_rn_person.pt")

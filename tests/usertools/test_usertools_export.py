@@ -1,4 +1,4 @@
-"""ONNX export of the embedding model (clipreid_plugin.tools.export, tools/export_onnx.py)."""
+"""ONNX export of the embedding model (clipreid_plugin.usertools.export, tools/export_onnx.py)."""
 
 import os
 import sys
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clipreid_plugin.modeling import build_model
-from clipreid_plugin.tools.export import check_onnx, export_onnx
+from clipreid_plugin.usertools.export import check_onnx, export_onnx
 
 from conftest import SIZE, tiny_cfg
 from test_usertools_extract import load_tool

@@ -1,4 +1,4 @@
-"""FeatureExtractor, feature files and search (clipreid_plugin.tools.extract, tools/extract.py, tools/search.py)."""
+"""FeatureExtractor, feature files and search (clipreid_plugin.usertools.extract, tools/extract.py, tools/search.py)."""
 
 import importlib.util
 import json
@@ -13,7 +13,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from clipreid_plugin.modeling import build_model
-from clipreid_plugin.tools import FeatureExtractor, list_images, load_features, save_features, search
+from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
 
 from conftest import REPO, SIZE
 

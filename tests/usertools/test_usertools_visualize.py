@@ -1,4 +1,4 @@
-"""Rank strips and training curves (clipreid_plugin.tools.visualize, tools/visualize_ranks.py, tools/plot_curves.py)."""
+"""Rank strips and training curves (clipreid_plugin.usertools.visualize, tools/visualize_ranks.py, tools/plot_curves.py)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from clipreid_plugin.evaluation import save_ranking_npz
-from clipreid_plugin.tools.visualize import (MATCH_COLOUR, MISMATCH_COLOUR, QUERY_COLOUR, SERIES_COLOURS, StripLayout,
+from clipreid_plugin.usertools.visualize import (MATCH_COLOUR, MISMATCH_COLOUR, QUERY_COLOUR, SERIES_COLOURS, StripLayout,
                                              load_ranking, plot_training_curves, query_scores, read_metrics,
                                              visualize_ranking)
 

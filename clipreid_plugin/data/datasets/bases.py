@@ -12,6 +12,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 from tabulate import tabulate
 
+from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["DATASET_REGISTRY", "DatasetError", "ReIDDataset", "Sample", "register_dataset",
@@ -31,7 +32,7 @@ Sample = Tuple[str, int, int, int]  # (img_path, pid, camid, viewid)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(ToolkitError, RuntimeError):
     """A dataset folder, list file or image is missing or malformed (the message says which)."""
 
 

@@ -1,9 +1,14 @@
-"""Backbones, registered by builder-function name in BACKBONE_REGISTRY (importing registers them)."""
+"""Backbones, registered by builder-function name in BACKBONE_REGISTRY (importing registers them).
 
-from .build import BACKBONE_REGISTRY, build_backbone
+Every backbone follows one contract (:mod:`.base`): it returns a :class:`BackboneOutput`.
+"""
+
+from .base import Backbone, BackboneOutput, eval_mode, global_pool
+from .build import BACKBONE_REGISTRY, build_backbone, check_backbone_output
+from .pos_embed import patch_grid, resize_pos_embed
 from .resnet import ResNetBackbone, build_resnet_backbone
-from .clip_backbone import CLIPImageEncoder, build_clip_backbone
 from .vit import ViTBackbone, build_vit_backbone
 
-__all__ = ["BACKBONE_REGISTRY", "build_backbone", "ResNetBackbone", "build_resnet_backbone",
-           "CLIPImageEncoder", "build_clip_backbone", "ViTBackbone", "build_vit_backbone"]
+__all__ = ["BACKBONE_REGISTRY", "build_backbone", "check_backbone_output", "Backbone", "BackboneOutput",
+           "eval_mode", "global_pool", "patch_grid", "resize_pos_embed", "ResNetBackbone", "build_resnet_backbone",
+           "ViTBackbone", "build_vit_backbone"]

@@ -1,22 +1,46 @@
 """Backbone registry: a backbone is a function ``build_X_backbone(cfg) -> nn.Module``."""
 
+from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
+
+from .base import BackboneOutput
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """
-Registry for backbones. A registered object is called with the config and returns an
-``nn.Module`` that maps images (B, 3, H, W) to features and exposes ``out_features``
-(the width of its main output).
+Registry for backbones. A registered function is called with the config and returns an
+``nn.Module`` following the contract of :mod:`clipreid_plugin.modeling.backbones.base`:
+attributes ``out_features`` (and optionally ``proj_features``, ``uses_camids``,
+``uses_viewids``), and ``forward(images, camids=None, viewids=None) -> BackboneOutput``.
 """
+
+__all__ = ["BACKBONE_REGISTRY", "build_backbone", "check_backbone_output"]
 
 
 def build_backbone(cfg):
-    """Build the backbone named by ``cfg.MODEL.BACKBONE.NAME``.
+    """Build the backbone named by ``cfg.MODEL.BACKBONE.NAME`` and check its declared widths.
 
     Args:
         cfg: the config.
 
     Returns:
         nn.Module: the backbone.
+
+    Raises:
+        ConfigError: the built object does not declare a positive ``out_features``.
     """
-    return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg)
+    name = cfg.MODEL.BACKBONE.NAME
+    backbone = BACKBONE_REGISTRY.get(name)(cfg)
+    width = getattr(backbone, "out_features", None)
+    if not isinstance(width, int) or width <= 0:
+        raise ConfigError(f"MODEL.BACKBONE.NAME {name!r} built a {type(backbone).__name__} without a positive integer "
+                          f"`out_features`; a backbone must declare the width of its feature "
+                          f"(see clipreid_plugin/modeling/backbones/base.py).")
+    return backbone
+
+
+def check_backbone_output(out, backbone) -> BackboneOutput:
+    """Returns: ``out`` after checking it is a :class:`BackboneOutput` (else TypeError naming the backbone)."""
+    if not isinstance(out, BackboneOutput):
+        raise TypeError(f"{type(backbone).__name__}.forward returned {type(out).__name__}; every backbone must "
+                        f"return a BackboneOutput (clipreid_plugin.modeling.backbones.base).")
+    return out

@@ -10,13 +10,16 @@ with ``python -c "import torchvision; torchvision.models.resnet50(weights='IMAGE
 
 import logging
 import os
+from typing import Optional
 
 import torch
 import torchvision
 from torch import nn
 
 from clipreid_plugin.utils.checkpoint import CheckpointError, load_model_weights
+from clipreid_plugin.utils.errors import ConfigError
 
+from .base import Backbone, BackboneOutput
 from .build import BACKBONE_REGISTRY
 from .torchvision_weights import local_torchvision_weights, torchvision_weights_file_name
 
@@ -36,7 +39,7 @@ RESNET_ARCHS = {
 }
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(Backbone):
     """The stem and the four stages of a torchvision ResNet; returns the layer4 feature map.
 
     Args:
@@ -51,9 +54,9 @@ class ResNetBackbone(nn.Module):
     def __init__(self, depth: str = "50x", last_stride: int = 1):
         super().__init__()
         if depth not in RESNET_ARCHS:
-            raise ValueError(f"Unknown MODEL.BACKBONE.DEPTH {depth!r} for a ResNet; valid: {', '.join(RESNET_ARCHS)}.")
+            raise ConfigError(f"Unknown MODEL.BACKBONE.DEPTH {depth!r} for a ResNet; valid: {', '.join(RESNET_ARCHS)}.")
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}.")
+            raise ConfigError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}.")
         net = getattr(torchvision.models, RESNET_ARCHS[depth][0])(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -64,15 +67,26 @@ class ResNetBackbone(nn.Module):
                 if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
                     m.stride = (1, 1)
         self.out_features = net.fc.in_features
+        self.depth = depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, 3, H, W) normalised images.
+    def forward(self, x: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> BackboneOutput:
+        """Args: x (B, 3, H, W) normalised images; camids / viewids are not used.
 
         Returns:
-            (B, out_features, H/16, W/16) with last stride 1, (B, out_features, H/32, W/32) with 2.
+            BackboneOutput whose ``feature`` is the layer4 map: (B, out_features, H/16, W/16)
+            with last stride 1, (B, out_features, H/32, W/32) with 2.
         """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return BackboneOutput(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+
+    def describe(self) -> str:
+        """Returns: e.g. "ResNet-50", "ResNeXt-50 32x4d"."""
+        tv = RESNET_ARCHS[self.depth][0]
+        if tv.startswith("resnext"):
+            depth, width = tv[len("resnext"):].split("_")
+            return f"ResNeXt-{depth} {width}"
+        return f"ResNet-{tv[len('resnet'):]}"
 
 
 def _torchvision_file_name(depth: str) -> str:
@@ -117,7 +131,7 @@ def build_resnet_backbone(cfg) -> ResNetBackbone:
     backbone = ResNetBackbone(c.DEPTH, c.LAST_STRIDE)
     if c.PRETRAIN:
         if not c.PRETRAIN_PATH:
-            raise ValueError(
+            raise ConfigError(
                 "MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the local "
                 f"torchvision weights file (e.g. {_torchvision_file_name(c.DEPTH)} from "
                 f"{os.path.join(torch.hub.get_dir(), 'checkpoints')})."

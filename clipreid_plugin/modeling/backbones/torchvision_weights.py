@@ -5,6 +5,8 @@ import os
 import torch
 import torchvision
 
+from clipreid_plugin.utils.errors import InputFileError
+
 __all__ = ["torchvision_weights_file_name", "local_torchvision_weights"]
 
 
@@ -38,7 +40,7 @@ def local_torchvision_weights(path: str, weights_enum_name: str, builder: str, w
     path = os.path.expandvars(os.path.expanduser(path))
     if not os.path.isfile(path):
         cache = os.path.join(torch.hub.get_dir(), "checkpoints", torchvision_weights_file_name(weights_enum_name))
-        raise FileNotFoundError(
+        raise InputFileError(
             f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision state dict for "
             f"{what}; torchvision caches it as {cache} after `torchvision.models.{builder}(weights='IMAGENET1K_V1')` "
             f"on a machine with internet access (nothing is downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False."

@@ -25,15 +25,16 @@ import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.vision_transformer import Encoder
 
 from clipreid_plugin.utils.checkpoint import CheckpointError
+from clipreid_plugin.utils.errors import ConfigError
 
+from .base import Backbone, BackboneOutput
 from .build import BACKBONE_REGISTRY
+from .pos_embed import patch_grid, resize_pos_embed
 from .torchvision_weights import local_torchvision_weights, torchvision_weights_file_name
-from .clip_pos_embed import patch_grid, resize_pos_embed
 
 __all__ = ["ViTBackbone", "build_vit_backbone", "VIT_ARCHS"]
 
@@ -48,7 +49,7 @@ VIT_ARCHS: Dict[str, Tuple[int, int, int, int, int, str]] = {
 }
 
 
-class ViTBackbone(nn.Module):
+class ViTBackbone(Backbone):
     """A torchvision ViT encoder on a ReID patch grid; returns the class-token feature.
 
     Args:
@@ -63,7 +64,7 @@ class ViTBackbone(nn.Module):
     Attributes:
         out_features (int): width of the output feature (``hidden_dim``).
         grid (tuple): (rows, cols) of the patch grid.
-        sie_camera (bool): whether the forward pass needs ``camids``.
+        uses_camids (bool): whether the forward pass reads ``camids`` (SIE).
     """
 
     def __init__(self, image_size: Sequence[int], patch_size: int = 16, num_layers: int = 12, num_heads: int = 12,
@@ -73,7 +74,7 @@ class ViTBackbone(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         stride = (int(stride[0]), int(stride[1]))
         if min(stride) < 1 or max(stride) > patch_size:
-            raise ValueError(f"MODEL.BACKBONE.VIT.STRIDE_SIZE {list(stride)} must lie in 1..{patch_size} (the patch "
+            raise ConfigError(f"MODEL.BACKBONE.VIT.STRIDE_SIZE {list(stride)} must lie in 1..{patch_size} (the patch "
                              f"size): equal to it = TransReID's plain ViT, smaller = overlapping patches.")
         self.grid = patch_grid(self.image_size, patch_size, stride)
         self.patch_size = patch_size
@@ -82,9 +83,10 @@ class ViTBackbone(nn.Module):
         seq_length = 1 + self.grid[0] * self.grid[1]
         self.encoder = Encoder(seq_length, num_layers, num_heads, hidden_dim, mlp_dim, dropout, attention_dropout)
         self._init_like_torchvision()
-        self.sie_camera = num_cameras > 0
+        self.uses_camids = num_cameras > 0
         self.sie_coe = float(sie_coe)
-        if self.sie_camera:
+        self.arch = f"ViT {hidden_dim}w/{num_layers}L/{patch_size}"
+        if self.uses_camids:
             # TransReID: sie_embed (cameras, 1, D), trunc_normal std 0.02
             self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, hidden_dim))
             nn.init.trunc_normal_(self.sie_embed, std=0.02)
@@ -96,32 +98,44 @@ class ViTBackbone(nn.Module):
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.conv_proj.bias)
 
-    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
+                viewids: Optional[torch.Tensor] = None) -> BackboneOutput:
         """Args:
             images: (B, 3, H, W) normalised, (H, W) = the ``image_size`` the backbone was built for.
-            camids: (B,) 0-based camera ids; required with SIE, ignored without.
+            camids: (B,) 0-based camera ids for SIE; None = no camera embedding.
+            viewids: not used.
 
         Returns:
-            (B, hidden_dim) class-token feature after the final LayerNorm.
+            BackboneOutput whose ``feature`` is the (B, hidden_dim) class token after the final
+            LayerNorm.
         """
         if tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(f"The ViT backbone was built for {self.image_size[0]}x{self.image_size[1]} inputs "
+            raise ConfigError(f"The ViT backbone was built for {self.image_size[0]}x{self.image_size[1]} inputs "
                              f"(INPUT.SIZE_TRAIN) but got {images.shape[-2]}x{images.shape[-1]}: set INPUT.SIZE_TEST "
                              f"equal to INPUT.SIZE_TRAIN (the positional embedding has one row per patch).")
         x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, rows*cols, D), row-major as the grid
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.encoder.pos_embedding
-        if self.sie_camera:
-            if camids is None:
-                raise ValueError("SIE is enabled (MODEL.BACKBONE.VIT.SIE_CAMERA) but the batch has no camids.")
+        if self.uses_camids and camids is not None:
             camids = camids.to(x.device)
             if camids.min() < 0 or camids.max() >= self.sie_embed.shape[0]:
-                raise ValueError(f"A camera id in the batch ({camids.tolist()}) is outside 0..{self.sie_embed.shape[0] - 1}"
+                raise ConfigError(f"A camera id in the batch ({camids.tolist()}) is outside 0..{self.sie_embed.shape[0] - 1}"
                                  f": MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
             x = x + self.sie_coe * self.sie_embed[camids]  # (B, 1, D): the same vector on every token
         # the encoder's own forward would add pos_embedding again: run its parts
         x = self.encoder.layers(self.encoder.dropout(x))
-        return self.encoder.ln(x)[:, 0]
+        return BackboneOutput(self.encoder.ln(x)[:, 0])
+
+    def describe(self) -> str:
+        """Returns: e.g. "ViT-B/16" for the torchvision sizes (else width / layers / patch), plus
+        " SIE" with a camera embedding and " OLP" with overlapping patches."""
+        name = self.arch
+        for arch, (patch, layers, _, hidden, _, _) in VIT_ARCHS.items():
+            if (patch, layers, hidden) == (self.patch_size, len(self.encoder.layers), self.out_features):
+                _, size, patch_text = arch.split("_")  # "vit_b_16" -> "ViT-B/16"
+                name = f"ViT-{size.upper()}/{patch_text}"
+        overlapping = tuple(self.conv_proj.stride) != (self.patch_size, self.patch_size)
+        return name + (" SIE" if self.uses_camids else "") + (" OLP" if overlapping else "")
 
     def load_torchvision_state_dict(self, state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> Dict:
         """Load a torchvision ``VisionTransformer`` state dict, resizing the positional embedding.
@@ -194,22 +208,22 @@ def build_vit_backbone(cfg) -> ViTBackbone:
     """
     b, v = cfg.MODEL.BACKBONE, cfg.MODEL.BACKBONE.VIT
     if v.ARCH not in VIT_ARCHS:
-        raise ValueError(f"Unknown MODEL.BACKBONE.VIT.ARCH {v.ARCH!r}; valid: {', '.join(VIT_ARCHS)}.")
+        raise ConfigError(f"Unknown MODEL.BACKBONE.VIT.ARCH {v.ARCH!r}; valid: {', '.join(VIT_ARCHS)}.")
     if tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
-        raise ValueError(f"The ViT backbone needs INPUT.SIZE_TEST == INPUT.SIZE_TRAIN (got {list(cfg.INPUT.SIZE_TEST)}"
+        raise ConfigError(f"The ViT backbone needs INPUT.SIZE_TEST == INPUT.SIZE_TRAIN (got {list(cfg.INPUT.SIZE_TEST)}"
                          f" vs {list(cfg.INPUT.SIZE_TRAIN)}): its positional embedding has one row per patch.")
     num_cameras = 0
     if v.SIE_CAMERA:
         num_cameras = v.NUM_CAMERAS
         if num_cameras <= 0:
-            raise ValueError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
+            raise ConfigError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
                              "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
     patch, layers, heads, hidden, mlp, _ = VIT_ARCHS[v.ARCH]
     backbone = ViTBackbone(cfg.INPUT.SIZE_TRAIN, patch, layers, heads, hidden, mlp, stride=v.STRIDE_SIZE,
                            num_cameras=num_cameras, sie_coe=v.SIE_COE)
     if b.PRETRAIN:
         if not b.PRETRAIN_PATH:
-            raise ValueError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
+            raise ConfigError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
                              f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
                              f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
         backbone.load_torchvision_state_dict(_read_state_dict(b.PRETRAIN_PATH, v.ARCH), b.PRETRAIN_PATH)

@@ -1,7 +1,6 @@
 """Heads, registered by class name in HEAD_REGISTRY."""
 
-from .build import HEAD_REGISTRY, build_heads
+from .build import HEAD_REGISTRY, build_head, build_heads
 from .bnneck import BNNeck, EmbeddingHead
-from .prompt_learner import PromptLearnerHead
 
-__all__ = ["HEAD_REGISTRY", "build_heads", "BNNeck", "EmbeddingHead", "PromptLearnerHead"]
+__all__ = ["HEAD_REGISTRY", "build_head", "build_heads", "BNNeck", "EmbeddingHead"]

@@ -1,12 +1,23 @@
 """BNNeck (Luo et al., bag of tricks): BatchNorm with a frozen bias, then a bias-free classifier."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from clipreid_plugin.utils.errors import ConfigError
 
 from .build import HEAD_REGISTRY
 
-__all__ = ["BNNeck", "EmbeddingHead"]
+__all__ = ["BNNeck", "EmbeddingHead", "NECK_FEATS", "check_neck_feat"]
+
+NECK_FEATS = ("before", "after")
+
+
+def check_neck_feat(value: str) -> str:
+    """Returns: ``value`` if it is a valid ``MODEL.HEADS.NECK_FEAT``; else ConfigError."""
+    if value not in NECK_FEATS:
+        raise ConfigError(f"MODEL.HEADS.NECK_FEAT must be 'before' (pre-BN test feature) or 'after' "
+                          f"(post-BNNeck), got {value!r}.")
+    return value
 
 
 class BNNeck(nn.Module):
@@ -58,8 +69,8 @@ class EmbeddingHead(nn.Module):
         super().__init__()
         self.pool = cfg.MODEL.HEADS.POOL_LAYER
         if self.pool not in ("avg", "max", "gem"):
-            raise ValueError(f"MODEL.HEADS.POOL_LAYER must be 'avg', 'max' or 'gem', got {self.pool!r}.")
-        self.neck_feat = cfg.MODEL.HEADS.NECK_FEAT
+            raise ConfigError(f"MODEL.HEADS.POOL_LAYER must be 'avg', 'max' or 'gem', got {self.pool!r}.")
+        self.neck_feat = check_neck_feat(cfg.MODEL.HEADS.NECK_FEAT)
         self.neck = BNNeck(in_dim, cfg.MODEL.HEADS.NUM_CLASSES, cfg.MODEL.HEADS.CLS_INIT_STD)
         self.out_dim = in_dim
 

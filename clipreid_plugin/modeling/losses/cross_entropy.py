@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .build import LOSS_REGISTRY
+from .precision import full_precision
 
 __all__ = ["cross_entropy_label_smooth", "CrossEntropyLoss"]
 
@@ -18,12 +19,13 @@ def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor, epsi
         epsilon: smoothing; 0 gives plain cross-entropy.
 
     Returns:
-        Scalar loss (float32 even for half-precision logits).
+        Scalar loss, in fp32 (or wider) even for half-precision logits or under autocast.
     """
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    onehot = torch.zeros_like(log_probs).scatter_(1, targets.unsqueeze(1), 1)
-    smoothed = (1 - epsilon) * onehot + epsilon / logits.size(1)
-    return (-smoothed * log_probs).mean(0).sum()
+    with full_precision(logits) as (logits,):
+        log_probs = F.log_softmax(logits, dim=1)
+        onehot = torch.zeros_like(log_probs).scatter_(1, targets.unsqueeze(1), 1)
+        smoothed = (1 - epsilon) * onehot + epsilon / logits.size(1)
+        return (-smoothed * log_probs).mean(0).sum()
 
 
 @LOSS_REGISTRY.register()

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .build import LOSS_REGISTRY
+from .precision import full_precision
 
 __all__ = ["euclidean_dist", "batch_hard_triplet_loss", "TripletLoss"]
 
@@ -36,18 +37,18 @@ def batch_hard_triplet_loss(feats: torch.Tensor, targets: torch.Tensor, margin: 
         normalize: L2-normalise the features first.
 
     Returns:
-        Scalar loss averaged over anchors.
+        Scalar loss averaged over anchors, computed in fp32 (or wider) whatever the autocast state.
     """
-    feats = feats.float()
-    if normalize:
-        feats = F.normalize(feats, dim=1)
-    dist = euclidean_dist(feats, feats)
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    dist_ap = dist.masked_fill(~same, float("-inf")).max(dim=1).values
-    dist_an = dist.masked_fill(same, float("inf")).min(dim=1).values
-    if soft_margin:
-        return F.softplus(dist_ap - dist_an).mean()
-    return F.relu(dist_ap - dist_an + margin).mean()
+    with full_precision(feats) as (feats,):
+        if normalize:
+            feats = F.normalize(feats, dim=1)
+        dist = euclidean_dist(feats, feats)
+        same = targets.unsqueeze(0) == targets.unsqueeze(1)
+        dist_ap = dist.masked_fill(~same, float("-inf")).max(dim=1).values
+        dist_an = dist.masked_fill(same, float("inf")).min(dim=1).values
+        if soft_margin:
+            return F.softplus(dist_ap - dist_an).mean()
+        return F.relu(dist_ap - dist_an + margin).mean()
 
 
 @LOSS_REGISTRY.register()

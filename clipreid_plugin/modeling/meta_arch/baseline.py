@@ -5,12 +5,62 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
-from ..backbones import build_backbone
+from clipreid_plugin.utils.errors import ConfigError
+from ..backbones import build_backbone, check_backbone_output
 from ..heads import build_heads
 from ..losses import build_losses
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["Baseline"]
+__all__ = ["Baseline", "backbone_inputs", "apply_losses"]
+
+
+def backbone_inputs(backbone: nn.Module, batch: Dict[str, torch.Tensor], device: torch.device):
+    """The images and, for a backbone that reads them, the camera / view ids of a batch.
+
+    Args:
+        backbone: the backbone (its ``uses_camids`` / ``uses_viewids`` decide).
+        batch: the batch dict (``images``, ``camids``, ``viewids``).
+        device: where the images go.
+
+    Returns:
+        (images, camids or None, viewids or None).
+
+    Raises:
+        KeyError: the backbone needs ids the batch does not have.
+    """
+    images = batch["images"].to(device, non_blocking=True)
+    ids = []
+    for key, flag in (("camids", "uses_camids"), ("viewids", "uses_viewids")):
+        if not getattr(backbone, flag, False):
+            ids.append(None)
+        elif key not in batch:
+            raise KeyError(f"{type(backbone).__name__} uses {key} (side information), but the batch has none.")
+        else:
+            ids.append(batch[key])
+    return images, ids[0], ids[1]
+
+
+def apply_losses(losses: nn.ModuleList, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Apply every loss module to a meta-architecture's training outputs.
+
+    Args:
+        losses: the loss modules (``build_losses``).
+        outputs: the training dict the losses read (``cls_outputs``, ``triplet_features``, ...).
+        targets: (B,) identity labels 0..C-1.
+
+    Returns:
+        The union of the losses' ``{"loss_<name>": scalar}`` dicts.
+
+    Raises:
+        ValueError: two losses return the same name.
+    """
+    result: Dict[str, torch.Tensor] = {}
+    for loss in losses:
+        for name, value in loss(outputs, targets).items():
+            if name in result:
+                raise ConfigError(f"Two losses in MODEL.LOSSES.NAMES both return {name!r}; list each loss once.")
+            result[name] = value
+    return result
 
 
 @META_ARCH_REGISTRY.register()
@@ -19,7 +69,8 @@ class Baseline(nn.Module):
 
     ``MODEL.BACKBONE.NAME`` builds the backbone (its ``out_features`` sizes the head),
     ``MODEL.HEADS.NAME`` the head (``EmbeddingHead``: pooling + BNNeck + classifier) and
-    ``MODEL.LOSSES.NAMES`` the losses, each of which reads the head's training outputs.
+    ``MODEL.LOSSES.NAMES`` the losses, each of which reads the head's training outputs. Needs
+    only the backbone's ``feature``, so every registered backbone fits.
 
     Args:
         cfg: the config (``MODEL.HEADS.NUM_CLASSES`` > 0 for training).
@@ -38,39 +89,19 @@ class Baseline(nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
         """Args: batch with ``images`` (B, 3, H, W) normalised; ``targets`` (B,) for training;
-            ``camids`` (B,) when the backbone has a camera embedding (``sie_camera``).
+            ``camids`` / ``viewids`` (B,) when the backbone reads them.
 
         Returns:
             Training: ``{"loss_<name>": scalar}`` from every loss, already weighted.
             Eval: the head's embedding (B, D).
         """
-        images = batch["images"].to(self.device, non_blocking=True)
-        if getattr(self.backbone, "sie_camera", False):  # a backbone with a camera embedding (ViT + SIE)
-            outputs = self.heads(self.backbone(images, batch["camids"]))
-        else:
-            outputs = self.heads(self.backbone(images))
+        images, camids, viewids = backbone_inputs(self.backbone, batch, self.device)
+        features = check_backbone_output(self.backbone(images, camids, viewids), self.backbone)
+        outputs = self.heads(features.feature)
         if not self.training:
             return outputs
         targets = batch["targets"].to(self.device, non_blocking=True)
-        return self.compute_losses(outputs, targets)
-
-    def compute_losses(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Apply every configured loss to the head's training outputs.
-
-        Args:
-            outputs: the head's training dict (``cls_outputs``, ``triplet_features``, ...).
-            targets: (B,) identity labels 0..C-1.
-
-        Returns:
-            The union of the losses' ``{"loss_<name>": scalar}`` dicts.
-        """
         if any(z is None for z in outputs.get("cls_outputs", [])):
-            raise ValueError("The head has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
+            raise ConfigError("The head has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
                              "training identities (the trainer fills it from the training set).")
-        losses: Dict[str, torch.Tensor] = {}
-        for loss in self.losses:
-            for name, value in loss(outputs, targets).items():
-                if name in losses:
-                    raise ValueError(f"Two losses in MODEL.LOSSES.NAMES both return {name!r}; list each loss once.")
-                losses[name] = value
-        return losses
+        return apply_losses(self.losses, outputs, targets)

@@ -19,6 +19,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from clipreid_plugin.evaluation.results import save_results_json
+from clipreid_plugin.utils.errors import InvalidInputError
 
 __all__ = ["RECORD_FILE", "RESULTS_FILE", "new_record", "failure_status", "failed_record", "missing_record", "write_record",
            "read_record", "collect_run", "dataset_rows"]
@@ -75,9 +76,9 @@ def read_record(path: str) -> Dict:
         with open(path) as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Cannot read the benchmark record {path}: {e}") from None
+        raise InvalidInputError(f"Cannot read the benchmark record {path}: {e}") from None
     if not isinstance(data, dict) or "status" not in data:
-        raise ValueError(f"{path} is not a benchmark record (a JSON object with 'method', 'status', 'results').")
+        raise InvalidInputError(f"{path} is not a benchmark record (a JSON object with 'method', 'status', 'results').")
     rec = new_record(data.get("method", ""), data.get("config", ""), data.get("backbone", ""),
                      data.get("datasets", []), data.get("output_dir", os.path.dirname(path)), data["status"])
     rec.update({k: v for k, v in data.items() if k in rec})

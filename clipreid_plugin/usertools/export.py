@@ -20,6 +20,7 @@ from torch import nn
 
 from clipreid_plugin.evaluation.evaluator import flip_images
 from clipreid_plugin.utils.checkpoint import unwrap_model
+from clipreid_plugin.utils.errors import MissingDependencyError
 
 __all__ = ["EmbeddingModel", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
 
@@ -44,8 +45,8 @@ class EmbeddingModel(nn.Module):
         self.flip = bool(flip)
         backbone = getattr(self.model, "backbone", None)
         # the meta-architectures pass ids on only to a backbone with SIE
-        self.uses_camids = bool(getattr(backbone, "sie_camera", False))
-        self.uses_viewids = bool(getattr(backbone, "sie_view", False))
+        self.uses_camids = bool(getattr(backbone, "uses_camids", False))
+        self.uses_viewids = bool(getattr(backbone, "uses_viewids", False))
 
     @property
     def input_names(self) -> List[str]:
@@ -125,7 +126,7 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("Checking an ONNX export needs onnxruntime: pip install 'clipreid_plugin[onnx]' "
+        raise MissingDependencyError("Checking an ONNX export needs onnxruntime: pip install 'clipreid_plugin[onnx]' "
                           "(or: pip install onnx onnxruntime).") from None
     return onnxruntime
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clipreid_plugin.benchmark import (collect_run, draw_chart, failed_record, missing_record, table_csv,
+from clipreid_plugin.comparison import (collect_run, draw_chart, failed_record, missing_record, table_csv,
                                        table_markdown, table_text, write_outputs, write_record)
-from clipreid_plugin.benchmark.model_stats import count_parameters, sdpa_flop_jit
-from clipreid_plugin.benchmark.records import new_record
-from clipreid_plugin.benchmark.runner import MethodSpec, describe_backbone, run_method
+from clipreid_plugin.comparison.model_stats import count_parameters, sdpa_flop_jit
+from clipreid_plugin.comparison.records import new_record
+from clipreid_plugin.comparison.runner import MethodSpec, run_method
 
 
 def _ok(method, ds, mAP, r1, rerank=None):
@@ -110,15 +110,14 @@ def test_sdpa_handle_counts_attention_matmuls():
 
 
 def test_count_parameters_and_backbone_names():
-    assert count_parameters(nn.Linear(3, 4)) == 16
-    from clipreid_plugin.config import get_cfg
+    from clipreid_plugin.modeling.backbones import ResNetBackbone, ViTBackbone
 
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.DEPTH = "50x_32x4d"
-    assert describe_backbone(cfg) == "ResNeXt-50 32x4d"
-    cfg.MODEL.BACKBONE.NAME = "build_vit_backbone"
-    cfg.MODEL.BACKBONE.VIT.STRIDE_SIZE = [12, 12]
-    assert describe_backbone(cfg) == "ViT-B/16 OLP"
+    assert count_parameters(nn.Linear(3, 4)) == 16
+    # labels name the architecture built, from its modules (torchvision's names for its sizes)
+    assert ResNetBackbone("50x_32x4d").describe() == "ResNeXt-50 32x4d"
+    assert ResNetBackbone("18x").describe() == "ResNet-18"
+    assert ViTBackbone((32, 32), 16, 12, 12, 768, 3072, stride=(12, 12)).describe() == "ViT-B/16 OLP"
+    assert ViTBackbone((32, 32), 16, 2, 2, 16, 32, num_cameras=2).describe() == "ViT 16w/2L/16 SIE"
 
 
 def test_a_failing_run_becomes_a_failed_record(tmp_path):

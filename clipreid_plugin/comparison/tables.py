@@ -71,7 +71,7 @@ def table_columns(rows: Sequence[Dict]) -> List[Column]:
     """The columns of the table for these rows (optional groups only when some row has values).
 
     Args:
-        rows: flattened rows (:func:`~clipreid_plugin.benchmark.records.dataset_rows`).
+        rows: flattened rows (:func:`~clipreid_plugin.comparison.records.dataset_rows`).
 
     Returns:
         The column list, in display order.

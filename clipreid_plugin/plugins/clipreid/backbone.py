@@ -7,9 +7,10 @@ Adaptations (CLIPREID_SPEC.md 2.2-2.4):
 * overlapping patches: the ViT patch conv gets ``MODEL.BACKBONE.CLIP.STRIDE_SIZE``;
 * ModifiedResNet layer4 runs with stride 1 (a 16x8 map at 256x128, no weight change);
 * SIE: a learned camera/view embedding, times ``SIE_COE``, added to the class token only;
-* three features per image: ViT = class token after the second-to-last block (no ln_post),
-  after ln_post, and projected; ModifiedResNet = GAP(layer3), GAP(layer4), attention-pool
-  token 0.
+* three features per image, returned as the toolkit's :class:`BackboneOutput`: ViT =
+  ``intermediate`` class token after the second-to-last block (no ln_post), ``feature`` after
+  ln_post, ``projected``; ModifiedResNet = ``intermediate`` layer3 map, ``feature`` layer4 map
+  (the meta-architecture pools them), ``projected`` attention-pool token 0.
 
 The forward is written here, batch-first (open_clip 3.x transformers are batch-first; the
 ``permute(1, 0, 2)`` of OpenAI/CLIP-ReID code would be silently wrong, PITFALLS 2-3). The
@@ -19,24 +20,47 @@ visual tower keeps open_clip's parameter names under ``self.visual`` (``visual.c
 
 import contextlib
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipreid_plugin.interop.clip_weights import load_clip
+from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, patch_grid,
+                                                resize_pos_embed)
+from clipreid_plugin.utils.errors import ConfigError
 
-from .build import BACKBONE_REGISTRY
-from .clip_pos_embed import patch_grid, resize_pos_embed
+from .clip_weights import load_clip
 
-__all__ = ["CLIPImageEncoder", "build_clip_backbone", "build_clip_image_encoder", "load_clip_from_config"]
+__all__ = ["CLIPImageEncoder", "build_clip_backbone", "load_clip_from_config", "shared_clip_models"]
 
 logger = logging.getLogger(__name__)
 
+# While a model is being built (shared_clip_models), CLIP models loaded with the same settings
+# are one object: the image backbone and the text head then share one load of the weights file.
+_SHARED: Optional[Dict[tuple, nn.Module]] = None
 
-def load_clip_from_config(cfg):
+
+@contextlib.contextmanager
+def shared_clip_models() -> Iterator[None]:
+    """Within this context, :func:`load_clip_from_config` returns one model per distinct source."""
+    global _SHARED
+    outer, _SHARED = _SHARED, ({} if _SHARED is None else _SHARED)
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
+def _quick_gelu(value: str) -> Optional[bool]:
+    key = str(value).lower()
+    if key not in ("auto", "on", "off"):
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU must be 'auto', 'on' or 'off', got {value!r}.")
+    return {"auto": None, "on": True, "off": False}[key]
+
+
+def load_clip_from_config(cfg, weights: Optional[str] = None):
     """Build the whole CLIP model (both towers) from ``MODEL.BACKBONE.*`` keys.
 
     ``MODEL.BACKBONE.PRETRAIN`` True loads ``PRETRAIN_PATH`` (a local OpenAI or open_clip file)
@@ -45,36 +69,45 @@ def load_clip_from_config(cfg):
 
     Args:
         cfg: the config.
+        weights: load this file instead of what ``MODEL.BACKBONE.PRETRAIN*`` says ("" = the
+            pretrained tag or random init); used for a text tower of its own.
 
     Returns:
-        open_clip CLIP model in float32 (see :func:`clipreid_plugin.interop.load_clip`).
+        open_clip CLIP model in float32 (see :func:`load_clip`); the same object for the same
+        source inside :func:`shared_clip_models`.
     """
     b = cfg.MODEL.BACKBONE
     c = b.CLIP
-    qg = {"auto": None, "on": True, "off": False}.get(str(c.QUICK_GELU).lower())
-    if str(c.QUICK_GELU).lower() not in ("auto", "on", "off"):
-        raise ValueError(f"MODEL.BACKBONE.CLIP.QUICK_GELU must be 'auto', 'on' or 'off', got {c.QUICK_GELU!r}.")
-    if b.PRETRAIN and not (b.PRETRAIN_PATH or c.PRETRAINED_TAG):
-        raise ValueError(
-            "MODEL.BACKBONE.PRETRAIN is True but neither MODEL.BACKBONE.PRETRAIN_PATH (a local CLIP "
-            "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor MODEL.BACKBONE.CLIP.PRETRAINED_TAG is set."
-        )
-    if not b.PRETRAIN:
-        return load_clip(c.MODEL_NAME, quick_gelu=qg)
-    return load_clip(c.MODEL_NAME, weights=b.PRETRAIN_PATH, pretrained_tag="" if b.PRETRAIN_PATH else c.PRETRAINED_TAG,
-                     quick_gelu=qg)
+    qg = _quick_gelu(c.QUICK_GELU)
+    if weights is None:
+        if b.PRETRAIN and not (b.PRETRAIN_PATH or c.PRETRAINED_TAG):
+            raise ConfigError(
+                "MODEL.BACKBONE.PRETRAIN is True but neither MODEL.BACKBONE.PRETRAIN_PATH (a local CLIP "
+                "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor MODEL.BACKBONE.CLIP.PRETRAINED_TAG is set."
+            )
+        weights = b.PRETRAIN_PATH if b.PRETRAIN else ""
+        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
+    else:
+        tag = "" if weights else c.PRETRAINED_TAG
+    key = (c.MODEL_NAME, weights, tag, qg)
+    if _SHARED is not None and key in _SHARED:
+        return _SHARED[key]
+    model = load_clip(c.MODEL_NAME, weights=weights, pretrained_tag=tag, quick_gelu=qg)
+    if _SHARED is not None:
+        _SHARED[key] = model
+    return model
 
 
-class CLIPImageEncoder(nn.Module):
+class CLIPImageEncoder(Backbone):
     """A CLIP image tower producing the three CLIP-ReID features.
 
     Attributes:
         visual: the open_clip tower (``VisionTransformer`` or ``ModifiedResNet``), adapted.
         cv_embed: SIE table (num_cameras*num_views | num_cameras | num_views, width) or None.
         is_vit: whether the tower is a ViT.
-        in_planes: width of ``feat_last``'s sibling ``feat`` (768 ViT-B/16, 2048 RN50).
-        in_planes_proj: width of the projected feature (512 ViT-B/16, 1024 RN50).
-        out_features: same as ``in_planes`` (backbone registry protocol).
+        out_features: width of ``feature`` (768 ViT-B/16, 2048 RN50).
+        proj_features: width of ``projected`` (512 ViT-B/16, 1024 RN50).
+        uses_camids / uses_viewids: SIE on cameras / views.
 
     Args:
         visual: open_clip image tower in float32.
@@ -99,37 +132,36 @@ class CLIPImageEncoder(nn.Module):
             self.is_vit = True
             self._adapt_vit(tuple(int(s) for s in stride))
             width = visual.conv1.out_channels
-            self.in_planes = width
-            self.in_planes_proj = visual.proj.shape[1] if visual.proj is not None else width
+            self.out_features = width
+            self.proj_features = visual.proj.shape[1] if visual.proj is not None else width
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
             self._adapt_resnet()
-            self.in_planes = visual.attnpool.k_proj.in_features
-            self.in_planes_proj = visual.attnpool.c_proj.out_features
+            self.out_features = visual.attnpool.k_proj.in_features
+            self.proj_features = visual.attnpool.c_proj.out_features
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"Unsupported CLIP image tower {type(visual).__name__}: only open_clip's VisionTransformer "
                 f"and ModifiedResNet towers (ViT-*/RN* models without timm/HF towers) can be ReID backbones."
             )
-        self.out_features = self.in_planes
 
         # SIE (spec 2.5): one row per camera, per view, or per (camera, view) pair.
-        self.sie_camera, self.sie_view, self.sie_coe = bool(sie_camera), bool(sie_view), float(sie_coe)
+        self.uses_camids, self.uses_viewids, self.sie_coe = bool(sie_camera), bool(sie_view), float(sie_coe)
         self.num_cameras, self.num_views = int(num_cameras), int(num_views)
         self.cv_embed = None
-        if (self.sie_camera or self.sie_view) and not self.is_vit:
+        if (self.uses_camids or self.uses_viewids) and not self.is_vit:
             # The reference creates the table for RN50 but never uses it.
             logger.warning("SIE (MODEL.BACKBONE.CLIP.SIE_CAMERA/SIE_VIEW) is ignored for ModifiedResNet towers.")
-            self.sie_camera = self.sie_view = False
-        if self.sie_camera and self.num_cameras <= 0:
-            raise ValueError("SIE_CAMERA needs MODEL.BACKBONE.CLIP.NUM_CAMERAS > 0 (the trainer fills it from the "
-                             "training set; set it by hand when building the model yourself).")
-        if self.sie_view and self.num_views <= 0:
-            raise ValueError("SIE_VIEW needs MODEL.BACKBONE.CLIP.NUM_VIEWS > 0 (the trainer fills it from the "
-                             "training set; set it by hand when building the model yourself).")
-        rows = (self.num_cameras if self.sie_camera else 1) * (self.num_views if self.sie_view else 1)
-        if self.sie_camera or self.sie_view:
-            self.cv_embed = nn.Parameter(torch.zeros(rows, self.in_planes))
+            self.uses_camids = self.uses_viewids = False
+        if self.uses_camids and self.num_cameras <= 0:
+            raise ConfigError("SIE_CAMERA needs MODEL.BACKBONE.CLIP.NUM_CAMERAS > 0 (the trainer fills it from the "
+                              "training set; set it by hand when building the model yourself).")
+        if self.uses_viewids and self.num_views <= 0:
+            raise ConfigError("SIE_VIEW needs MODEL.BACKBONE.CLIP.NUM_VIEWS > 0 (the trainer fills it from the "
+                              "training set; set it by hand when building the model yourself).")
+        rows = (self.num_cameras if self.uses_camids else 1) * (self.num_views if self.uses_viewids else 1)
+        if self.uses_camids or self.uses_viewids:
+            self.cv_embed = nn.Parameter(torch.zeros(rows, self.out_features))
             # timm trunc_normal_(std=.02) as the reference: bounds +-2 absolute, i.e. a plain normal.
             nn.init.trunc_normal_(self.cv_embed, std=0.02, a=-2.0, b=2.0)
 
@@ -140,11 +172,11 @@ class CLIPImageEncoder(nn.Module):
     def _adapt_vit(self, stride: Tuple[int, int]) -> None:
         v = self.visual
         if v.attn_pool is not None or getattr(v, "pool_type", "tok") != "tok":
-            raise ValueError("This ViT tower pools without a class token (attentional/avg pool); CLIP-ReID "
+            raise ConfigError("This ViT tower pools without a class token (attentional/avg pool); CLIP-ReID "
                              "features need the class token.")
         patch = v.conv1.kernel_size
         if patch[0] != patch[1]:
-            raise ValueError(f"Non-square patches {patch} are not supported.")
+            raise ConfigError(f"Non-square patches {patch} are not supported.")
         if stride[0] > patch[0] or stride[1] > patch[1]:
             logger.warning("MODEL.BACKBONE.CLIP.STRIDE_SIZE %s is larger than the %dx%d patches: pixels between "
                            "patches are never seen. Use the patch size (or less, for overlapping patches).",
@@ -195,18 +227,19 @@ class CLIPImageEncoder(nn.Module):
         Args:
             camids: (B,) 0-based camera ids (needed with SIE_CAMERA).
             viewids: (B,) 0-based view ids (needed with SIE_VIEW).
+            Both None: no side information (CLIP-ReID's stage-1 features).
 
         Returns:
             (B, width) tensor or None.
         """
-        if self.cv_embed is None:
+        if self.cv_embed is None or (camids is None and viewids is None):
             return None
-        if self.sie_camera and camids is None or self.sie_view and viewids is None:
-            raise ValueError("SIE is enabled but the batch has no camids/viewids.")
-        if self.sie_camera and self.sie_view:
+        if self.uses_camids and camids is None or self.uses_viewids and viewids is None:
+            raise ValueError("SIE uses both camera and view ids, but only one of them was given.")
+        if self.uses_camids and self.uses_viewids:
             idx = self._check_ids(camids, self.num_cameras, "camera") * self.num_views + \
                 self._check_ids(viewids, self.num_views, "view")
-        elif self.sie_camera:
+        elif self.uses_camids:
             idx = self._check_ids(camids, self.num_cameras, "camera")
         else:
             idx = self._check_ids(viewids, self.num_views, "view")
@@ -215,7 +248,7 @@ class CLIPImageEncoder(nn.Module):
     def _check_ids(self, ids: torch.Tensor, n: int, what: str) -> torch.Tensor:
         ids = ids.to(self.cv_embed.device).long()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
-            raise ValueError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
+            raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
                              f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
                              f"must use the training set's {what} ids).")
         return ids
@@ -223,7 +256,7 @@ class CLIPImageEncoder(nn.Module):
     # ----------------------------------------------------------------------------- forward
     def _check_input(self, images: torch.Tensor) -> None:
         if tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"Input images are {tuple(images.shape[-2:])} but the CLIP backbone was built for "
                 f"{self.image_size} (INPUT.SIZE_TRAIN sizes the positional embedding; INPUT.SIZE_TEST must match)."
             )
@@ -294,79 +327,46 @@ class CLIPImageEncoder(nn.Module):
         return self._resnet_maps(images)
 
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
-                viewids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                viewids: Optional[torch.Tensor] = None) -> BackboneOutput:
         """Compute the three CLIP-ReID features (pre-BNNeck).
 
         Args:
             images: (B, 3, H, W) normalised images of the training size.
-            camids, viewids: (B,) ids for SIE (ignored without SIE).
+            camids, viewids: (B,) ids for SIE; None = no side information.
 
         Returns:
-            dict with ``feat_last`` (B, C') [ViT: class token before the last block's ln_post
-            path, i.e. after block L-1; RN: GAP(layer3)], ``feat`` (B, in_planes) and
-            ``feat_proj`` (B, in_planes_proj).
+            BackboneOutput: ViT: ``feature`` (B, out_features) class token after ln_post,
+            ``intermediate`` (B, out_features) class token after block L-1, ``projected``
+            (B, proj_features). ModifiedResNet: ``feature`` the layer4 map, ``intermediate``
+            the layer3 map, ``projected`` attention-pool token 0.
         """
         a, b, c = self.forward_tokens(images, camids, viewids)
         if self.is_vit:
-            return {"feat_last": a[:, 0], "feat": b[:, 0], "feat_proj": c[:, 0]}
-        return {"feat_last": a.mean(dim=(2, 3)), "feat": b.mean(dim=(2, 3)), "feat_proj": c[:, 0]}
+            return BackboneOutput(feature=b[:, 0], intermediate=a[:, 0], projected=c[:, 0])
+        return BackboneOutput(feature=b, intermediate=a, projected=c[:, 0])
 
-    def get_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Projected image feature WITHOUT SIE (what CLIP-ReID stage 1 caches per image).
-
-        Runs in the module's current mode; wrap it in :meth:`eval_mode` to reproduce the
-        reference's stage-1 extraction (CLIP sub-modules in eval mode, BN running stats).
-
-        Args:
-            images: (B, 3, H, W).
-
-        Returns:
-            (B, in_planes_proj).
-        """
-        self._check_input(images)
+    def describe(self) -> str:
+        """Returns: "CLIP " + the architecture built: "ViT-B/16", "RN50", or its sizes for other towers."""
+        v = self.visual
         if self.is_vit:
-            return self._vit_tokens(images, None)[2][:, 0]
-        return self._resnet_maps(images)[2][:, 0]
-
-    @contextlib.contextmanager
-    def eval_mode(self):
-        """Context manager: put this module in eval mode and restore every sub-module's mode after."""
-        modes = [(m, m.training) for m in self.modules()]
-        self.eval()
-        try:
-            yield self
-        finally:
-            for m, mode in modes:
-                m.training = mode
-
-
-def build_clip_image_encoder(cfg, clip_model: Optional[nn.Module] = None) -> CLIPImageEncoder:
-    """Build the ReID image encoder from the config (optionally from an already loaded CLIP).
-
-    Args:
-        cfg: the config (``MODEL.BACKBONE.*``, ``MODEL.BACKBONE.CLIP.*``, ``INPUT.SIZE_TRAIN``).
-        clip_model: a CLIP model from :func:`load_clip_from_config` (CLIP-ReID reuses its text
-            tower); loaded from the config when None.
-
-    Returns:
-        CLIPImageEncoder.
-    """
-    c = cfg.MODEL.BACKBONE.CLIP
-    if clip_model is None:
-        clip_model = load_clip_from_config(cfg)
-    stride = tuple(c.STRIDE_SIZE)
-    if len(stride) != 2:
-        raise ValueError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw], got {list(c.STRIDE_SIZE)}.")
-    return CLIPImageEncoder(
-        clip_model.visual, tuple(cfg.INPUT.SIZE_TRAIN), stride,
-        sie_camera=c.SIE_CAMERA, sie_view=c.SIE_VIEW, num_cameras=c.NUM_CAMERAS, num_views=c.NUM_VIEWS,
-        sie_coe=c.SIE_COE, grad_checkpointing=c.GRAD_CHECKPOINTING,
-    )
+            patch, layers = v.conv1.kernel_size[0], len(v.transformer.resblocks)
+            size = {(768, 12): "B", (1024, 24): "L", (1280, 32): "H"}.get((self.out_features, layers))
+            arch = f"ViT-{size}/{patch}" if size else f"ViT w{self.out_features} L{layers} p{patch}"
+        else:
+            layers = tuple(len(getattr(v, f"layer{i}")) for i in range(1, 5))
+            stem = v.layer1[0].conv1.in_channels
+            known = {((3, 4, 6, 3), 64): "RN50", ((3, 4, 23, 3), 64): "RN101", ((4, 6, 10, 6), 80): "RN50x4"}
+            arch = known.get((layers, stem)) or f"ModifiedResNet {'-'.join(map(str, layers))} w{stem}"
+        return f"CLIP {arch}"
 
 
 @BACKBONE_REGISTRY.register()
 def build_clip_backbone(cfg) -> CLIPImageEncoder:
     """Registered backbone: an open_clip image tower adapted for ReID (see module docstring).
+
+    Config: ``MODEL.BACKBONE.{PRETRAIN, PRETRAIN_PATH}``, ``MODEL.BACKBONE.CLIP.*``,
+    ``INPUT.SIZE_TRAIN``. Inside :func:`shared_clip_models` the CLIP model it loads is shared
+    with a text head built from the same source.
 
     Args:
         cfg: the config.
@@ -374,4 +374,13 @@ def build_clip_backbone(cfg) -> CLIPImageEncoder:
     Returns:
         CLIPImageEncoder.
     """
-    return build_clip_image_encoder(cfg)
+    c = cfg.MODEL.BACKBONE.CLIP
+    stride = tuple(c.STRIDE_SIZE)
+    if len(stride) != 2:
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw], got {list(c.STRIDE_SIZE)}.")
+    clip_model = load_clip_from_config(cfg)
+    return CLIPImageEncoder(
+        clip_model.visual, tuple(cfg.INPUT.SIZE_TRAIN), stride,
+        sie_camera=c.SIE_CAMERA, sie_view=c.SIE_VIEW, num_cameras=c.NUM_CAMERAS, num_views=c.NUM_VIEWS,
+        sie_coe=c.SIE_COE, grad_checkpointing=c.GRAD_CHECKPOINTING,
+    )

@@ -2,7 +2,7 @@
 
 Example::
 
-    from clipreid_plugin.tools import FeatureExtractor, save_features, search
+    from clipreid_plugin.usertools import FeatureExtractor, save_features, search
     ex = FeatureExtractor("output/run/config.yaml", "output/run/model_final.pth")
     gallery, gallery_paths = ex.embed("my_gallery/")
     query, query_paths = ex.embed(["person.jpg"])
@@ -15,7 +15,6 @@ uses the evaluator's distance code (``TEST.METRIC`` semantics, squared Euclidean
 
 import logging
 import os
-from types import SimpleNamespace
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -29,7 +28,9 @@ from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
 from clipreid_plugin.evaluation.distance import (as_tensor, check_features, choose_device, normalize_features,
                                                  pairwise_distance_chunks)
 from clipreid_plugin.evaluation.rank import distance_keys
+from clipreid_plugin.utils.errors import InputFileError
 from clipreid_plugin.utils.file_io import atomic_write
+from clipreid_plugin.utils.errors import InvalidInputError
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_config", "FeatureExtractor", "save_features",
            "load_features", "search"]
@@ -58,22 +59,22 @@ def list_images(inputs: Union[str, Sequence[str]]) -> List[str]:
             found = sorted(os.path.join(root, f) for root, _, files in os.walk(item) for f in files
                            if f.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
-                raise FileNotFoundError(f"No image found under folder {item} (looked for "
-                                        f"{', '.join(IMAGE_EXTENSIONS)} files, recursively).")
+                raise InputFileError(f"No image found under folder {item} (looked for "
+                                     f"{', '.join(IMAGE_EXTENSIONS)} files, recursively).")
             paths.extend(found)
         elif os.path.isfile(item):
             paths.append(item)
         else:
-            raise FileNotFoundError(f"Input {item} is neither an image file nor a folder.")
+            raise InputFileError(f"Input {item} is neither an image file nor a folder.")
     if not paths:
-        raise FileNotFoundError("No input images given.")
+        raise InputFileError("No input images given.")
     return paths
 
 
 def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] = None) -> CfgNode:
     """Returns: a frozen config from a CfgNode or a YAML file (e.g. a run's ``config.yaml``),
     with ``opts`` (``["KEY", "VALUE", ...]``) applied, exactly as ``tools/train_net.py`` builds it."""
-    from clipreid_plugin.engine.defaults import setup_cfg
+    from clipreid_plugin.config import load_cfg
 
     if isinstance(cfg_or_file, CfgNode):
         cfg = cfg_or_file.clone()
@@ -82,9 +83,9 @@ def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] 
         cfg.freeze()
         return cfg
     if not os.path.isfile(str(cfg_or_file)):
-        raise FileNotFoundError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml "
+        raise InputFileError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml "
                                 f"or a config from configs/ or projects/*/configs/).")
-    return setup_cfg(SimpleNamespace(config_file=str(cfg_or_file), opts=list(opts or [])))
+    return load_cfg(str(cfg_or_file), list(opts or []))
 
 
 class _Collector(DatasetEvaluator):
@@ -153,7 +154,7 @@ class FeatureExtractor:
         paths = list_images(inputs)
         cams = [0] * len(paths) if camids is None else [int(c) for c in camids]
         if len(cams) != len(paths):
-            raise ValueError(f"camids has {len(cams)} entries for {len(paths)} images.")
+            raise InputFileError(f"--camids has {len(cams)} entries for {len(paths)} images; give one per image.")
         samples = [(p, 0, c, 0) for p, c in zip(paths, cams)]
         loader = DataLoader(ReIDImageDataset(samples, self.transform), batch_size=max(1, int(batch_size)),
                             shuffle=False, num_workers=num_workers, collate_fn=collate_batch)
@@ -172,7 +173,7 @@ def save_features(path: str, feats: Union[torch.Tensor, np.ndarray], paths: Sequ
     """
     arr = as_tensor(feats).detach().float().cpu().numpy()
     if arr.ndim != 2 or arr.shape[0] != len(paths):
-        raise ValueError(f"feats must be (N, D) with one row per path: got {arr.shape} for {len(paths)} paths.")
+        raise InvalidInputError(f"feats must be (N, D) with one row per path: got {arr.shape} for {len(paths)} paths.")
     atomic_write(path, lambda f: np.savez(f, feats=arr, paths=np.asarray(list(paths), dtype=str)), mode="wb")
 
 
@@ -183,11 +184,11 @@ def load_features(path: str) -> Tuple[torch.Tensor, List[str]]:
         (feats (N, D) float32 tensor, paths).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Feature file {path} not found (create it with tools/extract.py).")
+        raise InputFileError(f"Feature file {path} not found (create it with tools/extract.py).")
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in ("feats", "paths") if k not in data.files]
         if missing:
-            raise ValueError(f"{path} is not a feature file: missing array(s) {missing} (found {data.files}); "
+            raise InvalidInputError(f"{path} is not a feature file: missing array(s) {missing} (found {data.files}); "
                              f"create it with tools/extract.py.")
         return torch.from_numpy(data["feats"].astype(np.float32)), [str(p) for p in data["paths"]]
 
@@ -217,10 +218,10 @@ def search(query_feats, gallery_feats, topk: int = 10, metric: str = "euclidean"
     check_features(qf, "query features")
     check_features(gf, "gallery features")
     if qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"Query features have dimension {qf.shape[1]} but gallery features {gf.shape[1]}: "
+        raise InvalidInputError(f"Query features have dimension {qf.shape[1]} but gallery features {gf.shape[1]}: "
                          f"they were extracted with different models.")
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}.")
+        raise InvalidInputError(f"topk must be >= 1, got {topk}.")
     dev = choose_device(qf, gf, device=device)
     qf, gf = qf.to(dev), gf.to(dev)
     if normalize:

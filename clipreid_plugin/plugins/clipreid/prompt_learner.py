@@ -14,7 +14,10 @@ import torch
 from open_clip import tokenizer as clip_tokenizer
 from torch import nn
 
-from .build import HEAD_REGISTRY
+from clipreid_plugin.modeling.heads import HEAD_REGISTRY
+from clipreid_plugin.utils.errors import ConfigError
+
+from .backbone import load_clip_from_config
 
 __all__ = ["prompt_text", "resolve_class_word", "tokenize_prompt", "PromptLearner", "TextEncoder",
            "PromptLearnerHead"]
@@ -47,7 +50,7 @@ def resolve_class_word(cfg) -> str:
     template = cfg.MODEL.PROMPT.TEMPLATE.strip()
     if template != "auto":
         if not template or len(template.split()) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.PROMPT.TEMPLATE must be 'auto' or one class word such as 'person' or "
                 f"'vehicle', got {cfg.MODEL.PROMPT.TEMPLATE!r}."
             )
@@ -91,7 +94,7 @@ class PromptLearner(nn.Module):
                  tokenized_prompt: torch.Tensor, ctx_init_std: float = 0.02):
         super().__init__()
         if num_classes <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "The prompt learner needs one set of tokens per training identity, but "
                 f"MODEL.HEADS.NUM_CLASSES is {num_classes}; set it (the trainer fills it from "
                 "the training set)."
@@ -144,14 +147,14 @@ class TextEncoder(nn.Module):
         pool = getattr(text, "text_pool_type", getattr(text, "pool_type", None))
         attn_mask = getattr(text, "attn_mask", None)
         if pool not in _EOT_POOLING or attn_mask is None:
-            raise ValueError(
+            raise ConfigError(
                 "CLIP-ReID's prompt learner needs a causal CLIP text tower read out at the "
                 f"end-of-text token (pool type one of {_EOT_POOLING}); this model has pool type "
                 f"{pool!r} and {'no' if attn_mask is None else 'a'} causal mask. Use an "
                 "OpenAI-style CLIP model (MODEL.BACKBONE.CLIP.MODEL_NAME such as ViT-B-16 or RN50)."
             )
         if getattr(text, "vocab_size", 49408) != clip_tokenizer._tokenizer.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"The text tower's vocabulary ({text.vocab_size} tokens) is not CLIP's BPE "
                 f"({clip_tokenizer._tokenizer.vocab_size}); the prompt learner only supports "
                 "CLIP-tokenized text towers."
@@ -199,11 +202,15 @@ class TextEncoder(nn.Module):
 class PromptLearnerHead(nn.Module):
     """Identity labels -> text features through learnable prompts and the frozen text tower.
 
+    A ``"text"`` head (``HEAD_KIND``): CLIPReID builds it from ``MODEL.PROMPT.HEAD_NAME``; a
+    meta-architecture that needs a feature head rejects it when the model is built.
+
     Also holds the text features of every identity that stage 2 uses as a fixed classifier
     (buffer ``text_features``, saved in checkpoints so that stage 2 resumes without stage 1).
     The text tower is frozen (``requires_grad=False``) for good: stage 1 back-propagates
     through it to ``cls_ctx`` only, and the reference never updates it. ``cls_ctx`` starts
-    frozen too; :meth:`set_prompts_trainable` turns it on for stage 1.
+    frozen too (as the reference's make_optimizer_2stage leaves it for stage 2); the stage-1
+    hook turns it on for its phase.
 
     Config: ``MODEL.HEADS.NUM_CLASSES``, ``MODEL.PROMPT.{N_CTX, TEMPLATE, CLASS_WORD,
     CTX_INIT_STD, TRUNCATE_AT_EOT}``; ``MODEL.BACKBONE.*`` (weights) when no ``clip_model``
@@ -215,15 +222,14 @@ class PromptLearnerHead(nn.Module):
             kept for the HEAD_REGISTRY signature).
         clip_model: the open_clip CLIP model whose text tower to use (the meta-architecture
             passes the one its image backbone came from, so CLIP is loaded once); loaded by
-            :func:`~clipreid_plugin.modeling.backbones.clip_backbone.load_clip_from_config`
-            when None.
+            :func:`~clipreid_plugin.plugins.clipreid.backbone.load_clip_from_config` when None.
     """
+
+    HEAD_KIND = "text"
 
     def __init__(self, cfg, in_dim: int = 0, clip_model: Optional[nn.Module] = None):
         super().__init__()
         if clip_model is None:
-            from clipreid_plugin.modeling.backbones.clip_backbone import load_clip_from_config
-
             clip_model = load_clip_from_config(cfg)
         p = cfg.MODEL.PROMPT
         num_classes = cfg.MODEL.HEADS.NUM_CLASSES
@@ -234,7 +240,7 @@ class PromptLearnerHead(nn.Module):
         tokens = tokenize_prompt(self.prompt_text, self.text_encoder.context_length)
         self.prompt_learner = PromptLearner(num_classes, p.N_CTX, text.token_embedding, tokens,
                                             p.CTX_INIT_STD)
-        self.set_prompts_trainable(False)
+        self.prompt_learner.cls_ctx.requires_grad_(False)
         self.out_dim = self.text_encoder.output_dim
         self.register_buffer("text_features", torch.zeros(num_classes, self.out_dim))
         # 0/1 flag saved with the features: a checkpoint tells whether stage 1 produced them.
@@ -246,11 +252,6 @@ class PromptLearnerHead(nn.Module):
     @staticmethod
     def _sync_ready_flag(module: "PromptLearnerHead", incompatible_keys) -> None:
         module._ready = bool(module.text_features_ready)
-
-    def set_prompts_trainable(self, enabled: bool) -> None:
-        """Turn ``requires_grad`` of ``cls_ctx`` on (stage 1) or off (stage 2, as the
-        reference's make_optimizer_2stage does)."""
-        self.prompt_learner.cls_ctx.requires_grad_(enabled)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """Args: labels (B,) identity indices.
@@ -270,19 +271,20 @@ class PromptLearnerHead(nn.Module):
             batch_size: identities per text-encoder pass (bounds memory).
 
         Returns:
-            (C, D) features (not stored; see :meth:`set_text_features`).
+            (C, D) features in the dtype of the stored ones (float32, or float64 for a model
+            made ``.double()``), not stored (see :meth:`set_text_features`).
         """
         device = self.prompt_learner.cls_ctx.device
         num_classes = self.prompt_learner.cls_ctx.shape[0]
         chunks = [self(torch.arange(i, min(i + batch_size, num_classes), device=device))
                   for i in range(0, num_classes, batch_size)]
-        return torch.cat(chunks).float()
+        return torch.cat(chunks).to(self.text_features.dtype)
 
     @torch.no_grad()
     def set_text_features(self, feats: torch.Tensor) -> None:
         """Store the (C, D) text features of every identity for stage 2."""
         if feats.shape != self.text_features.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"Text features of shape {tuple(feats.shape)} do not fit the model's "
                 f"{tuple(self.text_features.shape)} (identities x embedding dim)."
             )

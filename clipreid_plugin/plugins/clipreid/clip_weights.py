@@ -31,6 +31,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from clipreid_plugin.utils.checkpoint import CheckpointError
+from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.file_io import atomic_write
 
 __all__ = [
@@ -43,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Tiny CLIP architectures shipped with the toolkit (random init, no download): the demo and
+# Tiny CLIP architectures shipped with the plugin (random init, no download): the demo and
 # the tests build CLIP-ReID with them. open_clip looks names up in its registry of JSON configs.
 MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 
@@ -86,12 +88,11 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
         TorchScript archive (which means an OpenAI release file).
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a state dict of tensors.
+        CheckpointError: the file does not exist or is not a state dict of tensors.
     """
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"CLIP weights file not found: {path!r}. Set MODEL.BACKBONE.PRETRAIN_PATH to a local "
             f"OpenAI release file (e.g. ~/.cache/clip/ViT-B-16.pt), an open_clip checkpoint, or leave "
             f"it empty and use MODEL.BACKBONE.CLIP.PRETRAINED_TAG (needs the network) or random init."
@@ -113,7 +114,7 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle errors carry no hint of what the file should be
-            raise ValueError(
+            raise CheckpointError(
                 f"Could not read CLIP weights from {path!r} ({type(e).__name__}: {e}). Expected an "
                 f"OpenAI CLIP release file (TorchScript archive), a plain state dict saved with "
                 f"torch.save, or a .safetensors file."
@@ -121,7 +122,7 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
+        raise CheckpointError(
             f"{path!r} does not hold a state dict of tensors (got {type(obj).__name__}); expected "
             f"CLIP weights with keys like 'visual.conv1.weight' and 'token_embedding.weight'."
         )
@@ -186,7 +187,7 @@ def infer_openai_model_config(sd: Dict[str, torch.Tensor]) -> dict:
         n_pos = sd["visual.attnpool.positional_embedding"].shape[0]
         grid = round((n_pos - 1) ** 0.5)
         if grid * grid + 1 != n_pos:
-            raise ValueError(
+            raise CheckpointError(
                 f"visual.attnpool.positional_embedding has {n_pos} rows, not a square grid + 1: this is "
                 f"not an OpenAI release file (a CLIP-ReID checkpoint goes in MODEL.WEIGHTS instead)."
             )
@@ -220,7 +221,7 @@ def _check_matches_name(inferred: dict, model_name: str, path: str) -> None:
         for k in ("width", "layers", "patch_size")
     )
     if not same:
-        raise ValueError(
+        raise ConfigError(
             f"The weights in {path!r} are a {_describe(inferred)} model, but "
             f"MODEL.BACKBONE.CLIP.MODEL_NAME is {model_name!r} ({_describe(named)}). Fix the model name "
             f"or the weights path (or leave MODEL_NAME empty to take the architecture from the file)."
@@ -245,7 +246,7 @@ def _model_config(model_name: str) -> dict:
         names = open_clip.list_models()
         close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
         hint = f" Closest open_clip names: {', '.join(close)}." if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"Unknown open_clip model name {model_name!r} (MODEL.BACKBONE.CLIP.MODEL_NAME).{hint} "
             f"All names: open_clip.list_models() ({len(names)} models)."
         )
@@ -267,7 +268,7 @@ def _load_into(model: torch.nn.Module, sd: Dict[str, torch.Tensor], source: str)
             parts.append(f"{len(missing)} keys missing from the file (e.g. {', '.join(missing[:5])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
-        raise ValueError(f"The weights in {source} do not fit the model: " + "; ".join(parts) +
+        raise CheckpointError(f"The weights in {source} do not fit the model: " + "; ".join(parts) +
                          ". Check MODEL.BACKBONE.CLIP.MODEL_NAME against the checkpoint.")
     # load_state_dict copies into the fp32 parameters, so fp16 tensors of the file are up-cast
     # exactly (every fp16 value is representable in fp32).
@@ -324,9 +325,9 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         open_clip.model.CLIP in float32 on the CPU, in eval mode.
 
     Raises:
-        FileNotFoundError: ``weights`` does not exist.
-        ValueError: unknown model name / tag, or the weights do not fit the model.
-        RuntimeError: the pretrained tag could not be downloaded.
+        CheckpointError: ``weights`` does not exist, cannot be read or does not fit the model,
+            or the pretrained tag could not be fetched.
+        ConfigError: unknown model name or tag.
     """
     import open_clip
     from open_clip.model import CLIP
@@ -338,7 +339,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         has_fp16 = any(v.dtype == torch.float16 for v in sd.values())
         if is_ts or (openai_layout and (not model_name or has_fp16)):
             if not openai_layout:
-                raise ValueError(
+                raise CheckpointError(
                     f"{weights!r} is not in OpenAI CLIP layout (no 'visual.conv1.weight'/'text_projection' "
                     f"...); give MODEL.BACKBONE.CLIP.MODEL_NAME for an open_clip checkpoint."
                 )
@@ -352,7 +353,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
                         cfg["quick_gelu"])
         else:
             if not model_name:
-                raise ValueError(
+                raise ConfigError(
                     f"{weights!r} is not an OpenAI CLIP file; set MODEL.BACKBONE.CLIP.MODEL_NAME to the "
                     f"open_clip model it was trained as."
                 )
@@ -371,12 +372,12 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             logger.info("Loaded open_clip %s weights from %s (QuickGELU=%s).", model_name, weights, qg)
     elif pretrained_tag:
         if not model_name:
-            raise ValueError("MODEL.BACKBONE.CLIP.PRETRAINED_TAG needs MODEL.BACKBONE.CLIP.MODEL_NAME.")
+            raise ConfigError("MODEL.BACKBONE.CLIP.PRETRAINED_TAG needs MODEL.BACKBONE.CLIP.MODEL_NAME.")
         _model_config(model_name)
         tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained_tag)
         if not tag_cfg:
             tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown pretrained tag {pretrained_tag!r} for {model_name!r} "
                 f"(MODEL.BACKBONE.CLIP.PRETRAINED_TAG). Known tags: {', '.join(tags) or '(none)'}."
             )
@@ -384,13 +385,13 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         try:
             model = _create(model_name, qg, pretrained_tag)
         except RuntimeError as e:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"Could not fetch open_clip weights {model_name}/{pretrained_tag} ({e}). Without network "
                 f"access put the file on disk and set MODEL.BACKBONE.PRETRAIN_PATH to it instead."
             ) from None
     else:
         if not model_name:
-            raise ValueError("Set MODEL.BACKBONE.CLIP.MODEL_NAME (an open_clip model name) or a weights file.")
+            raise ConfigError("Set MODEL.BACKBONE.CLIP.MODEL_NAME (an open_clip model name) or a weights file.")
         _model_config(model_name)
         qg = True if quick_gelu is None else quick_gelu
         model = _create(model_name, qg)

@@ -13,14 +13,15 @@ import time
 import traceback
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
-from clipreid_plugin.config import CfgNode, get_cfg
+from clipreid_plugin.config import CfgNode, load_cfg
+from clipreid_plugin.utils.errors import InputFileError
 
 from .records import collect_run, failed_record, failure_status, new_record, write_record
 
 __all__ = ["MethodSpec", "parse_method", "build_run_cfg", "describe_backbone", "run_method", "run_output_dir",
            "run_benchmark"]
 
-logger = logging.getLogger("clipreid_plugin.benchmark")
+logger = logging.getLogger("clipreid_plugin.comparison")
 
 
 class MethodSpec(NamedTuple):
@@ -40,7 +41,7 @@ def parse_method(text: str) -> MethodSpec:
     if not sep:
         name, path = os.path.splitext(os.path.basename(text))[0], text
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Method config {path!r} does not exist (give NAME=CONFIG.yml or CONFIG.yml).")
+        raise InputFileError(f"Method config {path!r} does not exist (give NAME=CONFIG.yml or CONFIG.yml).")
     return MethodSpec(name, path)
 
 
@@ -57,17 +58,12 @@ def build_run_cfg(spec: MethodSpec, opts: Sequence[str], output_dir: Optional[st
     Returns:
         The frozen config.
     """
-    cfg = get_cfg()
-    cfg.merge_from_file(spec.config)
-    cfg.merge_from_list(list(opts))
     extra = []
     if dataset:
         extra += ["DATASETS.NAMES", [dataset], "DATASETS.TESTS", [dataset]]
     if output_dir:
         extra += ["OUTPUT_DIR", output_dir]
-    cfg.merge_from_list(extra)
-    cfg.freeze()
-    return cfg
+    return load_cfg(spec.config, list(opts) + extra)
 
 
 def run_output_dir(root: str, method: str, datasets: Sequence[str]) -> str:
@@ -76,21 +72,11 @@ def run_output_dir(root: str, method: str, datasets: Sequence[str]) -> str:
 
 
 def describe_backbone(cfg: CfgNode) -> str:
-    """Returns: a short backbone name for the table (e.g. "ResNet-50", "ViT-B/16", "CLIP RN50")."""
-    b = cfg.MODEL.BACKBONE
-    if b.NAME == "build_resnet_backbone":
-        depth = b.DEPTH.rstrip("x")
-        if "_" in depth:  # "50x_32x4d"
-            d, card = depth.split("_", 1)
-            return f"ResNeXt-{d.rstrip('x')} {card}"
-        return f"ResNet-{depth}"
-    if b.NAME == "build_vit_backbone":
-        arch = b.VIT.ARCH.split("_")  # vit_b_16 -> ViT-B/16
-        name = f"ViT-{arch[1].upper()}/{arch[2]}"
-        return name + (" SIE" if b.VIT.SIE_CAMERA else "") + (" OLP" if list(b.VIT.STRIDE_SIZE) != [int(arch[2])] * 2 else "")
-    if b.NAME == "build_clip_backbone":
-        return f"CLIP {b.CLIP.MODEL_NAME or 'custom'}"
-    return b.NAME
+    """Returns: the backbone's registered name, the label of a run whose model is not built here.
+
+    A run labels its row with the architecture it actually built (``Backbone.describe()``).
+    """
+    return cfg.MODEL.BACKBONE.NAME
 
 
 def run_method(spec: MethodSpec, opts: Sequence[str], output_dir: str, dataset: Optional[str] = None,
@@ -127,21 +113,23 @@ def run_method(spec: MethodSpec, opts: Sequence[str], output_dir: str, dataset: 
 def _train_and_measure(spec: MethodSpec, cfg: CfgNode, record: Dict, evaluate_untrained: bool, rerank: bool,
                        measure: bool) -> None:
     """Fill ``record`` step by step (so a late failure keeps the earlier numbers)."""
-    from clipreid_plugin.engine import DefaultTrainer, default_setup
-    from clipreid_plugin.evaluation import save_run_results
+    from clipreid_plugin.engine import DefaultTrainer, default_setup, describe_model, run_training
 
     from . import model_stats
 
     default_setup(cfg, argparse.Namespace(config_file=spec.config, opts=[]))
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    if evaluate_untrained:
-        record["untrained"] = DefaultTrainer.test(trainer.cfg, trainer.model)
-    start = time.perf_counter()
-    results = trainer.train()
-    record["train_s"] = time.perf_counter() - start  # wall clock, periodic evaluations included
-    record["results"] = results or DefaultTrainer.test(trainer.cfg, trainer.model)
-    save_run_results(cfg.OUTPUT_DIR, record["results"])
+    start = {}
+
+    def on_ready(ready: DefaultTrainer) -> None:
+        record["backbone"] = describe_model(ready.model)
+        if evaluate_untrained:
+            record["untrained"] = DefaultTrainer.test(ready.cfg, ready.model)
+        start["t"] = time.perf_counter()
+
+    run = run_training(cfg, on_ready=on_ready)
+    trainer = run["trainer"]
+    record["train_s"] = time.perf_counter() - start["t"]  # wall clock, periodic evaluations included
+    record["results"] = run["results"]
     if rerank:
         rr_cfg = trainer.cfg.clone()
         rr_cfg.defrost()

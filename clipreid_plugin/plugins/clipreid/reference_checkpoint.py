@@ -4,19 +4,23 @@ The reference saves ``model.state_dict()`` as is (e.g. ``ViT-B-16_60.pth``): key
 ``image_encoder.*``, ``classifier.weight``, ``classifier_proj.weight``, ``bottleneck*.``,
 optional ``cv_embed``, ``prompt_learner.*`` / ``text_encoder.*`` for CLIP-ReID, and a
 ``module.`` prefix when it was trained under DataParallel (spec section 7). Each
-meta-architecture declares how those names map onto its own in ``REFERENCE_KEY_MAP``.
+meta-architecture declares how those names map onto its own in ``REFERENCE_KEY_MAP``; the two
+functions :func:`to_model_key` / :func:`to_reference_key` are the one place that rewrites a
+name either way.
+
+:func:`convert_reference_checkpoint` is registered in the toolkit's ``CHECKPOINT_CONVERTERS``,
+so ``MODEL.WEIGHTS`` accepts reference files wherever the toolkit loads weights.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["is_reference_state_dict", "convert_reference_state_dict"]
+from clipreid_plugin.utils.checkpoint import CHECKPOINT_CONVERTERS, CheckpointError, strip_module_prefix
 
-
-def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+__all__ = ["is_reference_state_dict", "to_model_key", "to_reference_key", "convert_reference_state_dict",
+           "convert_reference_checkpoint"]
 
 
 def is_reference_state_dict(sd: Dict[str, torch.Tensor]) -> bool:
@@ -28,7 +32,31 @@ def is_reference_state_dict(sd: Dict[str, torch.Tensor]) -> bool:
     Returns:
         True when it holds the reference's ``image_encoder.*`` keys (``module.`` allowed).
     """
-    return isinstance(sd, dict) and any(_strip_module(str(k)).startswith("image_encoder.") for k in sd)
+    return isinstance(sd, dict) and any(str(k).removeprefix("module.").startswith("image_encoder.") for k in sd)
+
+
+def _key_map(model: nn.Module) -> List[Tuple[str, str]]:
+    key_map = getattr(type(model), "REFERENCE_KEY_MAP", None)
+    if not key_map:
+        raise CheckpointError(f"{type(model).__name__} cannot load reference CLIP-ReID checkpoints (it has no "
+                              f"REFERENCE_KEY_MAP); use MODEL.META_ARCHITECTURE CLIPBaseline or CLIPReID.")
+    return key_map
+
+
+def to_model_key(model: nn.Module, ref_key: str) -> Optional[str]:
+    """Returns: the model's name for reference key ``ref_key`` (first matching prefix), or None."""
+    for ref_prefix, our_prefix in _key_map(model):
+        if ref_key.startswith(ref_prefix):
+            return our_prefix + ref_key[len(ref_prefix):]
+    return None
+
+
+def to_reference_key(model: nn.Module, our_key: str) -> str:
+    """Returns: the reference's name for the model's key ``our_key`` (unchanged if no prefix matches)."""
+    for ref_prefix, our_prefix in _key_map(model):
+        if our_key.startswith(our_prefix):
+            return ref_prefix + our_key[len(our_prefix):]
+    return our_key
 
 
 def _likely_cause(ref_key: str) -> str:
@@ -63,30 +91,35 @@ def convert_reference_state_dict(sd: Dict[str, torch.Tensor], model: nn.Module
         reports them).
 
     Raises:
-        ValueError: the model declares no REFERENCE_KEY_MAP, or a key maps onto a tensor of
-            another shape (the message names the key, both shapes and the likely cause).
+        CheckpointError: the model declares no REFERENCE_KEY_MAP, or a key maps onto a tensor
+            of another shape (the message names the key, both shapes and the likely cause).
     """
-    key_map = getattr(type(model), "REFERENCE_KEY_MAP", None)
-    if not key_map:
-        raise ValueError(f"{type(model).__name__} cannot load reference CLIP-ReID checkpoints (it has no "
-                         f"REFERENCE_KEY_MAP); use MODEL.META_ARCHITECTURE CLIPBaseline or CLIPReID.")
     own = model.state_dict()
     new_sd: Dict[str, torch.Tensor] = {}
     unmatched: List[str] = []
-    for raw_key, value in sd.items():
-        key = _strip_module(raw_key)
-        target = None
-        for ref_prefix, our_prefix in key_map:
-            if key.startswith(ref_prefix):
-                target = our_prefix + key[len(ref_prefix):]
-                break
+    for key, value in strip_module_prefix(sd).items():
+        target = to_model_key(model, key)
         if target is None or target not in own:
             unmatched.append(key)
             continue
         if tuple(own[target].shape) != tuple(value.shape):
-            raise ValueError(
+            raise CheckpointError(
                 f"Checkpoint key {key!r} has shape {tuple(value.shape)} but the model's {target!r} has "
                 f"{tuple(own[target].shape)}. Likely cause: {_likely_cause(key)}."
             )
         new_sd[target] = value
     return new_sd, unmatched
+
+
+@CHECKPOINT_CONVERTERS.register()
+def convert_reference_checkpoint(sd: Dict[str, torch.Tensor], model: nn.Module):
+    """Checkpoint converter: a reference CLIP-ReID state dict for a model with a REFERENCE_KEY_MAP.
+
+    Returns:
+        None when ``sd`` is not a reference file or the model cannot take one; else
+        (converted state dict, "reference CLIP-ReID", unmatched reference keys).
+    """
+    if not is_reference_state_dict(sd) or not hasattr(type(model), "REFERENCE_KEY_MAP"):
+        return None
+    new_sd, unmatched = convert_reference_state_dict(sd, model)
+    return new_sd, "reference CLIP-ReID", unmatched

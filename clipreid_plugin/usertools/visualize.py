@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from clipreid_plugin.evaluation.results import NPZ_KEYS
+from clipreid_plugin.utils.errors import InputFileError
+from clipreid_plugin.utils.errors import InvalidInputError
 
 __all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "SERIES_COLOURS", "StripLayout",
            "draw_rank_strips", "save_png", "load_ranking", "query_scores", "visualize_ranking", "read_metrics",
@@ -97,7 +99,7 @@ class StripLayout:
 
 def _open_thumbnail(path: str, layout: StripLayout) -> Image.Image:
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise InputFileError(
             f"Image {path} (listed in the results file) not found: the dataset moved since the evaluation? "
             f"Run the tool where the images are, or re-run the evaluation with TEST.SAVE_RESULTS True.")
     with Image.open(path) as img:
@@ -136,7 +138,7 @@ def draw_rank_strips(query_paths: Sequence[str], gallery_paths: Sequence[str], t
     dist = np.asarray(topk_distances, dtype=np.float64).reshape(idx.shape)
     rows, k = idx.shape
     if rows == 0 or k == 0:
-        raise ValueError(f"Nothing to draw: {rows} queries x {k} gallery columns.")
+        raise InvalidInputError(f"Nothing to draw: {rows} queries x {k} gallery columns.")
     canvas = Image.new("RGB", layout.canvas_size(rows, k), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = _font(max(8, layout.label_height - 4))
@@ -161,15 +163,15 @@ def load_ranking(path: str) -> Dict[str, np.ndarray]:
         ``{key: array}`` for every key of ``NPZ_KEYS``.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Results file {path} not found: evaluate with TEST.SAVE_RESULTS True "
+        raise InputFileError(f"Results file {path} not found: evaluate with TEST.SAVE_RESULTS True "
                                 f"(it writes OUTPUT_DIR/<dataset>_results.npz).")
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in NPZ_KEYS if k not in data.files]
         if missing:
-            raise ValueError(f"{path} is not a saved ranking: missing {missing} (see docs/EVALUATION.md).")
+            raise InvalidInputError(f"{path} is not a saved ranking: missing {missing} (see docs/EVALUATION.md).")
         out = {k: data[k] for k in NPZ_KEYS}
     if out["topk_indices"].shape[1] == 0:
-        raise ValueError(f"{path} holds no ranked lists (TEST.SAVE_TOPK was 0): re-run the evaluation with "
+        raise InvalidInputError(f"{path} holds no ranked lists (TEST.SAVE_TOPK was 0): re-run the evaluation with "
                          f"TEST.SAVE_TOPK > 0.")
     return out
 
@@ -222,7 +224,7 @@ def visualize_ranking(results_path: str, output_path: str, num_queries: int = 10
         The query indices drawn, top row first.
     """
     if order not in ORDERS:
-        raise ValueError(f"Unknown order {order!r}; valid: {', '.join(ORDERS)}.")
+        raise InvalidInputError(f"Unknown order {order!r}; valid: {', '.join(ORDERS)}.")
     ranking = load_ranking(results_path)
     saved_k = ranking["topk_indices"].shape[1]
     if topk > saved_k:
@@ -233,7 +235,7 @@ def visualize_ranking(results_path: str, output_path: str, num_queries: int = 10
         rows = [int(i) for i in query_indices]
         bad = [i for i in rows if not 0 <= i < nq]
         if bad:
-            raise ValueError(f"Query indices {bad} out of range: the file has {nq} queries (0..{nq - 1}).")
+            raise InvalidInputError(f"Query indices {bad} out of range: the file has {nq} queries (0..{nq - 1}).")
     elif order == "index":
         rows = list(range(min(num_queries, nq)))
     else:
@@ -242,7 +244,7 @@ def visualize_ranking(results_path: str, output_path: str, num_queries: int = 10
         key = scores[valid] if order == "worst" else -scores[valid]
         rows = valid[np.argsort(key, kind="stable")][:num_queries].tolist()
     if not rows:
-        raise ValueError(f"No query to draw from {results_path}.")
+        raise InvalidInputError(f"No query to draw from {results_path}.")
     picture = draw_rank_strips(ranking["query_paths"][rows], ranking["gallery_paths"],
                                ranking["topk_indices"][rows, :k], ranking["topk_distances"][rows, :k],
                                ranking["query_pids"][rows], ranking["gallery_pids"], layout)
@@ -270,7 +272,7 @@ def read_metrics(path: str) -> List[Dict]:
         ValueError: a line is not a JSON object (names the file and line number).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Metrics file {path} not found (training writes OUTPUT_DIR/metrics.json).")
+        raise InputFileError(f"Metrics file {path} not found (training writes OUTPUT_DIR/metrics.json).")
     records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -279,10 +281,10 @@ def read_metrics(path: str) -> List[Dict]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); "
+                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({e.msg}); "
                                  f"expected one JSON object per line.") from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}.")
+                raise InvalidInputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}.")
             records.append(rec)
     return records
 
@@ -429,7 +431,7 @@ def plot_training_curves(metrics: Union[str, List[Dict]], output_path: str, pane
         if series:
             panels.append(_strip_common_dataset(title, series))
     if not panels:
-        raise ValueError(f"No plottable scalar in {metrics if isinstance(metrics, str) else 'the records'}: "
+        raise InvalidInputError(f"No plottable scalar in {metrics if isinstance(metrics, str) else 'the records'}: "
                          f"expected keys like loss_*, total_loss, lr or <dataset>/mAP.")
     width, height = panel_size
     picture = Image.new("RGB", (width, height * len(panels)), BACKGROUND)

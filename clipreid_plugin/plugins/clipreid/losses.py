@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .build import LOSS_REGISTRY
-from .cross_entropy import cross_entropy_label_smooth
+from clipreid_plugin.modeling.losses import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
+from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["supcon_loss", "ImageTextSupConLoss", "ImageTextCrossEntropyLoss"]
 
@@ -36,25 +36,26 @@ def supcon_loss(anchors: torch.Tensor, candidates: torch.Tensor, anchor_labels: 
         temperature: divides the dot products (1.0 in CLIP-ReID).
 
     Returns:
-        Scalar loss, computed in float32 whatever the input precision.
+        Scalar loss, computed in fp32 (or wider) whatever the input precision and autocast state.
 
     Raises:
         ValueError: an anchor has no candidate with its label (its term would be NaN).
     """
-    logits = anchors.float() @ candidates.float().t() / temperature
-    # log_softmax subtracts the row maximum internally: the reference's explicit (detached)
-    # row-max subtraction is the same computation.
-    log_prob = F.log_softmax(logits, dim=1)
-    positives = (anchor_labels.view(-1, 1) == candidate_labels.view(1, -1)).to(log_prob.dtype)
-    num_pos = positives.sum(1)
+    positives = anchor_labels.view(-1, 1) == candidate_labels.view(1, -1)
     # One host sync per call, cheap next to the text-encoder pass that produced the features;
     # without it a mismatched batch would silently give a NaN loss.
-    if bool((num_pos == 0).any()):
+    if not bool(positives.any(1).all()):
         raise ValueError(
             "supcon_loss: some anchors have no candidate with the same label; stage 1 must "
             "pair every image feature with the text feature of its own identity."
         )
-    return -((positives * log_prob).sum(1) / num_pos).mean()
+    with full_precision(anchors, candidates) as (anchors, candidates):
+        logits = anchors @ candidates.t() / temperature
+        # log_softmax subtracts the row maximum internally: the reference's explicit (detached)
+        # row-max subtraction is the same computation.
+        log_prob = F.log_softmax(logits, dim=1)
+        positives = positives.to(log_prob.dtype)
+        return -((positives * log_prob).sum(1) / positives.sum(1)).mean()
 
 
 @LOSS_REGISTRY.register()
@@ -102,11 +103,12 @@ class ImageTextCrossEntropyLoss(nn.Module):
     def forward(self, outputs, targets):
         """Returns: {"loss_i2t": scale * CE_ls(i2t_logits, targets)}."""
         if "i2t_logits" not in outputs:
-            raise KeyError(
+            raise ConfigError(
                 "ImageTextCrossEntropyLoss needs outputs['i2t_logits'], which CLIPReID produces "
                 "only once the text features of every identity are set (after stage 1, or "
-                "loaded from a checkpoint). Run stage 1 (CLIPREID.PHASES 'both') or remove "
-                "'ImageTextCrossEntropyLoss' from MODEL.LOSSES.NAMES."
+                "loaded from a checkpoint). Run stage 1 (CLIPREID.PHASES 'both'), use "
+                "MODEL.META_ARCHITECTURE CLIPReID, or remove 'ImageTextCrossEntropyLoss' from "
+                "MODEL.LOSSES.NAMES."
             )
         loss = cross_entropy_label_smooth(outputs["i2t_logits"], targets, self.epsilon)
         return {"loss_i2t": loss * self.scale}

@@ -1,18 +1,26 @@
-"""Config keys of the CLIP plugin: CLIP backbones (open_clip) and the CLIP-ReID method."""
+"""Config keys of the CLIP-ReID plugin: CLIP backbones (open_clip) and the CLIP-ReID method.
 
-from .config import CfgNode as CN
+Registered as a config extension: every config built once the plugin is imported has them.
+The keys the trainer fills from the training data are declared here too.
+"""
+
+from clipreid_plugin.config import CfgNode as CN
+from clipreid_plugin.config import declare_data_dependent_key, register_config_extension
 
 __all__ = ["add_clipreid_config"]
 
+declare_data_dependent_key("MODEL.BACKBONE.CLIP.NUM_CAMERAS", "num_cameras")
+declare_data_dependent_key("MODEL.BACKBONE.CLIP.NUM_VIEWS", "num_views")
+declare_data_dependent_key("MODEL.PROMPT.CLASS_WORD", "kind")
 
+
+@register_config_extension
 def add_clipreid_config(cfg: CN) -> None:
-    """Add the CLIP backbone and CLIP-ReID keys to ``cfg`` in place (idempotent).
+    """Add the CLIP backbone and CLIP-ReID keys to ``cfg`` in place.
 
     Args:
-        cfg: a config made by :func:`clipreid_plugin.config.get_cfg` or its defaults.
+        cfg: an unfrozen root config.
     """
-    if "CLIP" in cfg.MODEL.BACKBONE:
-        return
     _C = cfg
     _C.MODEL.BACKBONE.CLIP = CN()
     # open_clip model name ("ViT-B-16", "RN50", "ViT-L-14", ...).
@@ -49,10 +57,16 @@ def add_clipreid_config(cfg: CN) -> None:
     _C.MODEL.PROMPT.CTX_INIT_STD = 0.02
     # Run the causal text transformer only up to the end-of-text token (same numbers, faster).
     _C.MODEL.PROMPT.TRUNCATE_AT_EOT = True
-    # CLIP weights file for the text tower when the image backbone is not CLIP's
-    # (MODEL.BACKBONE.NAME != "build_clip_backbone", whose PRETRAIN_PATH holds the image weights);
-    # architecture from MODEL.BACKBONE.CLIP.MODEL_NAME; empty = CLIP.PRETRAINED_TAG or random init.
+    # Registered HEAD_REGISTRY name of the text head (a "text" head: identity labels -> text features).
+    _C.MODEL.PROMPT.HEAD_NAME = "PromptLearnerHead"
+    # CLIP weights file of the text tower. Empty: with a CLIP image backbone, the same CLIP model
+    # (MODEL.BACKBONE.PRETRAIN_PATH / CLIP.PRETRAINED_TAG); with any other backbone,
+    # CLIP.PRETRAINED_TAG or random init. Architecture from MODEL.BACKBONE.CLIP.MODEL_NAME (or the file).
     _C.MODEL.PROMPT.TEXT_WEIGHTS = ""
+    # Width of the learned projection CLIPBaseline / CLIPReID put on a backbone without a projected
+    # output (or one of another width than the text tower): 0 = the text tower's width (CLIPReID),
+    # 512 (CLIPBaseline). CLIPReID needs it equal to the text tower's width.
+    _C.MODEL.HEADS.PROJ_DIM = 0
     # Stage-2 image-to-text cross-entropy (logits = projected image feature @ frozen text feats.T).
     _C.MODEL.LOSSES.I2T = CN()
     _C.MODEL.LOSSES.I2T.EPSILON = 0.1  # label smoothing; 0 = plain cross-entropy
@@ -62,8 +76,8 @@ def add_clipreid_config(cfg: CN) -> None:
     _C.MODEL.LOSSES.SUPCON.TEMPERATURE = 1.0
     _C.MODEL.LOSSES.SUPCON.SCALE = 1.0
     _C.CLIPREID = CN()
-    # Which training phases to run: "both", "stage1" (prompts only) or "stage2" (needs the text
-    # features of a stage-1 checkpoint in MODEL.WEIGHTS).
+    # Which phases to run: "both", or "stage2" (skip stage 1: needs the text features of a
+    # stage-1 checkpoint in MODEL.WEIGHTS). Stage 1 alone: SOLVER.MAX_EPOCHS 0.
     _C.CLIPREID.PHASES = "both"
     # Stage 1: learn cls_ctx on cached image features (own optimizer and cosine schedule).
     _C.CLIPREID.STAGE1 = CN()

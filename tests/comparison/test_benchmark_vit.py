@@ -29,7 +29,7 @@ def test_square_input_matches_torchvision_class_token():
     tv.heads = nn.Identity()  # torchvision's forward then returns the class token after the final LayerNorm
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), tv(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x).feature, tv(x), rtol=1e-5, atol=1e-5)
 
 
 def test_non_square_input_resizes_the_position_embedding_bilinearly():
@@ -42,7 +42,7 @@ def test_non_square_input_resizes_the_position_embedding_bilinearly():
     got = ours.encoder.pos_embedding[0]
     torch.testing.assert_close(got[0], src[0])
     torch.testing.assert_close(got[1:], want)
-    assert ours(torch.randn(2, 3, 64, 32)).shape == (2, 16)
+    assert ours(torch.randn(2, 3, 64, 32)).feature.shape == (2, 16)
 
 
 def test_overlapping_patches_keep_the_patch_weights_and_grow_the_grid():
@@ -53,7 +53,7 @@ def test_overlapping_patches_keep_the_patch_weights_and_grow_the_grid():
     assert ours.encoder.pos_embedding.shape == (1, 11, 16)
     torch.testing.assert_close(ours.conv_proj.weight, tv.conv_proj.weight)
     assert ours.conv_proj.stride == (12, 12)
-    assert ours(torch.randn(2, 3, 64, 32)).shape == (2, 16)
+    assert ours(torch.randn(2, 3, 64, 32)).feature.shape == (2, 16)
 
 
 def test_sie_adds_the_camera_embedding_to_every_token():
@@ -66,8 +66,8 @@ def test_sie_adds_the_camera_embedding_to_every_token():
         for cam in range(3):
             # TransReID: x = x + pos_embed + sie_xishu * sie_embed[camera]: the same as a shifted pos_embed
             plain.encoder.pos_embedding.copy_(sie.encoder.pos_embedding + 3.0 * sie.sie_embed[cam])
-            torch.testing.assert_close(sie(x, torch.tensor([cam, cam])), plain(x), rtol=1e-5, atol=1e-5)
-        assert not torch.allclose(sie(x, torch.tensor([0, 0])), sie(x, torch.tensor([1, 1])))
+            torch.testing.assert_close(sie(x, torch.tensor([cam, cam])).feature, plain(x).feature, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(sie(x, torch.tensor([0, 0])).feature, sie(x, torch.tensor([1, 1])).feature)
     with pytest.raises(ValueError, match="outside 0..2"):
         sie(x, torch.tensor([0, 3]))
 

@@ -1,14 +1,18 @@
-"""Positional-embedding resizing for CLIP towers on non-square ReID inputs (CLIP-ReID style).
+"""Positional-embedding resizing for transformer towers on non-square ReID inputs.
 
-open_clip's own ``resize_pos_embed`` assumes a square source grid and uses bicubic with
-antialiasing (PITFALLS 5); CLIP-ReID resizes bilinearly without antialiasing, so this module
-does it the reference way and accepts any (h, w) source grid.
+TransReID and CLIP-ReID resize a pretrained (square) grid of positional embeddings bilinearly,
+without antialiasing, to the patch grid of a 256x128 (or any) input. open_clip's own
+``resize_pos_embed`` assumes a square source grid and uses bicubic with antialiasing
+(PITFALLS 5), so this module does it the reference way and accepts any (h, w) source grid.
+Shared by the torchvision ViT backbone and the CLIP-ReID plugin's CLIP towers.
 """
 
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+
+from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["patch_grid", "resize_pos_embed"]
 
@@ -29,7 +33,7 @@ def patch_grid(image_size: Tuple[int, int], patch_size: int, stride: Tuple[int, 
     """
     h, w = image_size
     if h < patch_size or w < patch_size:
-        raise ValueError(f"Input size {h}x{w} is smaller than the patch size {patch_size} (INPUT.SIZE_TRAIN).")
+        raise ConfigError(f"Input size {h}x{w} is smaller than the patch size {patch_size} (INPUT.SIZE_TRAIN).")
     return (h - patch_size) // stride[0] + 1, (w - patch_size) // stride[1] + 1
 
 

@@ -1,0 +1,35 @@
+"""What every command-line tool in ``tools/`` shares: logging setup and one-line error messages."""
+
+import os
+import sys
+from typing import Callable
+
+from .errors import ToolkitError
+
+__all__ = ["run_tool"]
+
+
+def run_tool(main: Callable[[], None]) -> int:
+    """Run a tool's ``main`` and turn the toolkit's own errors into one-line messages.
+
+    Only :class:`~clipreid_plugin.utils.errors.ToolkitError` (a bad config, a missing dataset
+    folder, an unreadable checkpoint, a missing optional package, ...) becomes a message: any
+    other exception is a bug and keeps its traceback.
+
+    Args:
+        main: the tool body (parses its own arguments).
+
+    Returns:
+        The process exit code: 0, or 2 after a user error. ``CLIPREID_DEBUG=1`` re-raises.
+    """
+    from .logger import setup_logger
+
+    setup_logger()
+    try:
+        main()
+    except ToolkitError as e:
+        if os.environ.get("CLIPREID_DEBUG"):
+            raise
+        print(f"error: {e}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
+    return 0
