@@ -28,7 +28,7 @@ from . import hooks
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training",
-           "describe_model"]
+           "describe_model", "write_run_info", "RUN_INFO_FILE"]
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -332,6 +332,31 @@ def describe_model(model) -> str:
     return describe() if callable(describe) else type(backbone or model).__name__
 
 
+RUN_INFO_FILE = "run_info.json"
+
+
+def write_run_info(trainer: DefaultTrainer) -> str:
+    """Write ``OUTPUT_DIR/run_info.json``: what a run built, for tables that collect finished runs.
+
+    Keys: ``meta_architecture``, ``backbone`` (:func:`describe_model`), ``parameters``,
+    ``datasets`` (train) and ``tests``.
+
+    Returns:
+        The path written.
+    """
+    import json
+
+    from clipreid_plugin.utils.file_io import atomic_write_text
+
+    cfg = trainer.cfg
+    info = {"meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": describe_model(trainer.model),
+            "parameters": sum(p.numel() for p in unwrap_model(trainer.model).parameters()),
+            "datasets": list(cfg.DATASETS.NAMES), "tests": list(cfg.DATASETS.TESTS)}
+    path = os.path.join(cfg.OUTPUT_DIR, RUN_INFO_FILE)
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+    return path
+
+
 def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
                  on_ready: Optional[Callable[[DefaultTrainer], None]] = None) -> Dict:
     """The run of ``tools/train_net.py`` once its config is set up: build the trainer, resume or
@@ -352,6 +377,8 @@ def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
     from clipreid_plugin.evaluation import save_run_results
 
     trainer = DefaultTrainer(cfg)
+    if comm.is_main_process():
+        write_run_info(trainer)
     trainer.resume_or_load(resume=resume)
     if on_ready is not None:
         on_ready(trainer)
