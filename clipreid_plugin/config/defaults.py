@@ -34,7 +34,8 @@ _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
 _C.MODEL.BACKBONE.DEPTH = "50x"
 # Stride of ResNet layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16), 2 = torchvision.
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
-# Output feature width of the backbone (0 = infer from the backbone).
+# Width of the main (pre-BN) feature the heads and losses see; 0 = the built backbone's
+# out_features (the meta-architecture fills it into the config its losses are built with).
 _C.MODEL.BACKBONE.FEAT_DIM = 0
 # Load pretrained weights from PRETRAIN_PATH (a local file; no downloads at run time). For ResNets a
 # torchvision state dict, e.g. $TORCH_HOME/hub/checkpoints/resnet50-0676ba61.pth (~ is expanded).

@@ -102,7 +102,7 @@ class ReIDTransform:
         """
         if interpolation not in _INTERPOLATIONS:
             raise ConfigError(f"Unknown interpolation {interpolation!r} (INPUT.INTERPOLATION_*); "
-                             f"valid: {', '.join(_INTERPOLATIONS)}.")
+                              f"valid: {', '.join(_INTERPOLATIONS)}.")
         self.size = (int(size[0]), int(size[1]))
         self.interpolation = interpolation
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
@@ -181,7 +181,7 @@ def build_transforms(cfg, is_train: bool) -> ReIDTransform:
     i = cfg.INPUT
     if i.PADDING.MODE != "constant":
         raise ConfigError(f"INPUT.PADDING.MODE={i.PADDING.MODE!r} is not supported; only 'constant' "
-                         f"(zero padding, as the reference).")
+                          f"(zero padding, as the reference).")
     if not is_train:
         return ReIDTransform(i.SIZE_TEST, i.INTERPOLATION_TEST, i.PIXEL_MEAN, i.PIXEL_STD)
     erasing = RandomErasing(i.REA.PROB, i.REA.AREA, i.REA.ASPECT) if i.REA.ENABLED else None

@@ -80,7 +80,10 @@ class TrainerBase:
         iter: the global iteration counter (0-based), ``epoch * iters_per_epoch + step``.
         start_epoch, max_epochs: the range of epochs :meth:`train` runs.
         storage: the EventStorage of the running loop.
+        phase: name of the training phase this loop runs ("" for the main loop).
     """
+
+    phase = ""
 
     def __init__(self):
         self._hooks: List[HookBase] = []
@@ -118,7 +121,6 @@ class TrainerBase:
             max_epochs: total number of epochs.
         """
         logger = logging.getLogger(__name__)
-        logger.info(f"Starting training from epoch {start_epoch + 1} of {max_epochs}")
         self.start_epoch, self.max_epochs = start_epoch, max_epochs
         self.epoch = start_epoch
         if self.iter == 0 and start_epoch > 0:
@@ -128,7 +130,9 @@ class TrainerBase:
             self.iter = start_epoch * self.iters_per_epoch
         with EventStorage(self.iter) as self.storage:
             try:
-                self.before_train()
+                self.before_train()  # training phases of hooks run here, before the main loop
+                what = self.phase or "main loop"
+                logger.info(f"Starting the {what} at epoch {start_epoch + 1} of {max_epochs}")
                 for self.epoch in range(start_epoch, max_epochs):
                     self.storage.epoch = self.epoch
                     self.before_epoch()

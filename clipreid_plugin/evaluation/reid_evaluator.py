@@ -91,7 +91,7 @@ class ReidEvaluator(DatasetEvaluator):
         nq = self.num_query
         if not 0 < nq < feats.shape[0]:
             raise InvalidInputError(f"num_query={nq} must be between 1 and {feats.shape[0] - 1} "
-                             f"(the {feats.shape[0]} test images are queries first, then gallery).")
+                                    f"(the {feats.shape[0]} test images are queries first, then gallery).")
         res, qf, gf = self._run(feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:], True)
         metrics = self._metrics(res)
         if self.cfg.TEST.SAVE_RESULTS and self.output_dir:

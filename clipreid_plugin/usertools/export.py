@@ -127,7 +127,7 @@ def _onnxruntime():
         import onnxruntime
     except ImportError:
         raise MissingDependencyError("Checking an ONNX export needs onnxruntime: pip install 'clipreid_plugin[onnx]' "
-                          "(or: pip install onnx onnxruntime).") from None
+                                     "(or: pip install onnx onnxruntime).") from None
     return onnxruntime
 
 

@@ -84,7 +84,7 @@ def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] 
         return cfg
     if not os.path.isfile(str(cfg_or_file)):
         raise InputFileError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml "
-                                f"or a config from configs/ or projects/*/configs/).")
+                             f"or a config from configs/ or projects/*/configs/).")
     return load_cfg(str(cfg_or_file), list(opts or []))
 
 
@@ -189,7 +189,7 @@ def load_features(path: str) -> Tuple[torch.Tensor, List[str]]:
         missing = [k for k in ("feats", "paths") if k not in data.files]
         if missing:
             raise InvalidInputError(f"{path} is not a feature file: missing array(s) {missing} (found {data.files}); "
-                             f"create it with tools/extract.py.")
+                                    f"create it with tools/extract.py.")
         return torch.from_numpy(data["feats"].astype(np.float32)), [str(p) for p in data["paths"]]
 
 
@@ -219,7 +219,7 @@ def search(query_feats, gallery_feats, topk: int = 10, metric: str = "euclidean"
     check_features(gf, "gallery features")
     if qf.shape[1] != gf.shape[1]:
         raise InvalidInputError(f"Query features have dimension {qf.shape[1]} but gallery features {gf.shape[1]}: "
-                         f"they were extracted with different models.")
+                                f"they were extracted with different models.")
     if topk < 1:
         raise InvalidInputError(f"topk must be >= 1, got {topk}.")
     dev = choose_device(qf, gf, device=device)

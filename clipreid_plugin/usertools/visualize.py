@@ -164,7 +164,7 @@ def load_ranking(path: str) -> Dict[str, np.ndarray]:
     """
     if not os.path.isfile(path):
         raise InputFileError(f"Results file {path} not found: evaluate with TEST.SAVE_RESULTS True "
-                                f"(it writes OUTPUT_DIR/<dataset>_results.npz).")
+                             f"(it writes OUTPUT_DIR/<dataset>_results.npz).")
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in NPZ_KEYS if k not in data.files]
         if missing:
@@ -172,7 +172,7 @@ def load_ranking(path: str) -> Dict[str, np.ndarray]:
         out = {k: data[k] for k in NPZ_KEYS}
     if out["topk_indices"].shape[1] == 0:
         raise InvalidInputError(f"{path} holds no ranked lists (TEST.SAVE_TOPK was 0): re-run the evaluation with "
-                         f"TEST.SAVE_TOPK > 0.")
+                                f"TEST.SAVE_TOPK > 0.")
     return out
 
 
@@ -282,7 +282,7 @@ def read_metrics(path: str) -> List[Dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({e.msg}); "
-                                 f"expected one JSON object per line.") from None
+                                        f"expected one JSON object per line.") from None
             if not isinstance(rec, dict):
                 raise InvalidInputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}.")
             records.append(rec)
@@ -432,7 +432,7 @@ def plot_training_curves(metrics: Union[str, List[Dict]], output_path: str, pane
             panels.append(_strip_common_dataset(title, series))
     if not panels:
         raise InvalidInputError(f"No plottable scalar in {metrics if isinstance(metrics, str) else 'the records'}: "
-                         f"expected keys like loss_*, total_loss, lr or <dataset>/mAP.")
+                                f"expected keys like loss_*, total_loss, lr or <dataset>/mAP.")
     width, height = panel_size
     picture = Image.new("RGB", (width, height * len(panels)), BACKGROUND)
     draw = ImageDraw.Draw(picture)

@@ -75,7 +75,7 @@ class ViTBackbone(Backbone):
         stride = (int(stride[0]), int(stride[1]))
         if min(stride) < 1 or max(stride) > patch_size:
             raise ConfigError(f"MODEL.BACKBONE.VIT.STRIDE_SIZE {list(stride)} must lie in 1..{patch_size} (the patch "
-                             f"size): equal to it = TransReID's plain ViT, smaller = overlapping patches.")
+                              f"size): equal to it = TransReID's plain ViT, smaller = overlapping patches.")
         self.grid = patch_grid(self.image_size, patch_size, stride)
         self.patch_size = patch_size
         self.conv_proj = nn.Conv2d(3, hidden_dim, kernel_size=patch_size, stride=stride)
@@ -111,8 +111,8 @@ class ViTBackbone(Backbone):
         """
         if tuple(images.shape[-2:]) != self.image_size:
             raise ConfigError(f"The ViT backbone was built for {self.image_size[0]}x{self.image_size[1]} inputs "
-                             f"(INPUT.SIZE_TRAIN) but got {images.shape[-2]}x{images.shape[-1]}: set INPUT.SIZE_TEST "
-                             f"equal to INPUT.SIZE_TRAIN (the positional embedding has one row per patch).")
+                              f"(INPUT.SIZE_TRAIN) but got {images.shape[-2]}x{images.shape[-1]}: set INPUT.SIZE_TEST "
+                              f"equal to INPUT.SIZE_TRAIN (the positional embedding has one row per patch).")
         x = self.conv_proj(images).flatten(2).transpose(1, 2)  # (B, rows*cols, D), row-major as the grid
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.encoder.pos_embedding
@@ -120,7 +120,7 @@ class ViTBackbone(Backbone):
             camids = camids.to(x.device)
             if camids.min() < 0 or camids.max() >= self.sie_embed.shape[0]:
                 raise ConfigError(f"A camera id in the batch ({camids.tolist()}) is outside 0..{self.sie_embed.shape[0] - 1}"
-                                 f": MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
+                                  f": MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
             x = x + self.sie_coe * self.sie_embed[camids]  # (B, 1, D): the same vector on every token
         # the encoder's own forward would add pos_embedding again: run its parts
         x = self.encoder.layers(self.encoder.dropout(x))
@@ -211,21 +211,21 @@ def build_vit_backbone(cfg) -> ViTBackbone:
         raise ConfigError(f"Unknown MODEL.BACKBONE.VIT.ARCH {v.ARCH!r}; valid: {', '.join(VIT_ARCHS)}.")
     if tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
         raise ConfigError(f"The ViT backbone needs INPUT.SIZE_TEST == INPUT.SIZE_TRAIN (got {list(cfg.INPUT.SIZE_TEST)}"
-                         f" vs {list(cfg.INPUT.SIZE_TRAIN)}): its positional embedding has one row per patch.")
+                          f" vs {list(cfg.INPUT.SIZE_TRAIN)}): its positional embedding has one row per patch.")
     num_cameras = 0
     if v.SIE_CAMERA:
         num_cameras = v.NUM_CAMERAS
         if num_cameras <= 0:
             raise ConfigError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
-                             "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
+                              "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
     patch, layers, heads, hidden, mlp, _ = VIT_ARCHS[v.ARCH]
     backbone = ViTBackbone(cfg.INPUT.SIZE_TRAIN, patch, layers, heads, hidden, mlp, stride=v.STRIDE_SIZE,
                            num_cameras=num_cameras, sie_coe=v.SIE_COE)
     if b.PRETRAIN:
         if not b.PRETRAIN_PATH:
             raise ConfigError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
-                             f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
-                             f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
+                              f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
+                              f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
         backbone.load_torchvision_state_dict(_read_state_dict(b.PRETRAIN_PATH, v.ARCH), b.PRETRAIN_PATH)
     elif b.PRETRAIN_PATH:
         logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "

@@ -87,11 +87,12 @@ class EmbeddingHead(nn.Module):
         """Args: x (B, C, H, W) feature map or (B, C) pooled feature.
 
         Returns:
-            Training: dict with ``cls_outputs`` [logits] and ``triplet_features`` [pre-BN feat].
+            Training: dict with ``feat`` (the pre-BN feature), ``cls_outputs`` [logits] and
+            ``triplet_features`` [feat].
             Eval: the embedding (B, C), post-BN when NECK_FEAT is "after", else pre-BN.
         """
         feat = self._pool(x)
         bn_feat, logits = self.neck(feat)
         if self.training:
-            return {"cls_outputs": [logits], "triplet_features": [feat]}
+            return {"feat": feat, "cls_outputs": [logits], "triplet_features": [feat]}
         return bn_feat if self.neck_feat == "after" else feat

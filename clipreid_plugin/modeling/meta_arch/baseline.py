@@ -80,7 +80,7 @@ class Baseline(nn.Module):
         super().__init__()
         self.backbone = build_backbone(cfg)
         self.heads = build_heads(cfg, self.backbone.out_features)
-        self.losses = build_losses(cfg)
+        self.losses = build_losses(cfg, self.backbone.out_features)
 
     @property
     def device(self) -> torch.device:
@@ -103,5 +103,5 @@ class Baseline(nn.Module):
         targets = batch["targets"].to(self.device, non_blocking=True)
         if any(z is None for z in outputs.get("cls_outputs", [])):
             raise ConfigError("The head has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
-                             "training identities (the trainer fills it from the training set).")
+                              "training identities (the trainer fills it from the training set).")
         return apply_losses(self.losses, outputs, targets)

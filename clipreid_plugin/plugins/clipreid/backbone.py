@@ -173,7 +173,7 @@ class CLIPImageEncoder(Backbone):
         v = self.visual
         if v.attn_pool is not None or getattr(v, "pool_type", "tok") != "tok":
             raise ConfigError("This ViT tower pools without a class token (attentional/avg pool); CLIP-ReID "
-                             "features need the class token.")
+                              "features need the class token.")
         patch = v.conv1.kernel_size
         if patch[0] != patch[1]:
             raise ConfigError(f"Non-square patches {patch} are not supported.")
@@ -249,8 +249,8 @@ class CLIPImageEncoder(Backbone):
         ids = ids.to(self.cv_embed.device).long()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
             raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
-                             f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
-                             f"must use the training set's {what} ids).")
+                              f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
+                              f"must use the training set's {what} ids).")
         return ids
 
     # ----------------------------------------------------------------------------- forward

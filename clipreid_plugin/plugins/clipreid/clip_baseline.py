@@ -83,7 +83,7 @@ class CLIPBaseline(nn.Module):
         std = cfg.MODEL.HEADS.CLS_INIT_STD
         self.neck = BNNeck(feat_dim, num_classes, std)
         self.neck_proj = BNNeck(proj_dim, num_classes, std)
-        self.losses = build_losses(cfg)
+        self.losses = build_losses(cfg, feat_dim)
         self.neck_feat = check_neck_feat(cfg.MODEL.HEADS.NECK_FEAT)
 
     @property

@@ -269,7 +269,7 @@ def _load_into(model: torch.nn.Module, sd: Dict[str, torch.Tensor], source: str)
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
         raise CheckpointError(f"The weights in {source} do not fit the model: " + "; ".join(parts) +
-                         ". Check MODEL.BACKBONE.CLIP.MODEL_NAME against the checkpoint.")
+                              ". Check MODEL.BACKBONE.CLIP.MODEL_NAME against the checkpoint.")
     # load_state_dict copies into the fp32 parameters, so fp16 tensors of the file are up-cast
     # exactly (every fp16 value is representable in fp32).
     model.load_state_dict(sd, strict=True)

@@ -1,0 +1,108 @@
+"""Every meta-architecture with every backbone: each of {Baseline, CLIPBaseline, CLIPReID} trains and
+evaluates on SyntheticReID with each of {torchvision ResNet, CLIP ModifiedResNet, CLIP ViT,
+torchvision ViT} (tiny sizes, random weights). Combinations that cannot work by construction fail
+when the model is built, with a message that says why."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from clipreid_plugin.config import ConfigError, load_cfg
+from clipreid_plugin.engine import run_training
+from clipreid_plugin.modeling.backbones import vit as tv_vit
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BACKBONES = {
+    "torchvision_resnet": ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.BACKBONE.DEPTH", "18x"],
+    "clip_modified_resnet": ["MODEL.BACKBONE.NAME", "build_clip_backbone",
+                             "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-RN"],
+    "clip_vit": ["MODEL.BACKBONE.NAME", "build_clip_backbone", "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-ViT-16"],
+    "torchvision_vit": ["MODEL.BACKBONE.NAME", "build_vit_backbone", "MODEL.BACKBONE.VIT.ARCH", "vit_tiny_test"],
+}
+META_ARCHS = {
+    "Baseline": ["MODEL.META_ARCHITECTURE", "Baseline"],
+    "CLIPBaseline": ["MODEL.META_ARCHITECTURE", "CLIPBaseline"],
+    # CLIP-ReID's text tower: the backbone's own CLIP model, else a random ReID-Tiny-RN one (see TINY)
+    "CLIPReID": ["MODEL.META_ARCHITECTURE", "CLIPReID", "TRAINER.HOOKS", "['CLIPReIDStage1Hook']",
+                 "MODEL.LOSSES.NAMES", "['CrossEntropyLoss', 'TripletLoss', 'ImageTextCrossEntropyLoss']",
+                 "CLIPREID.STAGE1.MAX_EPOCHS", "1", "CLIPREID.STAGE1.IMS_PER_BATCH", "8",
+                 "CLIPREID.STAGE1.WARMUP_EPOCHS", "0"],
+}
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.PRETRAIN_PATH", "",
+        "PLUGINS", "['clipreid_plugin.plugins.clipreid']", "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-RN",
+        "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING.SIZE", "2",
+        "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "4", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "3",
+        "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "1",
+        "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[32, 16]",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "2",
+        "SOLVER.MAX_EPOCHS", "1", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.WARMUP_EPOCHS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "1", "TEST.IMS_PER_BATCH", "16",
+        "SOLVER.AMP.ENABLED", "False"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("mixing_data"))
+
+
+@pytest.fixture(autouse=True)
+def tiny_torchvision_vit(monkeypatch):
+    """A 2-layer, width-32 torchvision ViT (patch 16) registered for the test only."""
+    monkeypatch.setitem(tv_vit.VIT_ARCHS, "vit_tiny_test", (16, 2, 2, 32, 64, "ViT_B_16_Weights"))
+
+
+def _cfg(meta, backbone, root, out, *extra):
+    return load_cfg(os.path.join(REPO, "configs", "Base-bagtricks.yml"),
+                    TINY + BACKBONES[backbone] + META_ARCHS[meta] + ["DATASETS.ROOT_DIR", root, "OUTPUT_DIR", out]
+                    + list(extra))
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("meta", list(META_ARCHS))
+def test_meta_architecture_trains_and_evaluates_with_backbone(meta, backbone, data_root, tmp_path):
+    torch.manual_seed(0)
+    cfg = _cfg(meta, backbone, data_root, str(tmp_path))
+    run = run_training(cfg)
+    results = run["results"]["SyntheticReID"]
+    assert 0 <= results["mAP"] <= 100 and results["num_valid_query"] > 0
+    losses = {k for line in open(tmp_path / "metrics.json") for k in json.loads(line) if k.startswith("loss")}
+    expected = {"loss_cls", "loss_triplet"} | ({"loss_i2t", "loss_supcon_i2t", "loss_supcon_t2i"}
+                                               if meta == "CLIPReID" else set())
+    assert losses == expected
+    model = run["trainer"].model
+    if meta != "Baseline":
+        # two necks: on the backbone's feature and on the projected one (learned when the backbone has none)
+        has_projection = backbone.startswith("clip")
+        assert (model.image_proj is None) == has_projection
+        if meta == "CLIPReID":
+            assert model.has_text_features() and model.proj_dim == model.text_head.out_dim
+
+
+def test_a_text_head_under_a_feature_meta_architecture_fails_when_built(data_root, tmp_path):
+    cfg = _cfg("Baseline", "torchvision_resnet", data_root, str(tmp_path), "MODEL.HEADS.NAME", "PromptLearnerHead")
+    with pytest.raises(ConfigError, match=r"MODEL.HEADS.NAME 'PromptLearnerHead' is a 'text' head, but Baseline "
+                                          r"needs a 'feature' head"):
+        run_training(cfg)
+
+
+def test_a_feature_head_as_clipreid_text_head_fails_when_built(data_root, tmp_path):
+    cfg = _cfg("CLIPReID", "clip_vit", data_root, str(tmp_path), "MODEL.PROMPT.HEAD_NAME", "EmbeddingHead")
+    with pytest.raises(ConfigError, match=r"MODEL.PROMPT.HEAD_NAME 'EmbeddingHead' is a 'feature' head, but "
+                                          r"CLIPReID needs a 'text' head"):
+        run_training(cfg)
+
+
+def test_clipreid_projection_must_match_the_text_width(data_root, tmp_path):
+    cfg = _cfg("CLIPReID", "torchvision_resnet", data_root, str(tmp_path), "MODEL.HEADS.PROJ_DIM", "100")
+    with pytest.raises(ConfigError, match=r"PROJ_DIM is 100, but CLIPReID compares .* text features of width 64"):
+        run_training(cfg)
+
+
+def test_the_prompt_phase_needs_a_prompt_learning_model(data_root, tmp_path):
+    cfg = _cfg("Baseline", "torchvision_resnet", data_root, str(tmp_path), "TRAINER.HOOKS", "['CLIPReIDStage1Hook']")
+    with pytest.raises(ConfigError, match=r"CLIPReIDStage1Hook, but the model Baseline .* lacks "
+                                          r"encode_image_for_stage1, stage1_parameters, stage1_losses"):
+        run_training(cfg)
