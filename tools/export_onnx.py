@@ -25,7 +25,8 @@ from clipreid_plugin.usertools.extract import FeatureExtractor
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser of this tool."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, metavar="FILE", help="the run's config (OUTPUT_DIR/config.yaml)")
+    p.add_argument("--config-file", default=None, metavar="FILE",
+                   help="the run's config (OUTPUT_DIR/config.yaml); default: the config stored in --weights")
     p.add_argument("--weights", default="", metavar="FILE", help="checkpoint; default MODEL.WEIGHTS")
     p.add_argument("--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")

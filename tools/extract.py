@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Embed a folder (or a list) of images with a trained model and save the features.
 
-    python tools/extract.py --config-file output/run/config.yaml --weights output/run/model_final.pth \
-        --input my_gallery/ --output gallery_feats.npz
+    python tools/extract.py --weights output/run/model_final.pth --input my_gallery/ --output gallery_feats.npz
+
+A checkpoint of this toolkit carries its config; pass ``--config-file`` for other weights (a
+reference CLIP-ReID file) or to change it. Neither training data nor the pretrained weights
+file the model was trained from are needed.
 
 The output is an ``.npz`` with ``feats`` (N, D) float32 (raw embeddings, as the model returns
 them) and ``paths`` (N,). Rank it with ``tools/search.py``. Trailing ``KEY VALUE`` pairs
@@ -21,8 +24,9 @@ from clipreid_plugin.usertools.extract import FeatureExtractor, save_features
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the argument parser of this tool."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, metavar="FILE",
-                   help="the run's config (OUTPUT_DIR/config.yaml) or any config file")
+    p.add_argument("--config-file", default=None, metavar="FILE",
+                   help="the run's config (OUTPUT_DIR/config.yaml) or any config file; default: the config stored "
+                        "in --weights")
     p.add_argument("--weights", default="", metavar="FILE",
                    help="checkpoint (model_final.pth, a reference CLIP-ReID .pth); default MODEL.WEIGHTS")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",

@@ -23,6 +23,7 @@ from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
 from clipreid_plugin.usertools.visualize import draw_rank_strips, save_png
+from clipreid_plugin.utils.errors import InputFileError
 from clipreid_plugin.utils.file_io import atomic_write_text
 
 
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", nargs="+", metavar="PATH", help="query images and/or folders (needs --config-file)")
     q.add_argument("--query-feats", metavar="FILE.npz", help="query features from tools/extract.py")
-    p.add_argument("--config-file", default="", metavar="FILE", help="config of the model (with --query)")
+    p.add_argument("--config-file", default="", metavar="FILE",
+                   help="config of the model (with --query); default: the config stored in --weights")
     p.add_argument("--weights", default="", metavar="FILE", help="checkpoint (with --query); default MODEL.WEIGHTS")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: MODEL.DEVICE)")
     p.add_argument("--topk", type=int, default=10, help="gallery items listed per query")
@@ -52,9 +54,10 @@ def main(argv=None) -> None:
     if args.query_feats:
         query, query_paths = load_features(args.query_feats)
     else:
-        if not args.config_file:
-            raise ValueError("--query images need the model: pass --config-file (and --weights).")
-        ex = FeatureExtractor(args.config_file, args.weights or None, opts=args.opts, device=args.device)
+        if not (args.config_file or args.weights):
+            raise InputFileError("--query images need the model: pass --weights (a checkpoint of this toolkit), or "
+                                 "--config-file and --weights.")
+        ex = FeatureExtractor(args.config_file or None, args.weights or None, opts=args.opts, device=args.device)
         query, query_paths = ex.embed(args.query)
     indices, distances = search(query, gallery, topk=args.topk, metric=args.metric, normalize=not args.no_normalize)
     ranked = [{"query": qp, "results": [{"rank": r + 1, "path": gallery_paths[int(g)], "distance": float(d)}

@@ -22,8 +22,7 @@ def main(args):
     Returns:
         The evaluation results ``{dataset: metrics}`` (main process).
     """
-    cfg = setup_cfg(args)
-    default_setup(cfg, args)
+    cfg = default_setup(setup_cfg(args), args)
     return run_training(cfg, eval_only=args.eval_only, resume=args.resume)["results"]
 
 

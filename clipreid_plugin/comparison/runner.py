@@ -117,7 +117,7 @@ def _train_and_measure(spec: MethodSpec, cfg: CfgNode, record: Dict, evaluate_un
 
     from . import model_stats
 
-    default_setup(cfg, argparse.Namespace(config_file=spec.config, opts=[]))
+    cfg = default_setup(cfg, argparse.Namespace(config_file=spec.config, opts=[]))
     start = {}
 
     def on_ready(ready: DefaultTrainer) -> None:

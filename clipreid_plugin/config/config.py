@@ -26,7 +26,8 @@ from clipreid_plugin.utils.plugins import import_plugins, load_entry_point_plugi
 
 from .extensions import apply_config_extensions
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain"]
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
+           "config_text_of_checkpoint"]
 
 BASE_KEY = "_BASE_"
 PLUGINS_KEY = "PLUGINS"
@@ -58,13 +59,24 @@ def _closest(key: str, candidates: Iterable[str]) -> List[str]:
 
 
 def _coerce_literal(value: Any) -> Any:
-    """Parse a string as yacs does (Python literal), keeping plain strings as they are."""
+    """Parse a string as yacs does (Python literal), keeping plain strings as they are.
+
+    A bracketed list of bare words (``[VeRi, Market1501]``, as YAML would read it) is a list too.
+    """
     if not isinstance(value, str):
         return value
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        return value
+        pass
+    if value.strip().startswith("[") and value.strip().endswith("]"):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(parsed, list):
+            return parsed
+    return value
 
 
 def _default_of(full_key: str) -> Any:
@@ -308,12 +320,37 @@ def get_cfg() -> CfgNode:
     return cfg
 
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl")
+
+
+def config_text_of_checkpoint(path: str) -> str:
+    """The resolved config a checkpoint of this toolkit stores (its run's ``config.yaml``).
+
+    Args:
+        path: a ``model_*.pth`` file.
+
+    Returns:
+        The YAML text.
+
+    Raises:
+        ConfigError: the file holds no config (a reference checkpoint, a plain state dict).
+    """
+    from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
+
+    text = read_checkpoint_metadata(path).get("config")
+    if not text:
+        raise ConfigError(f"{path} holds no config (it is not a checkpoint written by this toolkit's trainer): give "
+                          f"the config it was trained with (--config-file, e.g. the run's config.yaml).")
+    return text
+
+
 def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CfgNode:
     """The config of a run: defaults and plugin keys, the file (``_BASE_`` chain, ``PLUGINS``),
     then ``KEY VALUE`` overrides. Every tool and test builds its config through this function.
 
     Args:
-        config_file: YAML file ("" = defaults only).
+        config_file: YAML file, or a checkpoint of this toolkit (``model_final.pth``: the
+            resolved config stored in it); "" = defaults only.
         opts: flat ``[KEY1, VALUE1, ...]`` overrides.
         freeze: freeze the result.
 
@@ -321,7 +358,16 @@ def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze
         The config.
     """
     cfg = get_cfg()
-    if config_file:
+    if config_file and config_file.endswith(CHECKPOINT_SUFFIXES):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(config_text_of_checkpoint(config_file))
+        try:
+            cfg.merge_from_file(f.name)
+        finally:
+            os.remove(f.name)
+    elif config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or []))
     if freeze:

@@ -23,8 +23,13 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "Baseline"
 # "auto" = cuda when available, else cpu; or any torch device string.
 _C.MODEL.DEVICE = "auto"
-# Checkpoint to load before training or evaluation (this project's or the reference's format).
+# Checkpoint to load before training or evaluation (this project's, a plain state dict, or a format
+# a plugin converts, e.g. the reference CLIP-ReID's). With weights given, the backbone's pretrained
+# file is not read for evaluation (the weights hold every tensor).
 _C.MODEL.WEIGHTS = ""
+# Accept MODEL.WEIGHTS that fill only part of the model (the rest keeps its initialisation);
+# False makes that an error naming the missing / mismatched tensors.
+_C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 
 _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
@@ -187,6 +192,9 @@ _C.SOLVER.AMP.ENABLED = False
 _C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with GradScaler) or "bfloat16" (without)
 # Checkpoint every N epochs (and always at the end).
 _C.SOLVER.CHECKPOINT_PERIOD = 10
+# Periodic checkpoints kept per family (model_NNNN, model_stage1_NNNN); final ones are always kept.
+# 0 = keep all.
+_C.SOLVER.CHECKPOINT_MAX_KEEP = 2
 _C.SOLVER.LOG_PERIOD_ITERS = 20
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 * :func:`declare_data_dependent_key`: a key left empty (0 or "") that the trainer fills from
   the training data before the model is built (number of identities, cameras, views, the
   kind of object). The engine names no component's config group; components declare here.
+* :func:`register_config_check`: a check of a component's keys that runs with the engine's
+  validation of the whole config, before any data is read or model built.
 
 Example (one file of a third-party loss)::
 
@@ -21,7 +23,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 
 __all__ = ["register_config_extension", "apply_config_extensions", "registered_config_extensions",
            "DataInfo", "DATA_SOURCES", "declare_data_dependent_key", "data_dependent_keys",
-           "fill_data_dependent_keys"]
+           "fill_data_dependent_keys", "register_config_check", "registered_config_checks"]
 
 # name (module.qualname) -> function(cfg) adding keys; insertion order = application order
 _EXTENSIONS: Dict[str, Callable[[Any], None]] = {}
@@ -60,6 +62,27 @@ def apply_config_extensions(cfg) -> None:
         if name not in applied:
             fn(cfg)
             applied.add(name)
+
+
+# name -> function(cfg, training: bool) raising ConfigError; run by the engine's validation
+_CHECKS: Dict[str, Callable[[Any, bool], None]] = {}
+
+
+def register_config_check(fn: Callable[[Any, bool], None]) -> Callable[[Any, bool], None]:
+    """Decorator: register ``fn(cfg, training)``, which raises ``ConfigError`` for a problem in
+    the component's keys (an unknown name, a value out of range). It runs before anything is
+    built or read; ``training`` is False for an evaluation-only run.
+
+    Returns:
+        ``fn`` unchanged.
+    """
+    _CHECKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
+    return fn
+
+
+def registered_config_checks() -> Dict[str, Callable[[Any, bool], None]]:
+    """Returns: the registered config checks by name."""
+    return dict(_CHECKS)
 
 
 class DataInfo(NamedTuple):

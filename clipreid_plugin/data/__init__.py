@@ -5,8 +5,8 @@ The trainer calls :func:`build_reid_train_loader` and :func:`build_reid_test_loa
 by its registered name.
 """
 
-from .build import (TrainLoader, build_reid_test_loader, build_reid_train_loader, build_inference_loader,
-                    build_train_samples)
+from .build import (TrainLoader, build_inference_loader, build_reid_test_loader, build_reid_train_loader,
+                    build_train_samples, train_data_info)
 from .common import ReIDImageDataset, collate_batch
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
 from .samplers import SAMPLER_REGISTRY, PKSampler, RandomSampler, SamplerError
@@ -15,6 +15,6 @@ from .transforms import ReIDTransform, build_transforms
 __all__ = [
     "DATASET_REGISTRY", "SAMPLER_REGISTRY", "DatasetError", "SamplerError", "ReIDDataset",
     "TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_inference_loader",
-    "build_train_samples", "build_transforms", "ReIDTransform", "ReIDImageDataset",
+    "build_train_samples", "train_data_info", "build_transforms", "ReIDTransform", "ReIDImageDataset",
     "collate_batch", "PKSampler", "RandomSampler",
 ]

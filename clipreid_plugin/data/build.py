@@ -23,13 +23,13 @@ from clipreid_plugin.utils import comm
 
 from .common import ReIDImageDataset, collate_batch, drop_unreadable
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
-from .datasets.bases import Sample
+from .datasets.bases import Sample, test_splits_only
 from .decode_cache import build_decode_cache
 from .samplers import build_sampler, check_batch_size
 from .transforms import build_transforms
 
 __all__ = ["TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "build_inference_loader",
-           "build_train_samples"]
+           "build_train_samples", "train_data_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,21 @@ def build_train_samples(cfg) -> Tuple[List[Sample], List[ReIDDataset]]:
     return samples, datasets
 
 
+def train_data_info(samples: Sequence[Sample], datasets: Sequence[ReIDDataset]) -> DataInfo:
+    """What the training data tells the model: identities, cameras, views, kind of object.
+
+    Args:
+        samples: :func:`build_train_samples`'s samples (pids 0..C-1).
+        datasets: its dataset objects.
+
+    Returns:
+        DataInfo (kind None unless every training dataset agrees).
+    """
+    kinds = {ds.kind for ds in datasets}
+    return DataInfo(len({s[1] for s in samples}), max(s[2] for s in samples) + 1, max(s[3] for s in samples) + 1,
+                    kinds.pop() if len(kinds) == 1 else None)
+
+
 class _EpochBatches:
     """The DataLoader's batch sampler: batches of ``(index, sample_seed)`` of the current epoch."""
 
@@ -141,12 +156,8 @@ class TrainLoader:
         rank, world = comm.get_rank(), comm.get_world_size()
         self.dataset = samples
         self.datasets = datasets
-        self.num_classes = len({s[1] for s in samples})
-        self.num_cameras = max(s[2] for s in samples) + 1
-        self.num_views = max(s[3] for s in samples) + 1
-        kinds = {ds.kind for ds in datasets}
-        self.data_info = DataInfo(self.num_classes, self.num_cameras, self.num_views,
-                                  kinds.pop() if len(kinds) == 1 else None)
+        self.data_info = train_data_info(samples, datasets)
+        self.num_classes, self.num_cameras, self.num_views = self.data_info[:3]
         self.sampler = build_sampler(cfg, [s[1] for s in samples], rank, world)
         self.image_dataset = _image_dataset(cfg, samples, True, "train")
         self._batches = _EpochBatches(self.sampler, self.sampler.local_batch_size, cfg.SOLVER.SEED,
@@ -226,7 +237,8 @@ def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[DataLoader, int]:
     Returns:
         (loader, num_query) where num_query counts queries in the full, unsharded list.
     """
-    ds = DATASET_REGISTRY.get(dataset_name).from_config(cfg)
+    with test_splits_only():  # evaluation reads no training image
+        ds = DATASET_REGISTRY.get(dataset_name).from_config(cfg)
     if comm.is_main_process():
         ds.show_summary()
     rank, world = comm.get_rank(), comm.get_world_size()

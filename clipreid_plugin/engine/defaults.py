@@ -7,11 +7,12 @@ optimizer, scheduler, loaders, evaluators) and registers the standard hooks. Eac
 """
 
 import argparse
+import atexit
 import logging
 import os
 import sys
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -24,33 +25,64 @@ from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from clipreid_plugin.utils.logger import setup_logger
 
-from . import hooks
+from . import hooks, run_dir
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training",
-           "describe_model", "write_run_info", "RUN_INFO_FILE"]
+           "describe_model", "model_info", "write_run_files", "build_evaluation_model", "RUN_INFO_FILE"]
+
+
+class _FlagsAnywhereParser(argparse.ArgumentParser):
+    """An ArgumentParser that accepts its flags anywhere, also after the trailing overrides
+    (``... SOLVER.MAX_EPOCHS 10 --resume``): known options are moved in front before parsing."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        takes_value = {opt: action.nargs != 0 for action in self._actions for opt in action.option_strings}
+        flags, rest, i = [], [], 0
+        while i < len(args):
+            name = args[i].split("=", 1)[0]
+            if name in takes_value:
+                flags.append(args[i])
+                if takes_value[name] and "=" not in args[i] and i + 1 < len(args):
+                    flags.append(args[i + 1])
+                    i += 1
+            else:
+                rest.append(args[i])
+            i += 1
+        return super().parse_known_args(flags + rest, namespace)
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Returns: the argument parser of ``tools/train_net.py`` (config, resume, eval, distributed)."""
-    parser = argparse.ArgumentParser(
+    """Returns: the argument parser of ``tools/train_net.py`` (config, resume, eval, distributed).
+
+    Flags are accepted anywhere on the command line, also after the ``KEY VALUE`` overrides.
+    """
+    parser = _FlagsAnywhereParser(
         description="Train or evaluate a ReID model (clipreid_plugin).",
         epilog=epilog or (
             "Examples:\n"
             "  python tools/train_net.py --config-file configs/SyntheticReID/bagtricks_R18.yml\n"
             "  python tools/train_net.py --config-file projects/CLIPReID/configs/veri_vit.yml "
             "DATASETS.ROOT_DIR /data\n"
-            "  python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth\n"
+            "  python tools/train_net.py --eval-only MODEL.WEIGHTS output/run/model_final.pth\n"
             "  python tools/train_net.py --config-file CFG --num-gpus 4\n"
-            "  torchrun --nproc-per-node 4 tools/train_net.py --config-file CFG"),
+            "  torchrun --nproc-per-node 4 --max-restarts 3 tools/train_net.py --config-file CFG"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config file")
+    parser.add_argument("--config-file", default="", metavar="FILE",
+                        help="the YAML config, or a checkpoint of this toolkit (its stored config); with --eval-only "
+                             "and no --config-file, MODEL.WEIGHTS' stored config is used")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint in OUTPUT_DIR (model, optimizer, scheduler, "
-                             "epoch, training phase); without it, training starts from MODEL.WEIGHTS or scratch")
+                        help="continue the run in OUTPUT_DIR from its last good checkpoint (model, optimizer, scheduler, "
+                             "epoch, training phase); without it, a folder that already holds a run is refused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an OUTPUT_DIR that holds another run, deleting that run's files")
+    parser.add_argument("--fresh-subdir", action="store_true",
+                        help="start the run in a new time-stamped sub-folder of OUTPUT_DIR")
     parser.add_argument("--eval-only", action="store_true",
-                        help="only evaluate MODEL.WEIGHTS (or the last checkpoint with --resume) on DATASETS.TESTS")
+                        help="only evaluate MODEL.WEIGHTS (or, with --resume, the run's last checkpoint) on "
+                             "DATASETS.TESTS; needs no training data and no pretrained weights file")
     parser.add_argument("--num-gpus", type=int, default=1,
                         help="processes per machine: one per GPU, or CPU processes (gloo) without GPUs")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
@@ -58,42 +90,118 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     parser.add_argument("--dist-url", default="auto",
                         help="rendezvous URL tcp://HOST:PORT of machine 0; 'auto' picks a free local port")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None,
-                        help="config overrides as trailing KEY VALUE pairs, e.g. SOLVER.MAX_EPOCHS 10")
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.MAX_EPOCHS 10")
     return parser
+
+
+def _override(opts, key: str) -> str:
+    pairs = dict(zip(opts[0::2], opts[1::2])) if opts else {}
+    return str(pairs.get(key, ""))
 
 
 def setup_cfg(args) -> CfgNode:
     """Build the frozen config: defaults, plugin keys, ``--config-file`` (with _BASE_), overrides.
 
+    With ``--eval-only`` and no ``--config-file``, the config stored in the ``MODEL.WEIGHTS``
+    checkpoint is the base: a checkpoint evaluates on its own.
+
     Args:
-        args: parsed arguments with ``config_file`` and ``opts``.
+        args: parsed arguments with ``config_file`` and ``opts`` (and ``eval_only``).
 
     Returns:
         The frozen CfgNode.
     """
-    return load_cfg(args.config_file, args.opts or [])
+    config_file = args.config_file
+    if not config_file and getattr(args, "eval_only", False):
+        config_file = _override(args.opts, "MODEL.WEIGHTS")
+    return load_cfg(config_file, args.opts or [])
 
 
-def default_setup(cfg: CfgNode, args) -> None:
-    """Prepare a run: output folder, logger, config dump, seeds, cuDNN flags.
+def _prepare_output_dir(cfg: CfgNode, args) -> Tuple[CfgNode, List[str]]:
+    """Decide where the run writes and take its folder (see :mod:`.run_dir`); every rank agrees.
+
+    Returns:
+        (the config, notes to log once the logger writes to the folder).
+    """
+    eval_only = bool(getattr(args, "eval_only", False))
+    out = cfg.OUTPUT_DIR
+    if getattr(args, "fresh_subdir", False):
+        out = comm.all_gather(run_dir.fresh_subdir(out) if comm.is_main_process() else None)[0]
+    elif eval_only and run_dir.holds_run(out):
+        # never mix an evaluation into a training run's folder: its own sub-folder
+        weights = _override(args.opts, "MODEL.WEIGHTS") or cfg.MODEL.WEIGHTS or "last_checkpoint"
+        out = os.path.join(out, "eval_" + os.path.splitext(os.path.basename(weights))[0])
+    run_dir.check_writable(out)
+    problem, notes = None, []
+    if comm.is_main_process():
+        lock = run_dir.RunLock(out)
+        try:
+            note = lock.acquire()
+            notes += [note] if note else []
+            atexit.register(lock.release)
+            if not eval_only and not args.resume and run_dir.holds_run(out):
+                if getattr(args, "overwrite", False):
+                    removed = run_dir.remove_run_files(out)
+                    notes.append(f"--overwrite: removed {len(removed)} file(s) of the previous run in {out}.")
+                else:
+                    found = ", ".join(os.path.basename(p) for p in run_dir.find_run_files(out)[:4])
+                    problem = (f"OUTPUT_DIR {out} already holds a run ({found}). Continue it with --resume, replace it "
+                               f"with --overwrite, start in a new sub-folder with --fresh-subdir, or set another "
+                               f"OUTPUT_DIR.")
+            run_dir.remove_leftovers(out)
+        except ConfigError as e:
+            problem = str(e)
+    problem = comm.all_gather(problem)[0]
+    if problem:
+        raise ConfigError(problem)
+    if out != cfg.OUTPUT_DIR:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = out
+        cfg.freeze()
+    return cfg, notes
+
+
+def default_setup(cfg: CfgNode, args) -> CfgNode:
+    """Prepare a run: its folder (one run per folder, locked, no leftovers), logger, seeds, cuDNN.
+
+    A new run refuses an ``OUTPUT_DIR`` that holds another run, unless ``--resume``,
+    ``--overwrite`` or ``--fresh-subdir``; a process that torchrun restarted after a failure
+    resumes on its own. ``OUTPUT_DIR/config.yaml`` is written later, once the run's weights
+    are loaded (:func:`run_training`).
 
     Args:
         cfg: the frozen config.
-        args: the parsed command-line arguments (logged).
+        args: the parsed command-line arguments (logged; ``resume`` is set on a torchrun restart).
+
+    Returns:
+        The config to run with (``OUTPUT_DIR`` changed by ``--fresh-subdir`` or for an
+        evaluation inside a training run's folder).
     """
+    for flag in ("resume", "overwrite", "fresh_subdir", "eval_only"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    # every rank follows rank 0's view of whether torchrun restarted the job
+    restarted = comm.all_gather(run_dir.is_elastic_restart(cfg.OUTPUT_DIR) if comm.is_main_process() else None)[0]
+    if restarted:
+        args.resume = True
+    cfg, notes = _prepare_output_dir(cfg, args)
+    if comm.is_main_process() and not args.eval_only:
+        run_dir.record_torchrun_job(cfg.OUTPUT_DIR)
     rank = comm.get_rank()
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    for note in notes:
+        logger.warning(note)
     logger.info(f"Rank {rank} of {comm.get_world_size()} processes; torch {torch.__version__}; "
                 f"CUDA available: {torch.cuda.is_available()}")
     logger.info("Command line: " + " ".join(sys.argv))
     logger.info(f"Arguments: {args}")
-    if comm.is_main_process():
-        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
-        cfg.dump_to(path)
-        logger.info(f"Full config saved to {path}")
+    if restarted:
+        logger.info(f"torchrun restarted this process (restart {os.environ.get('TORCHELASTIC_RESTART_COUNT')}): "
+                    f"resuming from the last good checkpoint of {cfg.OUTPUT_DIR}.")
     seed_all_rng(cfg.SOLVER.SEED)
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    return cfg
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -124,9 +232,6 @@ class DefaultTrainer(TrainerBase):
         data_loader = self.build_train_loader(cfg)
         cfg = fill_data_dependent_keys(cfg, data_loader.data_info)
         self.cfg = cfg
-        if comm.is_main_process() and cfg.OUTPUT_DIR:
-            # the resolved config (with the data-dependent values) reproduces the run
-            cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
         seed_all_rng(cfg.SOLVER.SEED)  # the initial weights depend only on the config
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -135,11 +240,14 @@ class DefaultTrainer(TrainerBase):
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # the autocast dtype of the main loop and of every training phase (None = fp32)
         self.amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
-        self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, self.amp_dtype)
+        self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, self.amp_dtype,
+                                      log_period=cfg.SOLVER.LOG_PERIOD_ITERS)
         self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, len(data_loader))
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=self.scheduler,
-                                         trainer=self)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, max_keep=cfg.SOLVER.CHECKPOINT_MAX_KEEP,
+                                         optimizer=optimizer, scheduler=self.scheduler, trainer=self)
+        # a checkpoint is usable on its own: it carries the resolved config and what the model is
+        self.checkpointer.metadata = {"config": cfg.dump(), "model_info": model_info(model, cfg)}
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
         self.register_hooks(self.build_hooks())
         self._check_schedule()
@@ -204,7 +312,8 @@ class DefaultTrainer(TrainerBase):
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
         ret.extend(hooks.build_hook(cfg, name) for name in cfg.TRAINER.HOOKS)
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
-        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model)))
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model),
+                                  record_dir=cfg.OUTPUT_DIR))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD_ITERS))
         return ret
@@ -251,22 +360,24 @@ class DefaultTrainer(TrainerBase):
     # running
     # ----------------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
-        """Resume from the last checkpoint of OUTPUT_DIR, or load MODEL.WEIGHTS, or start fresh.
+        """Resume from the last good checkpoint of OUTPUT_DIR, or load MODEL.WEIGHTS, or start fresh.
 
         Args:
             resume: continue an interrupted run when OUTPUT_DIR has a checkpoint (model,
                 optimizer, scheduler, grad scaler, epoch, hook states such as the CLIP-ReID phase).
+                When the ``last_checkpoint`` pointer is missing, dangling or names an unreadable
+                file, the newest readable checkpoint is used (and named in the log).
         """
         logger = logging.getLogger(__name__)
         if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.resume()
-            logger.info(f"Resuming at epoch {self.epoch + 1}")
+            path = self.checkpointer.resume()["path"]
+            logger.info(f"Resuming from {os.path.basename(path)}: {self.epoch} of {self.max_epochs} epochs done.")
         else:
             if resume:
                 logger.info(f"No checkpoint in {self.cfg.OUTPUT_DIR}: starting a new run.")
             self.epoch, self.iter = 0, 0
             if self.cfg.MODEL.WEIGHTS:
-                load_model_weights(self.model, self.cfg.MODEL.WEIGHTS)
+                load_model_weights(self.model, self.cfg.MODEL.WEIGHTS, allow_partial=self.cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         self.start_epoch = self.epoch
 
     def train(self) -> Dict:
@@ -289,6 +400,10 @@ class DefaultTrainer(TrainerBase):
         self._trainer.iter = self.iter
         self._trainer._data_time = self._data_time
         self._trainer.run_step(batch)
+
+    def check_weights_finite(self) -> None:
+        """Raise TrainingDivergedError when a weight is NaN/inf (called before every checkpoint)."""
+        self._trainer.check_weights_finite()
 
     def state_dict(self):
         sd = super().state_dict()
@@ -335,57 +450,129 @@ def describe_model(model) -> str:
 RUN_INFO_FILE = "run_info.json"
 
 
-def write_run_info(trainer: DefaultTrainer) -> str:
-    """Write ``OUTPUT_DIR/run_info.json``: what a run built, for tables that collect finished runs.
+def model_info(model, cfg: CfgNode) -> Dict:
+    """What a run built: ``meta_architecture``, ``backbone`` (:func:`describe_model`),
+    ``parameters``, ``datasets`` (train) and ``tests``. Written to ``run_info.json`` and into
+    every checkpoint, for tables that collect finished runs."""
+    return {"meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": describe_model(model),
+            "parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
+            "datasets": list(cfg.DATASETS.NAMES), "tests": list(cfg.DATASETS.TESTS)}
 
-    Keys: ``meta_architecture``, ``backbone`` (:func:`describe_model`), ``parameters``,
-    ``datasets`` (train) and ``tests``.
 
-    Returns:
-        The path written.
-    """
+def write_run_files(cfg: CfgNode, model) -> None:
+    """Write ``OUTPUT_DIR/config.yaml`` (the resolved config, which reproduces the run) and
+    ``run_info.json`` (:func:`model_info`); main process only."""
     import json
 
     from clipreid_plugin.utils.file_io import atomic_write_text
 
-    cfg = trainer.cfg
-    info = {"meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": describe_model(trainer.model),
-            "parameters": sum(p.numel() for p in unwrap_model(trainer.model).parameters()),
-            "datasets": list(cfg.DATASETS.NAMES), "tests": list(cfg.DATASETS.TESTS)}
-    path = os.path.join(cfg.OUTPUT_DIR, RUN_INFO_FILE)
-    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
-    return path
+    if not comm.is_main_process() or not cfg.OUTPUT_DIR:
+        return
+    cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, RUN_INFO_FILE), json.dumps(model_info(model, cfg), indent=2) + "\n")
+
+
+def build_evaluation_model(cfg: CfgNode, weights: str):
+    """The model a checkpoint holds, ready for evaluation, built without training data.
+
+    Data-dependent keys left empty are taken from the checkpoint's stored config (this
+    toolkit's checkpoints), else from the training split when its folder exists (no loader, no
+    batch checks), else they stay 0 (no classifier: not needed to evaluate). Every tensor must
+    come from the checkpoint (unless ``MODEL.ALLOW_PARTIAL_WEIGHTS``), so no pretrained file
+    is read.
+
+    Args:
+        cfg: the config.
+        weights: the checkpoint.
+
+    Returns:
+        (model in eval mode, the config it was built from).
+    """
+    import yaml
+
+    from clipreid_plugin.config import DataInfo, data_dependent_keys
+    from clipreid_plugin.data import DatasetError, build_train_samples, train_data_info
+    from clipreid_plugin.modeling import build_model
+    from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
+
+    logger = logging.getLogger(__name__)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = weights
+    stored = read_checkpoint_metadata(weights).get("config")
+    if stored:
+        saved = yaml.safe_load(stored) or {}
+        for key in data_dependent_keys():
+            node, saved_node = cfg, saved
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+                saved_node = saved_node.get(part, {}) if isinstance(saved_node, dict) else {}
+            if leaf in node and node[leaf] in (0, "") and saved_node.get(leaf) not in (None, 0, ""):
+                node[leaf] = saved_node[leaf]
+        cfg.freeze()
+    else:
+        cfg.freeze()
+        try:
+            samples, datasets = build_train_samples(cfg)
+            info = train_data_info(samples, datasets)
+        except DatasetError as e:
+            logger.info(f"No training data to size the model from ({e}); the data-dependent keys keep their config "
+                        f"values.")
+            info = DataInfo(0, 0, 0, None)
+        cfg = fill_data_dependent_keys(cfg, info)
+    model = build_model(cfg)
+    load_model_weights(model, weights, allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
+    return model.eval(), cfg
 
 
 def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
                  on_ready: Optional[Callable[[DefaultTrainer], None]] = None) -> Dict:
-    """The run of ``tools/train_net.py`` once its config is set up: build the trainer, resume or
-    load weights, then train (or only evaluate), and write ``results.*`` to OUTPUT_DIR.
+    """The run of ``tools/train_net.py`` once :func:`default_setup` prepared its folder: build
+    the trainer, resume or load weights, write ``config.yaml`` and ``run_info.json``, train,
+    and write ``results.*``. With ``eval_only``, evaluate a checkpoint instead
+    (:func:`build_evaluation_model`: no training data, no pretrained file).
 
     ``tools/benchmark.py`` and ``tools/demo.py`` run methods through this same function.
 
     Args:
         cfg: the frozen config (after :func:`default_setup`).
-        eval_only: evaluate ``MODEL.WEIGHTS`` (or the last checkpoint with ``resume``) only.
-        resume: continue from OUTPUT_DIR's last checkpoint.
+        eval_only: evaluate ``MODEL.WEIGHTS`` (or the last checkpoint of OUTPUT_DIR with
+            ``resume``) only.
+        resume: continue from OUTPUT_DIR's last good checkpoint.
         on_ready: called with the trainer once its weights are loaded, before training (e.g.
             to evaluate the untrained model).
 
     Returns:
-        ``{"results": {dataset: metrics}, "trainer": the trainer}`` (results {} off the main process).
+        ``{"results": {dataset: metrics}, "trainer": the trainer (None with eval_only)}``
+        (results {} off the main process).
     """
     from clipreid_plugin.evaluation import save_run_results
 
+    from .validate import validate_config
+
+    cfg = validate_config(cfg, training=not eval_only)  # before any data is read or model built
+    if eval_only:
+        weights = cfg.MODEL.WEIGHTS
+        if resume:
+            found = Checkpointer(torch.nn.Module(), cfg.OUTPUT_DIR).checkpoints()
+            weights = found[0] if found else weights
+        if not weights:
+            raise ConfigError("--eval-only needs weights: set MODEL.WEIGHTS to a checkpoint, or add --resume to "
+                              "evaluate the last checkpoint of OUTPUT_DIR.")
+        model, cfg = build_evaluation_model(cfg, weights)
+        write_run_files(cfg, model)
+        results = DefaultTrainer.test(cfg, model)
+        if comm.is_main_process() and results:
+            save_run_results(cfg.OUTPUT_DIR, results)
+        return {"results": results, "trainer": None}
+
     trainer = DefaultTrainer(cfg)
-    if comm.is_main_process():
-        write_run_info(trainer)
     trainer.resume_or_load(resume=resume)
+    write_run_files(trainer.cfg, trainer.model)  # only once the run's weights loaded
     if on_ready is not None:
         on_ready(trainer)
-    if eval_only:
-        results = DefaultTrainer.test(trainer.cfg, trainer.model)
-    else:
-        results = trainer.train()
+    results = trainer.train()
     if comm.is_main_process() and results:
         save_run_results(trainer.cfg.OUTPUT_DIR, results)
     return {"results": results, "trainer": trainer}

@@ -5,6 +5,7 @@ Extra hooks are chosen by name in ``TRAINER.HOOKS`` from :data:`HOOK_REGISTRY` (
 (CLIP-ReID's prompt learning is one), through the same step machinery as the main loop.
 """
 
+import json
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import torch
 
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer
+from clipreid_plugin.utils.file_io import atomic_write_text
 from clipreid_plugin.utils.events import CommonMetricPrinter, EventWriter
 from clipreid_plugin.utils.registry import Registry
 
@@ -107,57 +109,64 @@ class PeriodicCheckpointer(HookBase):
     """Save a resumable checkpoint every ``period`` epochs and after the last epoch.
 
     Files are ``model_{epoch:04d}.pth`` (1-based epoch just finished) and ``model_final.pth``;
-    only the newest ``max_to_keep`` periodic files are kept (the final one always stays).
+    the Checkpointer keeps the newest ``SOLVER.CHECKPOINT_MAX_KEEP`` periodic files.
 
     Args:
         checkpointer: the Checkpointer (holds model, optimizer, scheduler, trainer state).
         period: in epochs.
-        max_to_keep: number of periodic checkpoints to keep (None = all).
     """
 
-    def __init__(self, checkpointer: Checkpointer, period: int, max_to_keep: Optional[int] = 2):
+    def __init__(self, checkpointer: Checkpointer, period: int):
         self.checkpointer = checkpointer
         self.period = max(int(period), 1)
-        self.max_to_keep = max_to_keep
-        self._recent: List[str] = []
 
     def after_epoch(self):
         done = self.trainer.epoch + 1
         is_last = done >= self.trainer.max_epochs
         if done % self.period != 0 and not is_last:
             return
+        self.trainer.check_weights_finite()  # never save a diverged model over a good checkpoint
         # the trainer state must point at the *next* epoch, where a resumed run starts
         self.trainer.epoch = done
         try:
-            path = self.checkpointer.save("model_final" if is_last else f"model_{done:04d}")
+            self.checkpointer.save("model_final" if is_last else f"model_{done:04d}")
         finally:
             self.trainer.epoch = done - 1
-        if path and not is_last:
-            self._recent.append(path)
-            if self.max_to_keep is not None:
-                while len(self._recent) > self.max_to_keep:
-                    old = self._recent.pop(0)
-                    if os.path.exists(old):
-                        os.remove(old)
 
 
 class EvalHook(HookBase):
     """Run ``eval_function`` every ``period`` epochs and after the last epoch.
 
     Results (``{dataset: {metric: value}}``) are logged to the event storage as
-    ``dataset/metric`` scalars on the main process.
+    ``dataset/metric`` scalars on the main process, and recorded per epoch in
+    ``evaluations.json`` of the run folder. An evaluation is part of the run's state: when a run
+    stopped after the checkpoint of an epoch but before that epoch's evaluation finished (the
+    final one included), ``--resume`` runs it first; a finished run returns its recorded results.
 
     Args:
         period: in epochs (0 = only after the last epoch).
         eval_function: called with no argument; returns the nested results dict.
+        record_dir: folder of ``evaluations.json`` (None = no record).
     """
 
-    def __init__(self, period: int, eval_function: Callable[[], Dict]):
+    RECORD_FILE = "evaluations.json"
+
+    def __init__(self, period: int, eval_function: Callable[[], Dict], record_dir: Optional[str] = None):
         self.period = int(period)
         self.eval_function = eval_function
+        self.record_path = os.path.join(record_dir, self.RECORD_FILE) if record_dir else None
         self.last_results: Dict = {}
 
-    def _do_eval(self):
+    def _records(self) -> Dict[str, Dict]:
+        if not self.record_path or not os.path.isfile(self.record_path):
+            return {}
+        with open(self.record_path) as f:
+            return json.load(f)
+
+    def _due(self, epochs_done: int) -> bool:
+        return epochs_done >= self.trainer.max_epochs or (self.period > 0 and epochs_done % self.period == 0)
+
+    def _do_eval(self, epochs_done: int):
         results = self.eval_function()
         if comm.is_main_process() and results:
             flat = {}
@@ -166,16 +175,31 @@ class EvalHook(HookBase):
                     if isinstance(v, (int, float)):
                         flat[f"{ds}/{k}"] = v
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
+            if self.record_path:
+                records = self._records()
+                records[str(epochs_done)] = results
+                atomic_write_text(self.record_path, json.dumps(records, indent=1) + "\n")
         self.last_results = results
         comm.synchronize()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def before_train(self):
+        done = self.trainer.start_epoch  # epochs finished before this process started
+        if done == 0 or not self._due(done):
+            return
+        recorded = comm.all_gather(self._records().get(str(done)) if comm.is_main_process() else None)[0]
+        if recorded is not None:
+            self.last_results = recorded if comm.is_main_process() else {}
+            return
+        logging.getLogger(__name__).info(f"The evaluation after epoch {done} had not finished when the run stopped: "
+                                         f"evaluating now.")
+        self._do_eval(done)
+
     def after_epoch(self):
         done = self.trainer.epoch + 1
-        is_last = done >= self.trainer.max_epochs
-        if is_last or (self.period > 0 and done % self.period == 0):
-            self._do_eval()
+        if self._due(done):
+            self._do_eval(done)
 
 
 class PeriodicWriter(HookBase):
@@ -247,7 +271,7 @@ class PhaseHook(HookBase):
         outer = self.trainer
         cfg = outer.cfg
         loop = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, outer.amp_dtype,
-                             phase=self.phase_name)
+                             phase=self.phase_name, log_period=cfg.SOLVER.LOG_PERIOD_ITERS)
         loop.optimization_step.load_state_dict(step_state or {})
         inner = [IterationTimer(), LRScheduler(optimizer, scheduler)] + list(hooks or [])
         if comm.is_main_process():

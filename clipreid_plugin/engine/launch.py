@@ -5,17 +5,18 @@ command runs multi-process on a laptop, in CI, and on a GPU cluster.
 """
 
 import datetime
+import importlib
 import logging
 import os
 import socket
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from clipreid_plugin.utils import comm
-from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.errors import ConfigError, ToolkitError
 
 __all__ = ["launch", "find_free_port", "running_under_torchrun"]
 
@@ -67,10 +68,34 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
         raise ConfigError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} GPUs are visible.")
-    mp.start_processes(
-        _distributed_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args),
-    )
+    try:
+        mp.start_processes(
+            _distributed_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args),
+        )
+    except mp.ProcessRaisedException as e:
+        raise _toolkit_error_of(e) or e from None
+
+
+def _toolkit_error_of(error: Exception) -> Optional[ToolkitError]:
+    """The toolkit error a child process raised, rebuilt from the text torch passes up (its
+    last line is ``module.ClassName: message``); None for any other error (a bug keeps its
+    traceback)."""
+    last = str(error).rstrip().splitlines()[-1]
+    name, sep, message = last.partition(": ")
+    module, _, cls_name = name.rpartition(".")
+    if not sep or not module.startswith("clipreid_plugin"):
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError):
+        return None
+    if isinstance(cls, type) and issubclass(cls, ToolkitError):
+        try:
+            return cls(message)
+        except TypeError:
+            return ToolkitError(message)
+    return None
 
 
 def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args):
@@ -95,7 +120,21 @@ def _init_from_env() -> None:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
+    if dist.is_initialized():
+        pass
+    elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true" and \
+            os.environ.get("GROUP_WORLD_SIZE", "1") == "1":
+        # One torchrun agent keeps one store across restarts: give each attempt its own key space,
+        # or a restarted worker can read a peer address of the failed attempt and never connect.
+        # (With several agents every rendezvous round has a new store, and the agents' restart
+        # counts can differ, so the prefix is only used, and only needed, with one agent.)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                              timeout=DEFAULT_TIMEOUT)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend=_backend(), store=dist.PrefixStore(f"/clipreid/attempt_{attempt}", store),
+                                rank=rank, world_size=world, timeout=DEFAULT_TIMEOUT)
+    else:
         dist.init_process_group(backend=_backend(), init_method="env://", timeout=DEFAULT_TIMEOUT)
     comm.set_local_rank(local_rank)
 

@@ -19,10 +19,9 @@ Hook call order::
 """
 
 import logging
-import math
 import time
 import weakref
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -31,7 +30,8 @@ from clipreid_plugin.utils.env import autocast
 from clipreid_plugin.utils.errors import TrainingDivergedError
 from clipreid_plugin.utils.events import EventStorage, get_event_storage
 
-__all__ = ["HookBase", "TrainerBase", "OptimizationStep", "SimpleTrainer", "check_finite"]
+__all__ = ["HookBase", "TrainerBase", "OptimizationStep", "LossMonitor", "SimpleTrainer", "check_weights_finite",
+           "grads_params"]
 
 
 class HookBase:
@@ -132,7 +132,10 @@ class TrainerBase:
             try:
                 self.before_train()  # training phases of hooks run here, before the main loop
                 what = self.phase or "main loop"
-                logger.info(f"Starting the {what} at epoch {start_epoch + 1} of {max_epochs}")
+                if start_epoch >= max_epochs:
+                    logger.info(f"The {what} is already complete ({start_epoch} of {max_epochs} epochs done).")
+                else:
+                    logger.info(f"Starting the {what} at epoch {start_epoch + 1} of {max_epochs}")
                 for self.epoch in range(start_epoch, max_epochs):
                     self.storage.epoch = self.epoch
                     self.before_epoch()
@@ -212,6 +215,11 @@ class TrainerBase:
                 logger.warning(f"Checkpoint has state for hook {key!r}, which is not registered.")
 
 
+def grads_params(optimizer) -> List[torch.Tensor]:
+    """Returns: the optimizer's parameters that have a gradient."""
+    return [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+
 class OptimizationStep:
     """One optimisation step: forward under autocast, (scaled) backward, (unscale and) clip, step.
 
@@ -234,12 +242,20 @@ class OptimizationStep:
         self.device_type = device_type
         self.grad_scaler = torch.amp.GradScaler(device_type) if amp_dtype == torch.float16 else None
 
-    def _clip(self) -> None:
+    def _grad_norm(self) -> Optional[torch.Tensor]:
+        """Global gradient norm (a device tensor; no host sync), clipping it when configured."""
+        params = grads_params(self.optimizer)
+        if not params:
+            return None
         if self.clip_grad_norm > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+            return torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        grads = [p.grad for p in params]
+        if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one fused pass
+            return torch.nn.utils.get_total_norm(grads)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
-    def __call__(self, compute_losses: Callable[[], Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    def __call__(self, compute_losses: Callable[[], Dict[str, torch.Tensor]]
+                 ) -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Run one step.
 
         Args:
@@ -248,7 +264,8 @@ class OptimizationStep:
                 summed and optimised, the others are only logged.
 
         Returns:
-            The loss dict (detached).
+            (the loss dict, detached; the global gradient norm as a device tensor, or None with
+            a GradScaler, whose skipped inf/NaN steps are expected).
         """
         with autocast(self.device_type, self.amp_dtype):
             loss_dict = compute_losses()
@@ -256,18 +273,19 @@ class OptimizationStep:
             loss_dict = {"total_loss": loss_dict}
         losses = sum(v for k, v in loss_dict.items() if k.startswith("loss"))
         self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = None
         if self.grad_scaler is None:
             losses.backward()
-            self._clip()
+            grad_norm = self._grad_norm()
             self.optimizer.step()
         else:
             self.grad_scaler.scale(losses).backward()
             if self.clip_grad_norm > 0:
                 self.grad_scaler.unscale_(self.optimizer)
-                self._clip()
+                torch.nn.utils.clip_grad_norm_(grads_params(self.optimizer), self.clip_grad_norm)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        return {k: v.detach() for k, v in loss_dict.items()}
+        return {k: v.detach() for k, v in loss_dict.items()}, grad_norm
 
     def state_dict(self) -> Dict:
         """Returns: the GradScaler state (empty without one)."""
@@ -279,27 +297,105 @@ class OptimizationStep:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
-def check_finite(loss_dict: Dict[str, float], iteration: int, where: str = "") -> float:
-    """Returns: the total of the "loss*" entries; raises TrainingDivergedError when it is not finite.
+class LossMonitor:
+    """Step losses accumulated on the device, reduced over processes every ``period`` steps.
+
+    Reading a loss on the host (``.item()``) waits for the GPU; doing it every step, with a
+    pickled all-gather, stalls training. The monitor keeps running sums and the first
+    iteration whose loss or gradient norm was not finite in device tensors, and synchronises
+    only in :meth:`flush` (every ``SOLVER.LOG_PERIOD_ITERS`` steps and at the end of an epoch).
+    The non-finite stop still names the exact iteration it happened at; training after that
+    step never reaches a checkpoint, because :meth:`flush` runs before the epoch's checkpoint.
 
     Args:
-        loss_dict: loss values (already reduced over processes, so every rank decides alike).
-        iteration: the iteration, for the message.
-        where: the phase, for the message ("" for the main loop).
+        phase: the loop's phase name, for messages ("" for the main loop).
+        explosion_factor: warn when the period's mean total loss exceeds the first period's by
+            this factor (and again at every further factor of 10).
     """
-    total = sum(v for k, v in loss_dict.items() if k.startswith("loss"))
-    if not math.isfinite(total):
-        phase = f" of {where}" if where else ""
-        raise TrainingDivergedError(
-            f"The loss became infinite or NaN at iteration {iteration}{phase}: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in loss_dict.items())
-            + ". Training stopped; the last checkpoint in OUTPUT_DIR is the last good state. Lower the "
-              "learning rate, enable SOLVER.CLIP_GRAD_NORM, or check the data.")
-    return total
+
+    def __init__(self, phase: str = "", explosion_factor: float = 100.0):
+        self.phase = phase
+        self.explosion_factor = float(explosion_factor)
+        self._reference: Optional[float] = None
+        self._warned_at = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums: Dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._first_bad: Optional[torch.Tensor] = None
+
+    def update(self, loss_dict: Dict[str, torch.Tensor], grad_norm: Optional[torch.Tensor], iteration: int) -> None:
+        """Add one step (device operations only, no host sync)."""
+        total = sum(v.float() for k, v in loss_dict.items() if k.startswith("loss"))
+        finite = torch.isfinite(total) if isinstance(total, torch.Tensor) else torch.tensor(True)
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm.to(finite.device))
+        for k, v in loss_dict.items():
+            v = v.detach().float()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        bad = torch.where(finite, torch.tensor(-1, device=finite.device), torch.tensor(iteration, device=finite.device))
+        self._first_bad = bad if self._first_bad is None else torch.where(self._first_bad >= 0, self._first_bad, bad)
+        self._count += 1
+
+    @property
+    def pending(self) -> int:
+        """Steps added since the last flush."""
+        return self._count
+
+    def flush(self, iteration: int) -> Dict[str, float]:
+        """Synchronise: the mean of every loss over the steps since the last flush, over all ranks.
+
+        Args:
+            iteration: the current iteration (for messages).
+
+        Returns:
+            ``{name: mean}`` plus ``total_loss`` (empty when no step was added).
+
+        Raises:
+            TrainingDivergedError: a loss or the gradient norm was NaN/inf at some step; the
+                message names the first such iteration.
+        """
+        if not self._count:
+            return {}
+        local = {k: v.item() for k, v in self._sums.items()}
+        local["__count"] = float(self._count)
+        local["__first_bad"] = float(self._first_bad.item())
+        self._reset()
+        gathered = comm.all_gather(local)  # every rank sees the same values: all stop together
+        bad = [int(d["__first_bad"]) for d in gathered if d["__first_bad"] >= 0]
+        count = sum(d["__count"] for d in gathered)
+        mean = {k: sum(d[k] for d in gathered) / count for k in local if not k.startswith("__")}
+        if bad:
+            phase = f" of {self.phase}" if self.phase else ""
+            raise TrainingDivergedError(
+                f"The loss or the gradient norm became infinite or NaN at iteration {min(bad)}{phase} (mean losses "
+                f"of the steps since the last log: " + ", ".join(f"{k}={v:.4g}" for k, v in mean.items())
+                + "). Training stopped; the last checkpoint in OUTPUT_DIR is the last good state. Lower the "
+                  "learning rate, enable SOLVER.CLIP_GRAD_NORM, or check the data.")
+        mean["total_loss"] = sum(v for k, v in mean.items() if k.startswith("loss"))
+        self._check_explosion(mean["total_loss"], iteration)
+        return mean
+
+    def _check_explosion(self, total: float, iteration: int) -> None:
+        if self._reference is None:
+            self._reference = max(abs(total), 1e-12)
+            self._warned_at = self.explosion_factor
+            return
+        if total > self._reference * self._warned_at:
+            logging.getLogger(__name__).warning(
+                f"The loss{' of ' + self.phase if self.phase else ''} rose from {self._reference:.4g} to {total:.4g} "
+                f"(x{total / self._reference:.3g}) by iteration {iteration}: training is probably diverging. Lower "
+                f"the learning rate or enable SOLVER.CLIP_GRAD_NORM.")
+            while total > self._reference * self._warned_at:
+                self._warned_at *= 10
 
 
 class SimpleTrainer(TrainerBase):
     """Trains ``model`` on ``data_loader`` with :class:`OptimizationStep` (fp32 or mixed precision).
+
+    Losses are accumulated on the device (:class:`LossMonitor`) and reduced, checked and logged
+    every ``log_period`` steps and at the end of each epoch: no host synchronisation per step.
 
     Args:
         model: returns a dict of losses in training mode.
@@ -309,36 +405,38 @@ class SimpleTrainer(TrainerBase):
         amp_dtype: autocast dtype (``torch.float16`` with a GradScaler, ``torch.bfloat16``) or
             None for fp32.
         phase: name written with this loop's metrics and messages ("" for the main loop).
+        log_period: steps between reductions of the losses (``SOLVER.LOG_PERIOD_ITERS``).
     """
 
     def __init__(self, model, data_loader, optimizer, clip_grad_norm: float = 0.0,
-                 amp_dtype: Optional[torch.dtype] = None, phase: str = ""):
+                 amp_dtype: Optional[torch.dtype] = None, phase: str = "", log_period: int = 20):
         super().__init__()
         model.train()
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
         self.phase = phase
+        self.log_period = max(int(log_period), 1)
         device_type = next(model.parameters()).device.type
         self.optimization_step = OptimizationStep(optimizer, clip_grad_norm, amp_dtype, device_type)
-
-    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
-        # reduce across processes so the console shows the global mean
-        values = {k: v.detach().float().item() for k, v in loss_dict.items()}
-        gathered = comm.all_gather(values)
-        mean = {k: sum(d[k] for d in gathered) / len(gathered) for k in values}
-        # every rank sees the same gathered values, so all of them stop together
-        total = check_finite(mean, self.iter, self.phase)
-        if comm.is_main_process():
-            storage = get_event_storage()
-            storage.put_scalar("data_time", data_time)
-            storage.put_scalar("total_loss", total)
-            storage.put_scalars(**mean)
+        self.monitor = LossMonitor(phase)
 
     def run_step(self, batch):
-        """Forward, backward and update on one batch."""
-        loss_dict = self.optimization_step(lambda: self.model(batch))
-        self._write_metrics(loss_dict, self._data_time)
+        """Forward, backward and update on one batch; reduce and log the losses at period ends."""
+        loss_dict, grad_norm = self.optimization_step(lambda: self.model(batch))
+        self.monitor.update(loss_dict, grad_norm, self.iter)
+        storage = get_event_storage()
+        if comm.is_main_process():
+            storage.put_scalar("data_time", self._data_time)
+        in_epoch = self.iter - storage.epoch_start_iter + 1
+        if in_epoch % self.log_period == 0 or in_epoch >= storage.iters_this_epoch:
+            mean = self.monitor.flush(self.iter)
+            if comm.is_main_process():
+                storage.put_scalars(**mean)
+
+    def check_weights_finite(self) -> None:
+        """Raise TrainingDivergedError when a parameter holds NaN/inf (one host sync)."""
+        check_weights_finite(self.model, self.iter, self.phase)
 
     def state_dict(self):
         sd = super().state_dict()
@@ -348,3 +446,24 @@ class SimpleTrainer(TrainerBase):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.optimization_step.load_state_dict(state)
+
+
+def check_weights_finite(model: torch.nn.Module, iteration: int, phase: str = "") -> None:
+    """Raise TrainingDivergedError naming the first parameter with a NaN/inf value.
+
+    Args:
+        model: the model.
+        iteration: for the message.
+        phase: for the message.
+    """
+    params = [(n, p) for n, p in model.named_parameters()]
+    if not params:
+        return
+    flags = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+    if bool(flags.all()):
+        return
+    bad = [n for (n, _), ok in zip(params, flags.tolist()) if not ok]
+    raise TrainingDivergedError(
+        f"Weights became infinite or NaN by iteration {iteration}{' of ' + phase if phase else ''} "
+        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}). No checkpoint was written from them; the last "
+        f"checkpoint in OUTPUT_DIR is the last good state. Lower the learning rate or enable SOLVER.CLIP_GRAD_NORM.")

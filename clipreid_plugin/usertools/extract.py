@@ -72,8 +72,9 @@ def list_images(inputs: Union[str, Sequence[str]]) -> List[str]:
 
 
 def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] = None) -> CfgNode:
-    """Returns: a frozen config from a CfgNode or a YAML file (e.g. a run's ``config.yaml``),
-    with ``opts`` (``["KEY", "VALUE", ...]``) applied, exactly as ``tools/train_net.py`` builds it."""
+    """Returns: a frozen config from a CfgNode, a YAML file (e.g. a run's ``config.yaml``) or a
+    checkpoint of this toolkit (its stored config), with ``opts`` (``["KEY", "VALUE", ...]``)
+    applied, exactly as ``tools/train_net.py`` builds it."""
     from clipreid_plugin.config import load_cfg
 
     if isinstance(cfg_or_file, CfgNode):
@@ -83,8 +84,8 @@ def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] 
         cfg.freeze()
         return cfg
     if not os.path.isfile(str(cfg_or_file)):
-        raise InputFileError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml "
-                             f"or a config from configs/ or projects/*/configs/).")
+        raise InputFileError(f"Config file {cfg_or_file} not found (pass the run's OUTPUT_DIR/config.yaml, its "
+                             f"model_final.pth, or a config from configs/ or projects/*/configs/).")
     return load_cfg(str(cfg_or_file), list(opts or []))
 
 
@@ -106,9 +107,13 @@ class _Collector(DatasetEvaluator):
 class FeatureExtractor:
     """A trained model plus its test transform, for embedding arbitrary images.
 
+    Built like ``--eval-only`` (:func:`~clipreid_plugin.engine.build_evaluation_model`): no
+    training data and no pretrained weights file are needed, only the checkpoint.
+
     Args:
         cfg_or_file: the run's config (CfgNode or YAML path; ``OUTPUT_DIR/config.yaml`` of a
-            training run has every data-dependent key filled in).
+            training run has every data-dependent key filled in); None = the config stored in
+            ``weights`` (a checkpoint written by this toolkit's trainer).
         weights: checkpoint to load (this project's ``model_*.pth``, a plain state dict, or a
             reference CLIP-ReID checkpoint); None keeps the config's initialisation
             (``MODEL.WEIGHTS`` if set, else random / pretrained backbone).
@@ -116,20 +121,22 @@ class FeatureExtractor:
         device: overrides ``MODEL.DEVICE`` ("cpu", "cuda", "auto").
     """
 
-    def __init__(self, cfg_or_file: Union[CfgNode, str], weights: Optional[str] = None,
+    def __init__(self, cfg_or_file: Union[CfgNode, str, None] = None, weights: Optional[str] = None,
                  opts: Optional[Sequence[str]] = None, device: Optional[str] = None):
+        from clipreid_plugin.engine import build_evaluation_model
         from clipreid_plugin.modeling import build_model
-        from clipreid_plugin.utils.checkpoint import load_model_weights
 
         opts = list(opts or []) + (["MODEL.DEVICE", device] if device else [])
-        self.cfg = load_config(cfg_or_file, opts)
-        self.model = build_model(self.cfg)
+        if cfg_or_file is None and not weights:
+            raise InputFileError("Give the model: a checkpoint written by this toolkit (--weights, it stores its "
+                                 "config), or a config (--config-file) with weights.")
+        self.cfg = load_config(cfg_or_file if cfg_or_file is not None else weights, opts)
         weights = weights or self.cfg.MODEL.WEIGHTS
         if weights:
-            load_model_weights(self.model, weights)
+            self.model, self.cfg = build_evaluation_model(self.cfg, weights)
         else:
             logger.warning("FeatureExtractor: no weights given and MODEL.WEIGHTS is empty: the model is untrained.")
-        self.model.eval()
+            self.model = build_model(self.cfg).eval()
         self.transform = build_transforms(self.cfg, is_train=False)
 
     @property

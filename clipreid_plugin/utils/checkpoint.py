@@ -15,6 +15,7 @@ module keeps the same idea (model + "checkpointables" + a ``last_checkpoint`` po
 
 import logging
 import os
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -27,7 +28,7 @@ from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_CONVERTERS", "load_model_weights", "unwrap_model",
-           "strip_module_prefix"]
+           "strip_module_prefix", "read_checkpoint_metadata", "checkpoint_family"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,18 @@ def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[st
     return sd, fmt
 
 
-def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False) -> Dict[str, List[str]]:
+def _format_problems(report: Dict[str, List[str]], limit: int = 8) -> str:
+    parts = []
+    for kind in ("missing", "mismatched", "unexpected"):
+        keys = report[kind]
+        if keys:
+            shown = ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+            parts.append(f"{kind}: {shown}")
+    return "; ".join(parts)
+
+
+def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False,
+                       allow_partial: bool = True) -> Dict[str, List[str]]:
     """Load model weights from ``path`` and report what did not fit.
 
     Accepts this project's checkpoints (``{"model": ...}``), plain state dicts, and the foreign
@@ -100,13 +112,17 @@ def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False)
         model: the model (DDP wrappers are unwrapped).
         path: checkpoint file.
         strict_shapes: raise instead of skipping parameters whose shapes differ.
+        allow_partial: load what fits when the file fills only part of the model (model tensors
+            missing from the file or of another shape keep their initialisation); False makes
+            that an error (``MODEL.ALLOW_PARTIAL_WEIGHTS`` decides for ``MODEL.WEIGHTS``). Keys of
+            the file the model does not have are only reported.
 
     Returns:
         ``{"missing": [...], "unexpected": [...], "mismatched": ["key: file shape vs model shape"]}``.
 
     Raises:
-        CheckpointError: unreadable file, or no key of the file fits the model (a checkpoint of a
-            different architecture).
+        CheckpointError: unreadable file, no key of the file fits the model (a checkpoint of a
+            different architecture), or a partial fill without ``allow_partial``.
     """
     model = unwrap_model(model)
     data = _read_file(path)
@@ -127,9 +143,16 @@ def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False)
         )
     if mismatched and strict_shapes:
         raise CheckpointError(f"Shape mismatch loading {path}:\n  " + "\n  ".join(mismatched))
-    result = model.load_state_dict(loadable, strict=False)
-    report = {"missing": [k for k in result.missing_keys if k not in {m.split(':')[0] for m in mismatched}],
+    mismatched_keys = {m.split(":")[0] for m in mismatched}
+    report = {"missing": [k for k in own if k not in sd and k not in mismatched_keys],
               "unexpected": [k for k in sd if k not in own], "mismatched": mismatched}
+    if not allow_partial and (report["missing"] or report["mismatched"]):
+        raise CheckpointError(
+            f"{path} fills only {len(loadable)} of the {len(own)} tensors of {type(model).__name__} "
+            f"({_format_problems(report)}). The config does not describe the model this checkpoint was saved "
+            f"from (compare MODEL.* with the run's config.yaml); set MODEL.ALLOW_PARTIAL_WEIGHTS True to load "
+            f"what fits and keep the initialisation of the rest.")
+    model.load_state_dict(loadable, strict=False)
     rows = [(kind, k) for kind in ("missing", "unexpected", "mismatched") for k in report[kind]]
     msg = f"Loaded {len(loadable)}/{len(own)} tensors from {path} ({fmt} format)."
     if rows:
@@ -139,19 +162,77 @@ def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False)
     return report
 
 
+def read_checkpoint_metadata(path: str) -> Dict[str, Any]:
+    """The metadata a :class:`Checkpointer` stored with the weights (empty for other files).
+
+    Args:
+        path: a checkpoint file.
+
+    Returns:
+        ``{"config": YAML text of the run's resolved config, "model_info": {...}}`` (each key
+        only when stored).
+    """
+    data = _read_file(path)
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+# Progress order of the checkpoint names a run writes: stage-1 periodic, stage-1 final,
+# periodic, final (a phase hook's files come before the main loop's).
+_PERIODIC = re.compile(r"^model_(\d+)\.pth$")
+_PHASE = re.compile(r"^model_([a-z0-9]+)_(\d+|final)\.pth$")
+
+
+def _progress_key(name: str) -> Optional[Tuple[int, int, int]]:
+    if name == "model_final.pth":
+        return (2, 0, 0)
+    m = _PERIODIC.match(name)
+    if m:
+        return (1, 0, int(m.group(1)))
+    m = _PHASE.match(name)
+    if m:
+        step = m.group(2)
+        return (0, 1, 0) if step == "final" else (0, 0, int(step))
+    return None
+
+
+def checkpoint_family(name: str) -> Optional[str]:
+    """Returns: the family of a periodic checkpoint name ("model" for ``model_0004.pth``,
+    "model_stage1" for ``model_stage1_0004.pth``), None for final and other files."""
+    if _PERIODIC.match(name):
+        return "model"
+    m = _PHASE.match(name)
+    if m and m.group(2) != "final":
+        return f"model_{m.group(1)}"
+    return None
+
+
 class Checkpointer:
     """Save and restore a model plus "checkpointables" (optimizer, scheduler, trainer, ...).
+
+    Saves are atomic and update a ``last_checkpoint`` pointer afterwards. :meth:`resume` uses
+    the pointer's file, or, when the pointer is missing, dangling or names a file that cannot
+    be read, the newest readable checkpoint of the folder (and says which). Periodic
+    checkpoints of each family (``model_NNNN``, ``model_stage1_NNNN``) beyond the newest
+    ``max_keep`` are deleted after each save; final ones are never deleted.
 
     Args:
         model: the model (DDP wrappers are unwrapped).
         save_dir: output folder; only the main process writes.
+        max_keep: periodic checkpoints kept per family (0 = all).
         **checkpointables: objects with ``state_dict``/``load_state_dict`` stored beside the model.
+
+    Attributes:
+        metadata: plain values stored in every checkpoint under ``"metadata"`` (the run's
+            resolved config, what the model is), so that a checkpoint is usable on its own.
     """
 
-    def __init__(self, model: nn.Module, save_dir: str, **checkpointables: Any):
+    def __init__(self, model: nn.Module, save_dir: str, max_keep: int = 0, **checkpointables: Any):
         self.model = unwrap_model(model)
         self.save_dir = save_dir
+        self.max_keep = int(max_keep)
         self.checkpointables = checkpointables
+        self.metadata: Dict[str, Any] = {}
 
     def save(self, name: str, **extra: Any) -> Optional[str]:
         """Atomically write ``save_dir/name.pth`` and point ``last_checkpoint`` at it.
@@ -162,49 +243,133 @@ class Checkpointer:
 
         Returns:
             The path written (None on non-main processes).
+
+        Raises:
+            CheckpointError: the file could not be written (disk full, permissions); the
+                previous checkpoints are intact.
         """
         if not comm.is_main_process():
             return None
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if self.metadata:
+            data["metadata"] = dict(self.metadata)
         data.update(extra)
         path = os.path.join(self.save_dir, f"{name}.pth")
-        atomic_write(path, lambda f: torch.save(data, f))
-        # the pointer is written only after the checkpoint itself is complete
-        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), os.path.basename(path))
+        try:
+            atomic_write(path, lambda f: torch.save(data, f))
+            # the pointer is written only after the checkpoint itself is complete
+            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), os.path.basename(path))
+        except (OSError, RuntimeError) as e:
+            raise CheckpointError(f"Could not write checkpoint {path}: {e}. The previous checkpoints in "
+                                  f"{self.save_dir} are intact; free disk space (or fix permissions) and resume "
+                                  f"with --resume.") from e
         logger.info(f"Saved checkpoint to {path}")
+        self.prune(os.path.basename(path))
         return path
 
-    def get_checkpoint_file(self) -> Optional[str]:
-        """Returns: the path named by ``save_dir/last_checkpoint``, or None if there is none."""
+    def prune(self, keep_name: str = "") -> List[str]:
+        """Delete periodic checkpoints beyond the newest ``max_keep`` of each family.
+
+        Args:
+            keep_name: a file never deleted (the one just written).
+
+        Returns:
+            The deleted paths.
+        """
+        if self.max_keep <= 0 or not os.path.isdir(self.save_dir):
+            return []
+        families: Dict[str, List[str]] = {}
+        for name in os.listdir(self.save_dir):
+            family = checkpoint_family(name)
+            if family:
+                families.setdefault(family, []).append(name)
+        pointer = self._pointer_name()
+        removed = []
+        for names in families.values():
+            names.sort(key=_progress_key, reverse=True)
+            for name in names[self.max_keep:]:
+                if name not in (keep_name, pointer):
+                    path = os.path.join(self.save_dir, name)
+                    os.remove(path)
+                    removed.append(path)
+        return removed
+
+    def _pointer_name(self) -> Optional[str]:
         pointer = os.path.join(self.save_dir, "last_checkpoint")
         if not os.path.isfile(pointer):
             return None
         with open(pointer) as f:
-            name = f.read().strip()
-        path = os.path.join(self.save_dir, name)
-        return path if os.path.isfile(path) else None
+            return f.read().strip() or None
+
+    def checkpoints(self) -> List[str]:
+        """Returns: the run's checkpoint files in ``save_dir``, newest (most progress) first."""
+        if not os.path.isdir(self.save_dir):
+            return []
+        names = [n for n in os.listdir(self.save_dir) if _progress_key(n) is not None]
+        return [os.path.join(self.save_dir, n) for n in sorted(names, key=_progress_key, reverse=True)]
+
+    def get_checkpoint_file(self) -> Optional[str]:
+        """Returns: the path named by ``save_dir/last_checkpoint`` if that file exists, else None."""
+        name = self._pointer_name()
+        path = os.path.join(self.save_dir, name) if name else None
+        return path if path and os.path.isfile(path) else None
 
     def has_checkpoint(self) -> bool:
         """Returns: whether ``save_dir`` holds a checkpoint to resume from."""
-        return self.get_checkpoint_file() is not None
+        return self.get_checkpoint_file() is not None or bool(self.checkpoints())
+
+    def _resume_candidates(self) -> List[str]:
+        pointed = self.get_checkpoint_file()
+        rest = [p for p in self.checkpoints() if p != pointed]
+        return ([pointed] if pointed else []) + rest
 
     def resume(self) -> Dict[str, Any]:
-        """Load the last checkpoint of ``save_dir`` (model and every checkpointable).
+        """Load the last good checkpoint of ``save_dir`` (model and every checkpointable).
 
         Returns:
-            The remaining (extra) content of the checkpoint; {} when there is none.
+            The remaining (extra) content of the checkpoint plus ``"path"``; {} when there is none.
+
+        Raises:
+            CheckpointError: checkpoints exist but none can be read, or the model does not fit
+                the checkpoint (a different architecture than the run's).
         """
-        path = self.get_checkpoint_file()
-        if path is None:
+        candidates = self._resume_candidates()
+        if not candidates:
             return {}
-        data = _read_file(path)
-        self.model.load_state_dict(data.pop("model"), strict=True)
+        pointer = self._pointer_name()
+        errors = []
+        for path in candidates:
+            try:
+                data = _read_file(path)
+            except CheckpointError as e:
+                logger.warning(f"Skipping unreadable checkpoint {path}: {e}")
+                errors.append(f"{os.path.basename(path)}: {e}")
+                continue
+            break
+        else:
+            raise CheckpointError(f"No checkpoint in {self.save_dir} can be read ({'; '.join(errors)}). Delete the "
+                                  f"folder's model_*.pth files to start over, or give another OUTPUT_DIR.")
+        name = os.path.basename(path)
+        if name != pointer:
+            why = "missing" if pointer is None else (
+                f"names {pointer}, which " + ("cannot be read" if os.path.isfile(os.path.join(self.save_dir, pointer))
+                                              else "does not exist"))
+            logger.warning(f"last_checkpoint is {why}: resuming from the newest readable checkpoint, {name}.")
+        try:
+            self.model.load_state_dict(data.pop("model"), strict=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[1:3]
+            raise CheckpointError(
+                f"Cannot resume from {path}: it was saved from a different model than this config builds "
+                f"({' '.join(s.strip() for s in first)} ...). Resume with the run's own config "
+                f"(--config-file {os.path.join(self.save_dir, 'config.yaml')}) or use another OUTPUT_DIR.") from None
         for key, obj in self.checkpointables.items():
             if key in data:
                 obj.load_state_dict(data.pop(key))
             else:
                 logger.warning(f"Checkpoint {path} has no state for {key!r}; it starts fresh.")
+        data.pop("metadata", None)
         logger.info(f"Resumed from {path}")
-        return data
+        return dict(data, path=path)

@@ -6,7 +6,7 @@ from typing import Callable
 
 from .errors import ToolkitError
 
-__all__ = ["run_tool"]
+__all__ = ["run_tool", "one_line"]
 
 
 def run_tool(main: Callable[[], None]) -> int:
@@ -30,6 +30,20 @@ def run_tool(main: Callable[[], None]) -> int:
     except ToolkitError as e:
         if os.environ.get("CLIPREID_DEBUG"):
             raise
-        print(f"error: {e}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
+        print(f"error: {one_line(e)}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` without the traceback text a DataLoader worker wraps it in.
+
+    torch re-raises an error of a worker process in the main process as the same type, with
+    "Caught X in DataLoader worker process N. Original Traceback ..." as its message; the
+    original message is the last line, after "X: ".
+    """
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

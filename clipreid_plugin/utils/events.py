@@ -203,8 +203,8 @@ class JSONWriter(EventWriter):
     """
 
     def __init__(self, json_file: str, window: int = 20, phase: str = ""):
-        os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
-        self._file = open(json_file, "a")
+        self._path = json_file
+        self._file = None  # opened at the first write: a run that stops before training leaves no file
         self._window = window
         self._phase = phase
         self._last_written = -1
@@ -215,13 +215,17 @@ class JSONWriter(EventWriter):
         for k, (v, it) in storage.latest_with_smoothing_hint(self._window).items():
             if it > self._last_written:
                 by_iter[it][k] = v
+        if by_iter and self._file is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+            self._file = open(self._path, "a")
         for it in sorted(by_iter):
             record = {"iteration": it, "epoch": storage.epoch, **by_iter[it]}
             if self._phase:
                 record["phase"] = self._phase
             self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        if by_iter:
-            self._last_written = max(by_iter)
+        if not by_iter:
+            return
+        self._last_written = max(by_iter)
         self._file.flush()
         try:
             os.fsync(self._file.fileno())
@@ -229,7 +233,8 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class TensorboardWriter(EventWriter):

@@ -5,10 +5,11 @@ A dataset object only *lists* images; reading and transforming them is the loade
 tuples with an absolute path, the raw identity, a 0-based camera id and a view id.
 """
 
+import contextlib
 import glob
 import logging
 import os
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 from tabulate import tabulate
 
@@ -17,7 +18,7 @@ from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["DATASET_REGISTRY", "DatasetError", "ReIDDataset", "Sample", "register_dataset",
            "read_list_file", "parse_int",
-           "find_dataset_dir", "list_images", "relabel"]
+           "find_dataset_dir", "list_images", "relabel", "test_splits_only", "train_split_needed"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,28 @@ def register_dataset(*aliases: str):
     return deco
 
 
+_TEST_ONLY = []
+
+
+@contextlib.contextmanager
+def test_splits_only() -> Iterator[None]:
+    """Within this context datasets index their query and gallery only: the training split may be
+    absent (its list is then empty). Evaluation and the test loaders use it: they never need
+    training images."""
+    _TEST_ONLY.append(True)
+    try:
+        yield
+    finally:
+        _TEST_ONLY.pop()
+
+
+def train_split_needed() -> bool:
+    """Returns: False inside :func:`test_splits_only`."""
+    return not _TEST_ONLY
+
+
 def find_dataset_dir(root: str, candidates: Sequence[str], required: Sequence[str],
-                     dataset_name: str) -> str:
+                     dataset_name: str, train_entries: Sequence[str] = ()) -> str:
     """Return the first ``root/<candidate>`` that contains every entry of ``required``.
 
     Args:
@@ -64,6 +85,8 @@ def find_dataset_dir(root: str, candidates: Sequence[str], required: Sequence[st
         candidates: sub-folder names to try, in order of preference.
         required: files/folders that must exist inside the dataset folder.
         dataset_name: used in the error message.
+        train_entries: the entries of ``required`` that belong to the training split (not
+            required inside :func:`test_splits_only`).
 
     Returns:
         Absolute path of the dataset folder.
@@ -73,6 +96,8 @@ def find_dataset_dir(root: str, candidates: Sequence[str], required: Sequence[st
             what the root folder actually contains.
     """
     root = os.path.abspath(os.path.expanduser(root))
+    if not train_split_needed():
+        required = [r for r in required if r not in train_entries]
     for cand in candidates:
         path = os.path.join(root, cand)
         if all(os.path.exists(os.path.join(path, r)) for r in required):
@@ -164,7 +189,8 @@ class ReIDDataset:
         self.query = query
         self.gallery = gallery
         for split, items in (("train", train), ("query", query), ("gallery", gallery)):
-            if not items and not (split == "gallery" and self.random_gallery):
+            optional = (split == "gallery" and self.random_gallery) or (split == "train" and not train_split_needed())
+            if not items and not optional:
                 raise DatasetError(f"{self.name}: the {split} split is empty after parsing.")
 
     @property
@@ -236,8 +262,13 @@ def read_list_file(path: str, dataset_name: str, num_fields: int) -> List[Tuple[
         raise DatasetError(f"{dataset_name}: list file {path} does not exist. "
                            f"See docs/DATASETS.md for the expected layout.")
     rows = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{dataset_name}: {path}, line {lineno}: not UTF-8 text ({e.reason} at byte "
+                                   f"{e.start}); re-save the file as UTF-8.") from None
             fields = line.split()
             if not fields:
                 continue

@@ -5,7 +5,7 @@ import os
 import re
 from typing import List
 
-from .bases import DatasetError, ReIDDataset, Sample, list_images, register_dataset, relabel
+from .bases import DatasetError, ReIDDataset, Sample, list_images, register_dataset, relabel, train_split_needed
 
 __all__ = ["GenericReID"]
 
@@ -59,7 +59,8 @@ class GenericReID(ReIDDataset):
                 f"{self.name}: folder {self.dataset_dir} does not exist (DATASETS.ROOT_DIR/"
                 f"DATASETS.GENERIC.DIR). It must hold train/, query/, gallery/ image folders or "
                 f"train.csv, query.csv, gallery.csv; see docs/DATASETS.md.")
-        train, query, gallery = (self._parse_split(s) for s in SPLITS)
+        train, query, gallery = (self._parse_split(s) if s != "train" or train_split_needed() else []
+                                 for s in SPLITS)
         super().__init__(relabel(train), query, gallery)
 
     @classmethod
@@ -86,11 +87,16 @@ class GenericReID(ReIDDataset):
             if m is None:
                 raise DatasetError(f"{self.name}: file name of {path} does not match "
                                    f"DATASETS.GENERIC.PATTERN {self.pattern.pattern!r}.")
-            pid = int(m.group("pid"))
+            try:
+                pid = int(m.group("pid"))
+                view = int(m.group("viewid") or 0) if "viewid" in self.pattern.groupindex else 0
+                cam = int(m.group("camid"))
+            except ValueError as e:
+                raise DatasetError(f"{self.name}: file name of {path}: the groups of DATASETS.GENERIC.PATTERN "
+                                   f"{self.pattern.pattern!r} must capture integers ({e}).") from None
             if pid == -1:
                 continue
-            view = int(m.group("viewid") or 0) if "viewid" in self.pattern.groupindex else 0
-            samples.append((path, pid, self._camid(int(m.group("camid")), path), view))
+            samples.append((path, pid, self._camid(cam, path), view))
         return samples
 
     def _parse_csv(self, csv_path: str) -> List[Sample]:

@@ -4,7 +4,8 @@ import os
 import re
 from typing import List
 
-from .bases import DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, register_dataset, relabel
+from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, register_dataset, relabel,
+                    train_split_needed)
 
 __all__ = ["Market1501", "parse_market_folder"]
 
@@ -68,9 +69,9 @@ class Market1501(ReIDDataset):
         Args:
             root: DATASETS.ROOT_DIR (the folder holding the dataset folder).
         """
-        self.dataset_dir = find_dataset_dir(root, self.dataset_dirs, self.splits, self.name)
+        self.dataset_dir = find_dataset_dir(root, self.dataset_dirs, self.splits, self.name, self.splits[:1])
         train, query, gallery = (
             parse_market_folder(os.path.join(self.dataset_dir, s), self.name, self.max_pid,
-                                self.max_cam, self.view_id)
-            for s in self.splits)
+                                self.max_cam, self.view_id) if i or train_split_needed() else []
+            for i, s in enumerate(self.splits))
         super().__init__(relabel(train), query, gallery)

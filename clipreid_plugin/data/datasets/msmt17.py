@@ -4,7 +4,7 @@ import os
 from typing import List
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, parse_int, read_list_file,
-                    register_dataset)
+                    register_dataset, train_split_needed)
 
 __all__ = ["MSMT17"]
 
@@ -33,18 +33,19 @@ class MSMT17(ReIDDataset):
         train_dir = test_dir = None
         for folder, tr, te in self.layouts:
             path = os.path.join(os.path.abspath(root), folder)
-            if os.path.isdir(os.path.join(path, tr)):
+            if os.path.isdir(os.path.join(path, tr if train_split_needed() else te)):
                 self.dataset_dir, train_dir, test_dir = path, os.path.join(path, tr), os.path.join(path, te)
                 break
         if train_dir is None:  # raises with the full list of what was looked for
             find_dataset_dir(root, [f for f, _, _ in self.layouts],
                              ["train/ (or mask_train_v2/)", "test/ (or mask_test_v2/)",
-                              *self.list_files], self.name)
+                              *self.list_files], self.name,
+                             ["train/ (or mask_train_v2/)", "list_train.txt", "list_val.txt"])
         lst = {name: os.path.join(self.dataset_dir, name) for name in self.list_files}
         train = (self._parse(lst["list_train.txt"], train_dir)
-                 + self._parse(lst["list_val.txt"], train_dir))
+                 + self._parse(lst["list_val.txt"], train_dir)) if train_split_needed() else []
         labels = sorted({s[1] for s in train})
-        if labels != list(range(len(labels))):
+        if train and labels != list(range(len(labels))):
             raise DatasetError(f"{self.name}: train labels in list_train.txt + list_val.txt must "
                                f"be 0..K-1; found {len(labels)} labels ranging "
                                f"{labels[0]}..{labels[-1]}.")

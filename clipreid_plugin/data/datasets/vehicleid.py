@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import List
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, parse_int, read_list_file,
-                    register_dataset, relabel)
+                    register_dataset, relabel, train_split_needed)
 
 __all__ = ["VehicleID"]
 
@@ -44,8 +44,9 @@ class VehicleID(ReIDDataset):
         test_list = f"train_test_split/test_list_{test_size}.txt"
         self.dataset_dir = find_dataset_dir(
             root, self.dataset_dirs, ["image", "train_test_split/train_list.txt", test_list],
-            self.name)
-        train = self._parse(os.path.join(self.dataset_dir, "train_test_split/train_list.txt"))
+            self.name, ["train_test_split/train_list.txt"])
+        train = self._parse(os.path.join(self.dataset_dir, "train_test_split/train_list.txt")) \
+            if train_split_needed() else []
         train.sort(key=lambda s: s[1])  # stable: ascending vehicle id, list order within an id
         self.test = self._parse(os.path.join(self.dataset_dir, test_list))
         by_id = OrderedDict()

@@ -6,7 +6,7 @@ import re
 from typing import Dict, List, Optional
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, parse_int,
-                    read_list_file, register_dataset, relabel)
+                    read_list_file, register_dataset, relabel, train_split_needed)
 
 __all__ = ["VeRi"]
 
@@ -56,10 +56,10 @@ class VeRi(ReIDDataset):
         Args:
             root: DATASETS.ROOT_DIR.
         """
-        self.dataset_dir = find_dataset_dir(root, self.dataset_dirs, self.splits, self.name)
+        self.dataset_dir = find_dataset_dir(root, self.dataset_dirs, self.splits, self.name, self.splits[:1])
         views = self._load_views(root)
         train, query, gallery = (self._parse(os.path.join(self.dataset_dir, s), views)
-                                 for s in self.splits)
+                                 if i or train_split_needed() else [] for i, s in enumerate(self.splits))
         super().__init__(relabel(train), query, gallery)
 
     def _load_views(self, root: str) -> Optional[List[Dict[str, int]]]:

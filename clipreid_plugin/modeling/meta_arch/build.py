@@ -1,8 +1,12 @@
 """Meta-architecture registry: the whole model (backbone + heads + losses)."""
 
+import logging
+
 import torch
 
 from clipreid_plugin.utils.registry import Registry
+
+__all__ = ["META_ARCH_REGISTRY", "build_model", "weights_replace_pretrained"]
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """
@@ -12,8 +16,22 @@ and returns a dict of weighted losses in training mode and the embedding (B, D) 
 """
 
 
+def weights_replace_pretrained(cfg) -> bool:
+    """Whether ``MODEL.WEIGHTS`` will overwrite every tensor, so no pretrained file need be read.
+
+    True when weights are given and partial loading is off (``MODEL.ALLOW_PARTIAL_WEIGHTS``
+    False: a file that does not fill the whole model is then an error). Components that read
+    pretrained files of their own (a plugin's text tower, say) follow the same rule, as fast-reid
+    skips its pretrain file when weights are given: a checkpoint is usable on its own.
+    """
+    return bool(cfg.MODEL.WEIGHTS) and not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS
+
+
 def build_model(cfg) -> torch.nn.Module:
     """Build the model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``.
+
+    With ``MODEL.WEIGHTS`` holding every tensor (:func:`weights_replace_pretrained`) the
+    backbone's pretrained file (``MODEL.BACKBONE.PRETRAIN_PATH``) is not read.
 
     Args:
         cfg: the config (``MODEL.HEADS.NUM_CLASSES`` must be set for training).
@@ -23,5 +41,12 @@ def build_model(cfg) -> torch.nn.Module:
     """
     from clipreid_plugin.utils.env import resolve_device
 
+    if weights_replace_pretrained(cfg) and cfg.MODEL.BACKBONE.PRETRAIN:
+        logging.getLogger(__name__).info(f"MODEL.WEIGHTS ({cfg.MODEL.WEIGHTS}) holds every tensor: the pretrained "
+                                         f"backbone file is not read.")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.BACKBONE.PRETRAIN = False
+        cfg.freeze()
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
     return model.to(resolve_device(cfg.MODEL.DEVICE))

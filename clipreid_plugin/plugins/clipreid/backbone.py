@@ -31,7 +31,7 @@ from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, Bac
                                                 resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
 
-from .clip_weights import load_clip
+from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
 
 __all__ = ["CLIPImageEncoder", "build_clip_backbone", "load_clip_from_config", "shared_clip_models"]
 
@@ -65,7 +65,10 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
 
     ``MODEL.BACKBONE.PRETRAIN`` True loads ``PRETRAIN_PATH`` (a local OpenAI or open_clip file)
     or, when that is empty, ``MODEL.BACKBONE.CLIP.PRETRAINED_TAG``; False gives random weights
-    (to be overwritten by a full checkpoint in ``MODEL.WEIGHTS``).
+    (overwritten by a full checkpoint in ``MODEL.WEIGHTS``). With no
+    ``MODEL.BACKBONE.CLIP.MODEL_NAME`` and no file to read the architecture from, it comes from
+    the shapes of ``MODEL.WEIGHTS`` (this toolkit's or the reference's CLIP-ReID checkpoint), so
+    a checkpoint is usable without the CLIP file it was trained from.
 
     Args:
         cfg: the config.
@@ -87,12 +90,16 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
             )
         weights = b.PRETRAIN_PATH if b.PRETRAIN else ""
         tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
-    else:
-        tag = "" if weights else c.PRETRAINED_TAG
-    key = (c.MODEL_NAME, weights, tag, qg)
+    else:  # a text tower of its own: its file, else the tag (when pretrained weights are wanted at all)
+        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
+    from_checkpoint = not (c.MODEL_NAME or weights or tag) and bool(cfg.MODEL.WEIGHTS)
+    key = (c.MODEL_NAME, weights, tag, qg, cfg.MODEL.WEIGHTS if from_checkpoint else "")
     if _SHARED is not None and key in _SHARED:
         return _SHARED[key]
-    model = load_clip(c.MODEL_NAME, weights=weights, pretrained_tag=tag, quick_gelu=qg)
+    if from_checkpoint:
+        model = load_clip(quick_gelu=qg, model_cfg=infer_model_config_from_reid_checkpoint(cfg.MODEL.WEIGHTS))
+    else:
+        model = load_clip(c.MODEL_NAME, weights=weights, pretrained_tag=tag, quick_gelu=qg)
     if _SHARED is not None:
         _SHARED[key] = model
     return model

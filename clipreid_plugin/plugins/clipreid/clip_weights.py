@@ -41,6 +41,7 @@ __all__ = [
     "is_openai_state_dict",
     "infer_openai_model_config",
     "convert_openai_checkpoint",
+    "infer_model_config_from_reid_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,63 @@ def infer_openai_model_config(sd: Dict[str, torch.Tensor]) -> dict:
             "quick_gelu": True}
 
 
+# Prefixes under which CLIP-ReID checkpoints (this toolkit's and the reference's) hold the towers.
+_REID_PREFIXES = (("backbone.visual.", "visual."), ("image_encoder.", "visual."),
+                  ("text_head.text_encoder.", ""), ("text_encoder.", ""))
+
+
+def infer_model_config_from_reid_checkpoint(path: str) -> dict:
+    """The CLIP architecture of a CLIP-ReID checkpoint (this toolkit's ``model_*.pth`` or a
+    reference ``ViT-B-16_60.pth``), read from its tensor shapes, for building the model without
+    the original CLIP weights file.
+
+    The positional embeddings of such checkpoints are resized to the ReID grid and the token
+    embedding is not kept, so the image size is set to a square one (the ReID backbone resizes
+    it again, and the checkpoint overwrites it) and the vocabulary is CLIP's BPE. A checkpoint
+    without a text tower (a CLIP baseline) gets a one-layer text tower of its embedding width.
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        An open_clip model config (see :func:`infer_openai_model_config`).
+
+    Raises:
+        CheckpointError: the file holds no CLIP image tower.
+    """
+    from open_clip import tokenizer as clip_tokenizer
+
+    from clipreid_plugin.utils.checkpoint import strip_module_prefix
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    sd = data.get("model", data) if isinstance(data, dict) else {}
+    sd = strip_module_prefix(sd) if isinstance(sd, dict) else {}
+    mapped: Dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        for prefix, new in _REID_PREFIXES:
+            if key.startswith(prefix):
+                mapped[new + key[len(prefix):]] = value
+                break
+    if "visual.conv1.weight" not in mapped:
+        raise CheckpointError(f"{path} holds no CLIP image tower (no backbone.visual.* / image_encoder.* keys): "
+                              f"set MODEL.BACKBONE.CLIP.MODEL_NAME to the open_clip model it was trained as.")
+    embed = (mapped["visual.proj"].shape[1] if "visual.proj" in mapped
+             else mapped["visual.attnpool.c_proj.weight"].shape[0])
+    if "text_projection" not in mapped:  # no text tower in the file: a small stand-in of the right width
+        mapped.update({"ln_final.weight": torch.zeros(64), "positional_embedding": torch.zeros(77, 64),
+                       "text_projection": torch.zeros(64, embed), "transformer.resblocks.0.ln_1.weight": torch.zeros(64)})
+    mapped["token_embedding.weight"] = torch.empty(clip_tokenizer._tokenizer.vocab_size, 0)
+    if "visual.proj" in mapped:  # a square grid the ViT tower is built with before the ReID resize
+        patch = mapped["visual.conv1.weight"].shape[-1]
+        mapped["visual.positional_embedding"] = torch.zeros(14 * 14 + 1, mapped["visual.conv1.weight"].shape[0])
+        cfg = infer_openai_model_config(mapped)
+        cfg["vision_cfg"]["image_size"] = patch * 14
+    else:
+        mapped["visual.attnpool.positional_embedding"] = torch.zeros(7 * 7 + 1, 1)
+        cfg = infer_openai_model_config(mapped)
+    return cfg
+
+
 def _describe(cfg: dict) -> str:
     v = cfg["vision_cfg"]
     kind = f"ViT width {v['width']}, {v['layers']} layers, patch {v['patch_size']}" if v.get("patch_size") \
@@ -297,7 +355,7 @@ def _create(model_name: str, quick_gelu: bool, pretrained: Optional[str] = None)
 # Entry point
 # ---------------------------------------------------------------------------------------------
 def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "", *,
-              quick_gelu: Optional[bool] = None):
+              quick_gelu: Optional[bool] = None, model_cfg: Optional[dict] = None):
     """Build a float32 open_clip CLIP model from local weights, a pretrained tag or random init.
 
     Which source is used:
@@ -311,7 +369,9 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
     * else ``pretrained_tag`` set: ``open_clip.create_model(model_name, pretrained=tag)`` with
       the tag's QuickGELU setting (network or cache; open_clip does not fall back offline).
     * else: random init of ``model_name`` with QuickGELU (CLIP-ReID checkpoints, loaded later
-      through MODEL.WEIGHTS, are OpenAI-architecture models).
+      through MODEL.WEIGHTS, are OpenAI-architecture models), or of ``model_cfg`` when no name
+      is given (an architecture read from a checkpoint, see
+      :func:`infer_model_config_from_reid_checkpoint`).
 
     Args:
         model_name: open_clip model name ("ViT-B-16", "RN50", "ViT-L-14", ...; "ViT-B/16" is
@@ -320,6 +380,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         pretrained_tag: open_clip pretrained tag ("" = none); ignored when ``weights`` is set.
         quick_gelu: override the activation choice above (None = automatic). Needed only for
             an open_clip-layout fp32 file holding OpenAI weights under a GELU model name.
+        model_cfg: an open_clip model config for random init without a name.
 
     Returns:
         open_clip.model.CLIP in float32 on the CPU, in eval mode.
@@ -389,6 +450,10 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
                 f"Could not fetch open_clip weights {model_name}/{pretrained_tag} ({e}). Without network "
                 f"access put the file on disk and set MODEL.BACKBONE.PRETRAIN_PATH to it instead."
             ) from None
+    elif model_cfg is not None:
+        cfg = dict(model_cfg, quick_gelu=_resolve_quick_gelu(quick_gelu, True, "an inferred architecture"))
+        model = CLIP(**cfg)
+        logger.info("Built %s with random weights (QuickGELU=%s).", _describe(cfg), cfg["quick_gelu"])
     else:
         if not model_name:
             raise ConfigError("Set MODEL.BACKBONE.CLIP.MODEL_NAME (an open_clip model name) or a weights file.")

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from clipreid_plugin.modeling import LOSS_REGISTRY, META_ARCH_REGISTRY, build_backbone
+from clipreid_plugin.modeling.meta_arch import weights_replace_pretrained
 from clipreid_plugin.modeling.backbones import eval_mode
 from clipreid_plugin.modeling.heads import build_head
 from clipreid_plugin.utils.errors import ConfigError
@@ -43,11 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 def _text_clip_model(cfg, backbone: nn.Module) -> nn.Module:
-    """The CLIP model whose text tower the text head uses (see ``MODEL.PROMPT.TEXT_WEIGHTS``)."""
-    weights = cfg.MODEL.PROMPT.TEXT_WEIGHTS
+    """The CLIP model whose text tower the text head uses (see ``MODEL.PROMPT.TEXT_WEIGHTS``).
+
+    When ``MODEL.WEIGHTS`` overwrites every tensor (``weights_replace_pretrained``), no text
+    weights file is read either."""
+    weights = "" if weights_replace_pretrained(cfg) else cfg.MODEL.PROMPT.TEXT_WEIGHTS
     if not weights and isinstance(backbone, CLIPImageEncoder):
         return load_clip_from_config(cfg)  # the backbone's own CLIP model (shared load)
-    if not weights and not cfg.MODEL.BACKBONE.CLIP.PRETRAINED_TAG:
+    if weights_replace_pretrained(cfg):
+        return load_clip_from_config(cfg, weights="")
+    if not weights and not (cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.BACKBONE.CLIP.PRETRAINED_TAG):
         logger.warning("CLIPReID with a non-CLIP backbone and neither MODEL.PROMPT.TEXT_WEIGHTS nor "
                        "MODEL.BACKBONE.CLIP.PRETRAINED_TAG: the CLIP text tower is random.")
     return load_clip_from_config(cfg, weights=weights)

@@ -4,10 +4,13 @@ Registered as a config extension: every config built once the plugin is imported
 The keys the trainer fills from the training data are declared here too.
 """
 
-from clipreid_plugin.config import CfgNode as CN
-from clipreid_plugin.config import declare_data_dependent_key, register_config_extension
+import logging
 
-__all__ = ["add_clipreid_config"]
+from clipreid_plugin.config import CfgNode as CN
+from clipreid_plugin.config import declare_data_dependent_key, register_config_check, register_config_extension
+from clipreid_plugin.utils.errors import ConfigError
+
+__all__ = ["add_clipreid_config", "check_clipreid_config"]
 
 declare_data_dependent_key("MODEL.BACKBONE.CLIP.NUM_CAMERAS", "num_cameras")
 declare_data_dependent_key("MODEL.BACKBONE.CLIP.NUM_VIEWS", "num_views")
@@ -61,7 +64,8 @@ def add_clipreid_config(cfg: CN) -> None:
     _C.MODEL.PROMPT.HEAD_NAME = "PromptLearnerHead"
     # CLIP weights file of the text tower. Empty: with a CLIP image backbone, the same CLIP model
     # (MODEL.BACKBONE.PRETRAIN_PATH / CLIP.PRETRAINED_TAG); with any other backbone,
-    # CLIP.PRETRAINED_TAG or random init. Architecture from MODEL.BACKBONE.CLIP.MODEL_NAME (or the file).
+    # CLIP.PRETRAINED_TAG (when MODEL.BACKBONE.PRETRAIN) or random init. Architecture from
+    # MODEL.BACKBONE.CLIP.MODEL_NAME (or the file). Not read when MODEL.WEIGHTS holds every tensor.
     _C.MODEL.PROMPT.TEXT_WEIGHTS = ""
     # Width of the learned projection CLIPBaseline / CLIPReID put on a backbone without a projected
     # output (or one of another width than the text tower): 0 = the text tower's width (CLIPReID),
@@ -93,3 +97,45 @@ def add_clipreid_config(cfg: CN) -> None:
     _C.CLIPREID.STAGE1.LR_MIN = 1e-6  # cosine floor (also the LR of the last epoch)
     # Save a checkpoint every N stage-1 epochs (0 = only at the end of stage 1).
     _C.CLIPREID.STAGE1.CHECKPOINT_PERIOD = 0
+
+
+@register_config_check
+def check_clipreid_config(cfg, training: bool) -> None:
+    """The plugin's part of the engine's config validation (names and values of its keys).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    from clipreid_plugin.modeling import HEAD_REGISTRY, LOSS_REGISTRY
+
+    c = cfg.MODEL.BACKBONE.CLIP
+    if str(c.QUICK_GELU).lower() not in ("auto", "on", "off"):
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {c.QUICK_GELU!r}; valid: 'auto', 'on', 'off'.")
+    if len(c.STRIDE_SIZE) != 2 or min(c.STRIDE_SIZE) < 1:
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(c.STRIDE_SIZE)}.")
+    if cfg.MODEL.META_ARCHITECTURE == "CLIPReID":
+        try:
+            HEAD_REGISTRY.get(cfg.MODEL.PROMPT.HEAD_NAME)
+        except KeyError as e:
+            raise ConfigError(f"MODEL.PROMPT.HEAD_NAME: {e}") from None
+    if not training:
+        return
+    if cfg.CLIPREID.PHASES not in ("both", "stage2"):
+        raise ConfigError(f"CLIPREID.PHASES is {cfg.CLIPREID.PHASES!r}; valid: 'both', 'stage2' (stage 1 alone: "
+                          f"SOLVER.MAX_EPOCHS 0).")
+    if "CLIPReIDStage1Hook" in cfg.TRAINER.HOOKS:
+        s1 = cfg.CLIPREID.STAGE1
+        if cfg.CLIPREID.PHASES == "both" and s1.MAX_EPOCHS <= 0:
+            raise ConfigError(f"CLIPREID.STAGE1.MAX_EPOCHS is {s1.MAX_EPOCHS}; stage 1 needs at least one epoch (to "
+                              f"skip it: CLIPREID.PHASES stage2 with a stage-1 checkpoint in MODEL.WEIGHTS).")
+        if s1.IMS_PER_BATCH < 1:
+            raise ConfigError(f"CLIPREID.STAGE1.IMS_PER_BATCH is {s1.IMS_PER_BATCH}; it must be >= 1.")
+        for name in s1.LOSS_NAMES:
+            try:
+                LOSS_REGISTRY.get(name)
+            except KeyError as e:
+                raise ConfigError(f"CLIPREID.STAGE1.LOSS_NAMES: {e}") from None
+        if 0 < s1.MAX_EPOCHS <= s1.WARMUP_EPOCHS:
+            logging.getLogger(__name__).warning(
+                f"CLIPREID.STAGE1.WARMUP_EPOCHS ({s1.WARMUP_EPOCHS}) is not shorter than CLIPREID.STAGE1.MAX_EPOCHS "
+                f"({s1.MAX_EPOCHS}): stage 1 trains inside its warmup the whole time.")

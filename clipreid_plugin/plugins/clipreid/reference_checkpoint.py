@@ -23,6 +23,11 @@ __all__ = ["is_reference_state_dict", "to_model_key", "to_reference_key", "conve
            "convert_reference_checkpoint"]
 
 
+# Tensors of CLIPReID that the reference does not store: the frozen text features stage 1 ends
+# with (a loaded reference model has none until stage 1 runs or they are computed).
+_DERIVED_KEYS = ("text_head.text_features", "text_head.text_features_ready")
+
+
 def is_reference_state_dict(sd: Dict[str, torch.Tensor]) -> bool:
     """Whether ``sd`` is a reference CLIP-ReID / CLIP-baseline checkpoint.
 
@@ -122,4 +127,8 @@ def convert_reference_checkpoint(sd: Dict[str, torch.Tensor], model: nn.Module):
     if not is_reference_state_dict(sd) or not hasattr(type(model), "REFERENCE_KEY_MAP"):
         return None
     new_sd, unmatched = convert_reference_state_dict(sd, model)
+    own = model.state_dict()
+    for key in _DERIVED_KEYS:  # computed by this toolkit after stage 1: the reference never saves them
+        if key in own and key not in new_sd:
+            new_sd[key] = own[key]
     return new_sd, "reference CLIP-ReID", unmatched

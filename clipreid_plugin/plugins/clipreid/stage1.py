@@ -155,6 +155,7 @@ class _Stage1Progress(HookBase):
         phase.epochs_done = self.trainer.epoch + 1
         period = phase.cfg.CLIPREID.STAGE1.CHECKPOINT_PERIOD
         if period > 0 and phase.epochs_done % period == 0 and phase.epochs_done < phase.num_epochs:
+            self.trainer.check_weights_finite()
             phase.trainer.checkpointer.save(f"model_stage1_{phase.epochs_done:04d}")
 
 
@@ -262,13 +263,14 @@ class CLIPReIDStage1Hook(PhaseHook):
         for _ in range(self.epochs_done):  # the schedule is a function of the position: catch up
             scheduler.step()
         batches = CachedFeatureBatches(image_feats, labels, s1.IMS_PER_BATCH, cfg.SOLVER.SEED)
-        self.run_loop(_Stage1Objective(model), batches, optimizer, scheduler, self.epochs_done,
-                      hooks=[_Stage1Progress(self)], step_state=self._resume_state)
+        loop = self.run_loop(_Stage1Objective(model), batches, optimizer, scheduler, self.epochs_done,
+                             hooks=[_Stage1Progress(self)], step_state=self._resume_state)
         for p in params:
             p.requires_grad_(False)
         device = next(model.parameters()).device
         with autocast(device.type, self.trainer.amp_dtype):
             model.freeze_text_features(cfg.SOLVER.IMS_PER_BATCH)
+        loop.check_weights_finite()
         self.done = True
         self._loop = None
         self._resume_state = {}

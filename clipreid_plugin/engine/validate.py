@@ -1,0 +1,170 @@
+"""Validation of the whole config before a run reads data or builds a model.
+
+A typo in ``TEST.EVALUATOR`` or a missing test-set folder must not surface after hours of
+training. :func:`validate_config` resolves every registry name the run will use, checks
+enumerated values and counts, opens every test set's folder, and runs the checks components
+registered (:func:`~clipreid_plugin.config.register_config_check`). It also warns about
+schedules that do not fit the run (warmup or LR steps beyond ``SOLVER.MAX_EPOCHS``) and caps
+``DATALOADER.NUM_WORKERS`` at the CPUs there are.
+"""
+
+import logging
+import os
+from typing import Callable, List
+
+from clipreid_plugin.config import CfgNode, registered_config_checks
+from clipreid_plugin.utils.errors import ConfigError, ToolkitError
+
+__all__ = ["validate_config"]
+
+logger = logging.getLogger(__name__)
+
+
+def _names(value) -> List[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _registry_checks(cfg: CfgNode, training: bool):
+    from clipreid_plugin.data import DATASET_REGISTRY, SAMPLER_REGISTRY
+    from clipreid_plugin.evaluation import EVALUATOR_REGISTRY
+    from clipreid_plugin.modeling import BACKBONE_REGISTRY, HEAD_REGISTRY, LOSS_REGISTRY, META_ARCH_REGISTRY
+    from clipreid_plugin.solver import LR_SCHEDULER_REGISTRY
+
+    from .hooks import HOOK_REGISTRY
+
+    checks = [("MODEL.META_ARCHITECTURE", META_ARCH_REGISTRY, [cfg.MODEL.META_ARCHITECTURE]),
+              ("MODEL.BACKBONE.NAME", BACKBONE_REGISTRY, [cfg.MODEL.BACKBONE.NAME]),
+              ("MODEL.HEADS.NAME", HEAD_REGISTRY, [cfg.MODEL.HEADS.NAME]),
+              ("DATASETS.TESTS", DATASET_REGISTRY, _names(cfg.DATASETS.TESTS)),
+              ("TEST.EVALUATOR", EVALUATOR_REGISTRY, [cfg.TEST.EVALUATOR])]
+    if training:
+        checks += [("MODEL.LOSSES.NAMES", LOSS_REGISTRY, _names(cfg.MODEL.LOSSES.NAMES)),
+                   ("DATASETS.NAMES", DATASET_REGISTRY, _names(cfg.DATASETS.NAMES)),
+                   ("DATALOADER.SAMPLER", SAMPLER_REGISTRY, [cfg.DATALOADER.SAMPLER]),
+                   ("SOLVER.SCHED.NAME", LR_SCHEDULER_REGISTRY, [cfg.SOLVER.SCHED.NAME]),
+                   ("TRAINER.HOOKS", HOOK_REGISTRY, _names(cfg.TRAINER.HOOKS))]
+    for key, registry, names in checks:
+        for name in names:
+            yield lambda key=key, registry=registry, name=name: _resolve(key, registry, name)
+
+
+def _resolve(key: str, registry, name: str) -> None:
+    try:
+        registry.get(name)
+    except KeyError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _choice(key: str, value, valid) -> Callable[[], None]:
+    def check():
+        if value not in valid:
+            raise ConfigError(f"{key} is {value!r}; valid: {', '.join(repr(v) for v in valid)}.")
+    return check
+
+
+def _at_least(key: str, value, minimum) -> Callable[[], None]:
+    def check():
+        if value < minimum:
+            raise ConfigError(f"{key} is {value}; it must be >= {minimum}.")
+    return check
+
+
+def _value_checks(cfg: CfgNode, training: bool):
+    from clipreid_plugin.data import build_transforms
+    from clipreid_plugin.evaluation.distance import METRICS
+    from clipreid_plugin.modeling.heads.bnneck import NECK_FEATS
+    from clipreid_plugin.solver import OPTIMIZERS
+    from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
+
+    s = cfg.SOLVER
+    yield _choice("TEST.METRIC", cfg.TEST.METRIC, METRICS)
+    yield _choice("MODEL.HEADS.NECK_FEAT", cfg.MODEL.HEADS.NECK_FEAT, NECK_FEATS)
+    yield _choice("DATALOADER.DECODE_CACHE", cfg.DATALOADER.DECODE_CACHE, ("", "ram", "mmap"))
+    yield _at_least("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH, 1)
+    yield lambda: build_transforms(cfg, is_train=False)
+    if training:
+        yield _choice("SOLVER.OPTIMIZER_NAME", s.OPTIMIZER_NAME, tuple(OPTIMIZERS))
+        yield _choice("SOLVER.SCHED.UNIT", s.SCHED.UNIT, UNITS)
+        yield _choice("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, WARMUP_METHODS)
+        yield _choice("SOLVER.AMP.DTYPE", s.AMP.DTYPE, ("float16", "bfloat16"))
+        yield _at_least("SOLVER.MAX_EPOCHS", s.MAX_EPOCHS, 0)
+        yield _at_least("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1)
+        yield _at_least("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 1)
+        yield _at_least("SOLVER.CHECKPOINT_MAX_KEEP", s.CHECKPOINT_MAX_KEEP, 0)
+        yield _at_least("SOLVER.LOG_PERIOD_ITERS", s.LOG_PERIOD_ITERS, 1)
+        yield _at_least("SOLVER.BASE_LR", s.BASE_LR, 0.0)
+        yield _at_least("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0)
+        yield _at_least("DATALOADER.NUM_INSTANCE", cfg.DATALOADER.NUM_INSTANCE, 1)
+        yield lambda: build_transforms(cfg, is_train=True)
+
+
+def _test_set_checks(cfg: CfgNode):
+    from clipreid_plugin.data import DATASET_REGISTRY
+    from clipreid_plugin.data.datasets.bases import test_splits_only
+
+    def open_test_set(name):
+        with test_splits_only():
+            DATASET_REGISTRY.get(name).from_config(cfg)
+
+    for name in _names(cfg.DATASETS.TESTS):
+        yield lambda name=name: open_test_set(name)
+
+
+def _schedule_warnings(cfg: CfgNode) -> List[str]:
+    s = cfg.SOLVER
+    notes = []
+    if 0 < s.MAX_EPOCHS <= s.WARMUP_EPOCHS:
+        notes.append(f"SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) is not shorter than SOLVER.MAX_EPOCHS "
+                     f"({s.MAX_EPOCHS}): the whole run trains inside the warmup, starting at "
+                     f"{s.WARMUP_FACTOR} x SOLVER.BASE_LR. Shorten the warmup for a short run.")
+    if s.SCHED.NAME == "WarmupMultiStepLR":
+        late = [e for e in s.STEPS_EPOCHS if e >= s.MAX_EPOCHS]
+        if late and s.MAX_EPOCHS > 0:
+            notes.append(f"SOLVER.STEPS_EPOCHS {list(s.STEPS_EPOCHS)}: the step(s) at {late} fall at or after "
+                         f"SOLVER.MAX_EPOCHS ({s.MAX_EPOCHS}) and never happen.")
+    return notes
+
+
+def validate_config(cfg: CfgNode, training: bool = True) -> CfgNode:
+    """Check the whole config before anything runs; warn about schedules that do not fit.
+
+    Args:
+        cfg: the frozen config.
+        training: False for an evaluation-only run (training-only keys are not checked).
+
+    Returns:
+        The config to run with (``DATALOADER.NUM_WORKERS`` capped at the CPU count).
+
+    Raises:
+        ConfigError: one line naming every problem found (unknown registry names with the
+            registered ones, values out of range, missing test-set folders, components' checks).
+    """
+    problems: List[str] = []
+    checks = list(_registry_checks(cfg, training)) + list(_value_checks(cfg, training))
+    checks += [lambda fn=fn: fn(cfg, training) for fn in registered_config_checks().values()]
+    for check in checks:
+        try:
+            check()
+        except ToolkitError as e:
+            problems.append(str(e))
+    if not problems:  # the folders only once the names are known to resolve
+        for check in _test_set_checks(cfg):
+            try:
+                check()
+            except ToolkitError as e:
+                problems.append(str(e))
+    if problems:
+        more = f" Also: {' | '.join(problems[1:])}" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    if training:
+        for note in _schedule_warnings(cfg):
+            logger.warning(note)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.DATALOADER.NUM_WORKERS > cpus:
+        logger.info(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} is more than the {cpus} CPUs here: "
+                    f"using {cpus} loader processes.")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = cpus
+        cfg.freeze()
+    return cfg

@@ -1,0 +1,370 @@
+"""A run's folder is never silently lost, mixed or left half-done; checkpoints are self-contained;
+config mistakes stop a run before it trains. Driven through tools/train_net.py's command line
+(in-process, same code path as the script) where a user meets them; kills in a subprocess."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train_net  # tools/train_net.py (tools/ is on the test path)
+from clipreid_plugin.config import load_cfg
+from clipreid_plugin.engine import validate_config
+from clipreid_plugin.utils.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
+FAULT_PLUGIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_plugin.py")
+TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "6", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "4",
+        "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "2",
+        "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[32, 16]",
+        "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING.SIZE", "2",
+        "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0",
+        "TEST.IMS_PER_BATCH", "16", "MODEL.DEVICE", "cpu", "SOLVER.WARMUP_EPOCHS", "1",
+        "SOLVER.STEPS_EPOCHS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.CHECKPOINT_MAX_KEEP", "0",
+        "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_EPOCHS", "3"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("run_safety_data"))
+
+
+def train(out, data_root, *extra, config=CONFIG):
+    """tools/train_net.py with the tiny settings; returns its exit code."""
+    args = ([] if config is None else ["--config-file", config]) + TINY + \
+        ["DATASETS.ROOT_DIR", data_root, "OUTPUT_DIR", str(out)] + [str(x) for x in extra]
+    return train_net.cli(args)
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_root):
+    """A finished 3-epoch run with a checkpoint after every epoch (model_0001, model_0002, model_final)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train(out, data_root) == 0
+    return out
+
+
+def _copy(run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns(".run.lock"))
+    return dst
+
+
+# ----------------------------------------------------------------------------------------- one run per folder
+def test_a_second_run_never_replaces_a_finished_one(finished_run, data_root, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    before = {name: _digest(run / name) for name in ("model_final.pth", "config.yaml", "metrics.json")}
+    assert train(run, data_root, "SOLVER.MAX_EPOCHS", 2, "SOLVER.BASE_LR", 5e-4) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err and "--fresh-subdir" in err
+    assert {name: _digest(run / name) for name in before} == before  # nothing touched
+
+    assert train(run, data_root, "SOLVER.MAX_EPOCHS", 2, "--fresh-subdir") == 0
+    (sub,) = [p for p in run.iterdir() if p.is_dir()]
+    assert (sub / "model_final.pth").is_file() and {name: _digest(run / name) for name in before} == before
+
+    assert train(run, data_root, "SOLVER.MAX_EPOCHS", 2, "--overwrite") == 0
+    assert not (run / "model_0002.pth").exists()  # the old run's files are gone, not mixed in
+    assert "MAX_EPOCHS: 2" in (run / "config.yaml").read_text()
+    records = [json.loads(line) for line in open(run / "metrics.json")]
+    assert max(r["epoch"] for r in records) == 1  # only the new 2-epoch run's metrics
+
+
+def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(data_root, tmp_path, capsys):
+    out = tmp_path / "locked"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom clipreid_plugin.engine.run_dir import RunLock\n"
+                               f"RunLock({str(out)!r}).acquire()\nprint('locked', flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    out.mkdir()
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert train(out, data_root, "SOLVER.MAX_EPOCHS", 1) == 2
+        assert f"in use by process {holder.pid} on this host" in capsys.readouterr().err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert train(out, data_root, "SOLVER.MAX_EPOCHS", 1) == 0  # the killed holder's lock is stale
+    assert "Taking over the lock" in (out / "log.txt").read_text()
+
+
+# ----------------------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("damage", ["pointer_missing", "pointer_dangling", "last_truncated"])
+def test_resume_continues_from_the_newest_good_checkpoint(finished_run, data_root, tmp_path, damage):
+    run = _copy(finished_run, tmp_path)
+    (run / "results.json").unlink()
+    (run / "evaluations.json").unlink()
+    if damage == "pointer_missing":
+        (run / "last_checkpoint").unlink()
+        (run / "model_final.pth").unlink()
+    elif damage == "pointer_dangling":
+        (run / "last_checkpoint").write_text("model_0009.pth")
+        (run / "model_final.pth").unlink()
+    else:
+        data = (run / "model_final.pth").read_bytes()
+        (run / "model_final.pth").write_bytes(data[: len(data) // 2])
+    assert train(run, data_root, "--resume") == 0
+    log = (run / "log.txt").read_text()
+    assert "resuming from the newest readable checkpoint, model_0002.pth" in log
+    assert "2 of 3 epochs done" in log
+    # the third epoch again, from the second epoch's state: the very same final weights
+    assert _equal(_weights(run / "model_final.pth"), _weights(finished_run / "model_final.pth"))
+
+
+def test_resume_of_a_finished_run_says_so_and_restores_missing_results(finished_run, data_root, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    results = json.load(open(run / "results.json"))
+    assert train(run, data_root, "--resume") == 0
+    assert "The main loop is already complete (3 of 3 epochs done)" in (run / "log.txt").read_text()
+    assert json.load(open(run / "results.json")) == results
+    (run / "results.json").unlink()
+    assert train(run, data_root, "--resume") == 0  # the recorded final evaluation is written again
+    assert json.load(open(run / "results.json")) == results
+
+
+def test_a_failed_resume_leaves_the_run_config_alone(finished_run, data_root, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    config = (run / "config.yaml").read_text()
+    assert train(run, data_root, "MODEL.BACKBONE.DEPTH", "34x", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "Cannot resume from" in err and "different model" in err and "Traceback" not in err
+    assert (run / "config.yaml").read_text() == config and "DEPTH: 18x" in config
+
+
+def test_leftovers_of_a_killed_write_are_removed(finished_run, data_root, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "model_0004.pth.x81k2.tmp").write_bytes(b"partial")
+    assert train(run, data_root, "--resume") == 0
+    assert not list(run.glob("*.tmp"))
+
+
+def _subprocess_train(out, data_root, *extra, env=None):
+    args = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", CONFIG] + TINY + \
+        ["DATASETS.ROOT_DIR", data_root, "OUTPUT_DIR", str(out), "PLUGINS", f"['{FAULT_PLUGIN}']",
+         "TEST.EVALUATOR", "KillingReidEvaluator"] + [str(x) for x in extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", **(env or {})))
+
+
+def test_a_kill_during_an_evaluation_is_redone_on_resume(data_root, tmp_path):
+    """Killed (SIGKILL) during the epoch-2 evaluation, then during the final one: each --resume
+    redoes the evaluation that did not finish and the run ends with its results."""
+    out = tmp_path / "run"
+    fault = {"FAULT_MARKER": str(tmp_path / "killed_mid"), "FAULT_EVAL": "2"}
+    p = _subprocess_train(out, data_root, "TEST.EVAL_PERIOD", 1, env=fault)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert (out / "model_0002.pth").is_file() and set(json.load(open(out / "evaluations.json"))) == {"1"}
+
+    fault = {"FAULT_MARKER": str(tmp_path / "killed_final"), "FAULT_EVAL": "2"}  # the redone epoch-2 one, then this
+    p = _subprocess_train(out, data_root, "TEST.EVAL_PERIOD", 1, "--resume", env=fault)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    log = (out / "log.txt").read_text()
+    assert "The evaluation after epoch 2 had not finished when the run stopped: evaluating now." in log
+    assert (out / "model_final.pth").is_file() and not (out / "results.json").exists()
+
+    p = _subprocess_train(out, data_root, "TEST.EVAL_PERIOD", 1, "--resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "The evaluation after epoch 3 had not finished" in (out / "log.txt").read_text()
+    assert set(json.load(open(out / "evaluations.json"))) == {"1", "2", "3"}
+    assert set(json.load(open(out / "results.json"))) == {"SyntheticReID"}
+
+
+# ----------------------------------------------------------------------------------------- silent no-ops
+@pytest.mark.parametrize("extra, message", [
+    (["SOLVER.MAX_EPOCHS", 0], "Nothing to train: SOLVER.MAX_EPOCHS is 0"),
+    (["SOLVER.MAX_EPOCHS", -3], "SOLVER.MAX_EPOCHS is -3; it must be >= 0"),
+    (["TEST.EVALUATOR", "Foo"], "TEST.EVALUATOR: No object named 'Foo' in the EVALUATOR registry"),
+    (["TEST.METRIC", "cosin"], "TEST.METRIC is 'cosin'; valid: 'euclidean', 'cosine'"),
+    (["DATASETS.TESTS", "('Foo',)"], "DATASETS.TESTS: No object named 'Foo' in the DATASET registry"),
+    (["DATASETS.TESTS", "('Market1501',)"], "Market1501: dataset folder not found"),
+    (["MODEL.HEADS.NECK_FEAT", "middle"], "MODEL.HEADS.NECK_FEAT is 'middle'; valid: 'before', 'after'"),
+])
+def test_config_mistakes_stop_before_training(data_root, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    assert train(out, data_root, *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+    assert not list(out.glob("model_*.pth")) and not (out / "metrics.json").exists()
+
+
+def test_the_prompt_phase_needs_positive_epochs(tmp_path, capsys):
+    cfg = os.path.join(REPO, "projects", "CLIPReID", "configs", "synthetic", "cnn_clipreid_tiny.yml")
+    assert train_net.cli(["--config-file", cfg, "CLIPREID.STAGE1.MAX_EPOCHS", "-2", "OUTPUT_DIR",
+                          str(tmp_path / "o"), "DATASETS.ROOT_DIR", str(tmp_path / "d")]) == 2
+    assert "CLIPREID.STAGE1.MAX_EPOCHS is -2; stage 1 needs at least one epoch" in capsys.readouterr().err
+
+
+def test_schedules_that_do_not_fit_are_warned_and_workers_capped(caplog):
+    cfg = load_cfg(CONFIG, ["SOLVER.MAX_EPOCHS", "4", "SOLVER.WARMUP_EPOCHS", "10", "SOLVER.STEPS_EPOCHS", "[2, 6]",
+                            "DATALOADER.NUM_WORKERS", "512", "DATASETS.TESTS", "()"])
+    checked = validate_config(cfg)
+    assert "SOLVER.WARMUP_EPOCHS (10) is not shorter than SOLVER.MAX_EPOCHS (4)" in caplog.text
+    assert "the step(s) at [6] fall at or after SOLVER.MAX_EPOCHS (4)" in caplog.text
+    assert checked.DATALOADER.NUM_WORKERS == len(os.sched_getaffinity(0)) < 512
+
+
+# ----------------------------------------------------------------------------------------- divergence
+def test_a_diverging_run_stops_with_the_exact_iteration_and_keeps_good_checkpoints(data_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train(out, data_root, "SOLVER.OPTIMIZER_NAME", "SGD", "SOLVER.BASE_LR", "1e30",
+                 "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 100) == 2
+    err = capsys.readouterr().err
+    assert "became infinite or NaN at iteration" in err and "Traceback" not in err
+    iteration = int(err.split("at iteration ")[1].split(" ")[0].rstrip(")"))
+    assert iteration < 3  # found at the step it happened, not at a later log line
+    assert not list(out.glob("model_*.pth"))  # nothing diverged was saved
+
+
+def test_an_exploding_loss_is_warned(data_root, tmp_path):
+    out = tmp_path / "out"
+    code = train(out, data_root, "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 1)
+    log = (out / "log.txt").read_text()
+    assert "training is probably diverging" in log and "rose from" in log
+    assert code == 0 or "became infinite or NaN" in log
+
+
+# ----------------------------------------------------------------------------------------- self-contained checkpoints
+def test_a_checkpoint_evaluates_alone_without_training_data(finished_run, data_root, tmp_path):
+    weights = tmp_path / "model_final.pth"
+    shutil.copy(finished_run / "model_final.pth", weights)
+    test_only = tmp_path / "test_only"
+    shutil.copytree(os.path.join(data_root, "SyntheticReID"), test_only / "SyntheticReID")
+    shutil.rmtree(test_only / "SyntheticReID" / "bounding_box_train")
+    out = tmp_path / "eval"
+    # no --config-file: the checkpoint's stored config; a PK batch check would fail (8 ids > 6 ids)
+    assert train_net.cli(["--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out),
+                          "DATASETS.ROOT_DIR", str(test_only), "SOLVER.IMS_PER_BATCH", "32"]) == 0
+    assert json.load(open(out / "results.json")) == json.load(open(finished_run / "results.json"))
+
+
+def test_weights_of_another_architecture_are_an_error(finished_run, data_root, tmp_path, capsys):
+    assert train(tmp_path / "e", data_root, "--eval-only", "MODEL.WEIGHTS", finished_run / "model_final.pth",
+                 "MODEL.BACKBONE.DEPTH", "34x") == 2
+    err = capsys.readouterr().err
+    assert "fills only" in err and "MODEL.ALLOW_PARTIAL_WEIGHTS" in err
+
+
+def test_evaluation_inside_a_run_folder_goes_to_its_own_subfolder(finished_run, data_root, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    before = _digest(run / "results.json")
+    assert train(run, data_root, "--eval-only", "MODEL.WEIGHTS", run / "model_0002.pth") == 0
+    assert (run / "eval_model_0002" / "results.json").is_file() and _digest(run / "results.json") == before
+
+
+# ----------------------------------------------------------------------------------------- messages
+def test_unwritable_output_dir_is_one_line(data_root, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert train(tmp_path / "a_file" / "out", data_root) == 2
+    err = capsys.readouterr().err
+    assert "is not writable" in err and "Traceback" not in err
+
+
+def test_disk_full_during_a_save_is_one_line_and_keeps_earlier_checkpoints(data_root, tmp_path, capsys, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):  # the second checkpoint (model_0002) finds the disk full
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "out"
+    assert train(out, data_root) == 2
+    err = capsys.readouterr().err
+    assert "Could not write checkpoint" in err and "No space left on device" in err and "Traceback" not in err
+    assert _weights(out / "model_0001.pth") and not list(out.glob("*.tmp"))
+
+
+def test_flags_are_accepted_after_the_overrides(finished_run, data_root, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    assert train(run, data_root, "SOLVER.MAX_EPOCHS", 3, "--resume") == 0
+
+
+def test_an_unreadable_image_in_a_loader_worker_is_one_line(data_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(os.path.join(data_root, "SyntheticReID"), root / "SyntheticReID")
+    bad = sorted((root / "SyntheticReID" / "bounding_box_train").iterdir())[0]
+    bad.write_bytes(b"not a jpeg")
+    assert train(tmp_path / "out", str(root), "DATALOADER.NUM_WORKERS", 1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: Cannot read image {bad}: cannot identify image file '{bad}'. Fix or remove the file, " \
+                     f"or set DATASETS.SKIP_BAD_IMAGES True to skip unreadable images (they are counted and logged)."
+
+
+def test_checkpoint_pruning_keeps_the_newest_of_each_family(tmp_path):
+    c = Checkpointer(torch.nn.Linear(2, 2), str(tmp_path), max_keep=2)
+    for name in ("model_stage1_0001", "model_stage1_0002", "model_stage1_0003", "model_stage1_final",
+                 "model_0001", "model_0002", "model_0003", "model_0004", "model_final"):
+        c.save(name)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
+        "model_0003.pth", "model_0004.pth", "model_final.pth", "model_stage1_0002.pth", "model_stage1_0003.pth",
+        "model_stage1_final.pth"]
+
+
+def test_a_clip_checkpoint_evaluates_and_extracts_without_its_clip_file_or_training_data(tmp_path):
+    """CLIP-ReID trained from an OpenAI-format CLIP file (architecture read from the file), then the
+    file and the training images deleted: the checkpoint alone evaluates and embeds images."""
+    import open_clip
+
+    import importlib.util
+
+    import extract as extract_tool  # tools/extract.py
+    from clipreid_plugin.plugins.clipreid.clip_weights import register_toolkit_model_configs
+
+    spec = importlib.util.spec_from_file_location("mini_trees", os.path.join(REPO, "tests", "projects", "mini_trees.py"))
+    mini_trees = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mini_trees)
+
+    register_toolkit_model_configs()
+    clip_file = tmp_path / "tiny_clip_openai_layout.pt"
+    torch.save(open_clip.create_model("ReID-Tiny-ViT-16").state_dict(), clip_file)  # OpenAI key layout
+    data = mini_trees.make_veri(str(tmp_path / "data"))
+    run = tmp_path / "run"
+    cfg = os.path.join(REPO, "projects", "CLIPReID", "configs", "veri_vit.yml")
+    assert train_net.cli(["--config-file", cfg, "MODEL.BACKBONE.PRETRAIN_PATH", str(clip_file),
+                          "MODEL.BACKBONE.CLIP.MODEL_NAME", "", "DATASETS.ROOT_DIR", data, "OUTPUT_DIR", str(run),
+                          "INPUT.SIZE_TRAIN", "[32, 32]", "INPUT.SIZE_TEST", "[32, 32]", "SOLVER.MAX_EPOCHS", "1",
+                          "SOLVER.IMS_PER_BATCH", "8", "TEST.IMS_PER_BATCH", "8", "CLIPREID.STAGE1.MAX_EPOCHS", "1",
+                          "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+                          "SOLVER.AMP.ENABLED", "False"]) == 0
+    clip_file.unlink()
+    shutil.rmtree(os.path.join(data, "VeRi", "image_train"))
+    out = tmp_path / "eval"
+    assert train_net.cli(["--eval-only", "MODEL.WEIGHTS", str(run / "model_final.pth"), "OUTPUT_DIR", str(out)]) == 0
+    assert json.load(open(out / "results.json")) == json.load(open(run / "results.json"))
+
+    feats = tmp_path / "feats.npz"
+    assert run_tool_exit(extract_tool.main, ["--weights", str(run / "model_final.pth"), "--input",
+                                             os.path.join(data, "VeRi", "image_query"), "--output", str(feats)]) == 0
+    import numpy as np
+
+    stored = np.load(feats)
+    assert stored["feats"].shape == (4, 128 + 64) and np.isfinite(stored["feats"]).all()  # ViT width + embed dim
+
+
+def run_tool_exit(main, argv):
+    from clipreid_plugin.utils.cli import run_tool
+
+    return run_tool(lambda: main(argv))
