@@ -23,6 +23,14 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "Baseline"
 # "auto" = cuda when available, else cpu; or any torch device string.
 _C.MODEL.DEVICE = "auto"
+# torch.compile the model for training and evaluation: "" (off), or a torch.compile mode: "default",
+# "reduce-overhead", "max-autotune". Works under DDP; CLIP-ReID's stage 1 runs the eager model.
+_C.MODEL.COMPILE = ""
+# torch.compile backend ("inductor"; "aot_eager" compiles the graph without generating kernels).
+_C.MODEL.COMPILE_BACKEND = "inductor"
+# Channels-last memory format for convolutional backbones: "auto" (on a GPU, for backbones that
+# declare prefers_channels_last), "on", "off".
+_C.MODEL.CHANNELS_LAST = "auto"
 # Checkpoint to load before training or evaluation (this project's, a plain state dict, or a format
 # a plugin converts, e.g. the reference CLIP-ReID's). With weights given, the backbone's pretrained
 # file is not read for evaluation (the weights hold every tensor).
@@ -170,6 +178,11 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
 _C.SOLVER.WEIGHT_DECAY = 5e-4
 _C.SOLVER.WEIGHT_DECAY_BIAS = 5e-4
+# Fused optimizer kernels: "auto" (fused on a GPU, foreach otherwise), "on", "off" (plain loops).
+_C.SOLVER.FUSED_OPTIMIZER = "auto"
+# Parameter groups: "merged" (one group per distinct setting: what fused/foreach kernels need) or
+# "per_tensor" (one group per tensor, the reference implementation's optimizer layout).
+_C.SOLVER.PARAM_GROUPS = "merged"
 # Global batch size (all processes together).
 _C.SOLVER.IMS_PER_BATCH = 64
 _C.SOLVER.MAX_EPOCHS = 120
@@ -189,7 +202,15 @@ _C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor (absolute LR, all param groups); rea
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False
-_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with GradScaler) or "bfloat16" (without)
+# "float16" (with a GradScaler; the reference's choice) or "bfloat16" (no scaler needed; same range
+# as fp32, so no overflow: the better choice on GPUs that have it, A100/H100/H200). Losses and
+# distances are computed in fp32 either way (modeling/losses/precision.py).
+_C.SOLVER.AMP.DTYPE = "float16"
+# DistributedDataParallel: gradient bucket size, and static_graph (True when every step uses the
+# same parameters, which lets DDP overlap more; CLIP-ReID and the baselines do).
+_C.SOLVER.DDP = CN()
+_C.SOLVER.DDP.BUCKET_CAP_MB = 25
+_C.SOLVER.DDP.STATIC_GRAPH = False
 # Checkpoint every N epochs (and always at the end).
 _C.SOLVER.CHECKPOINT_PERIOD = 10
 # Periodic checkpoints kept per family (model_NNNN, model_stage1_NNNN); final ones are always kept.
@@ -216,6 +237,9 @@ _C.TEST.EVALUATOR = "ReidEvaluator"
 _C.TEST.EVAL_PERIOD = 10
 # Global batch size at test time.
 _C.TEST.IMS_PER_BATCH = 128
+# Precision of the embeddings' forward pass: "float32", "float16" or "bfloat16" (autocast; the
+# embeddings are returned in float32; float16 falls back to float32 on a CPU).
+_C.TEST.PRECISION = "float32"
 # "euclidean" (squared Euclidean, the reference) or "cosine" (1 - cosine similarity).
 _C.TEST.METRIC = "euclidean"
 # L2-normalise features before computing distances (the reference always does).
@@ -251,4 +275,8 @@ _C.TEST.TRIAL_SEED = 1234
 # Misc
 # ---------------------------------------------------------------------------------------------
 _C.OUTPUT_DIR = "output"
-_C.CUDNN_BENCHMARK = False
+# cuDNN picks the fastest convolution algorithms for the input shapes (speed, not bit-reproducible).
+_C.CUDNN_BENCHMARK = True
+# Bit-reproducible GPU runs: deterministic algorithms everywhere (slower; overrides CUDNN_BENCHMARK).
+# The reference sets both cudnn.benchmark and cudnn.deterministic, so its runs are not reproducible.
+_C.DETERMINISTIC = False

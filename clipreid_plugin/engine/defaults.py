@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from clipreid_plugin.config import CfgNode, fill_data_dependent_keys, load_cfg
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, unwrap_model
-from clipreid_plugin.utils.env import resolve_amp_dtype, seed_all_rng
+from clipreid_plugin.utils.env import resolve_amp_dtype, resolve_dtype, seed_all_rng, set_determinism
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from clipreid_plugin.utils.logger import setup_logger
@@ -28,7 +28,7 @@ from clipreid_plugin.utils.logger import setup_logger
 from . import hooks, run_dir
 from .train_loop import SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training",
+__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training", "maybe_compile",
            "describe_model", "model_info", "write_run_files", "build_evaluation_model", "RUN_INFO_FILE"]
 
 
@@ -200,8 +200,25 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
         logger.info(f"torchrun restarted this process (restart {os.environ.get('TORCHELASTIC_RESTART_COUNT')}): "
                     f"resuming from the last good checkpoint of {cfg.OUTPUT_DIR}.")
     seed_all_rng(cfg.SOLVER.SEED)
-    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    set_determinism(cfg.DETERMINISTIC, cfg.CUDNN_BENCHMARK)
     return cfg
+
+
+def maybe_compile(model, cfg: CfgNode):
+    """``torch.compile`` the (DDP-wrapped) model when ``MODEL.COMPILE`` names a mode.
+
+    The wrapper keeps the eager module reachable (``unwrap_model``), so checkpoints and a
+    training phase that calls the model's own methods (CLIP-ReID's stage 1) use it unchanged.
+
+    Returns:
+        The model to train and evaluate.
+    """
+    mode = cfg.MODEL.COMPILE
+    if not mode:
+        return model
+    logging.getLogger(__name__).info(f"torch.compile: mode {mode!r}, backend {cfg.MODEL.COMPILE_BACKEND!r} (the "
+                                     f"first steps and the first evaluation compile).")
+    return torch.compile(model, mode=mode, backend=cfg.MODEL.COMPILE_BACKEND)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -237,7 +254,10 @@ class DefaultTrainer(TrainerBase):
         optimizer = self.build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
             device = next(model.parameters()).device
-            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                            bucket_cap_mb=cfg.SOLVER.DDP.BUCKET_CAP_MB, gradient_as_bucket_view=True,
+                                            static_graph=cfg.SOLVER.DDP.STATIC_GRAPH)
+        model = maybe_compile(model, cfg)
         # the autocast dtype of the main loop and of every training phase (None = fp32)
         self.amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
         self._trainer = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, self.amp_dtype,
@@ -430,10 +450,12 @@ class DefaultTrainer(TrainerBase):
 
         logger = logging.getLogger(__name__)
         results = OrderedDict()
+        dtype = resolve_dtype(cfg.TEST.PRECISION, next(unwrap_model(model).parameters()).device, "TEST.PRECISION")
         for i, name in enumerate(cfg.DATASETS.TESTS):
             loader, num_query = cls.build_test_loader(cfg, name)
             evaluator = evaluators[i] if evaluators else cls.build_evaluator(cfg, name, num_query, cfg.OUTPUT_DIR)
-            results[name] = inference_on_dataset(model, loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED)
+            results[name] = inference_on_dataset(model, loader, evaluator, flip_test=cfg.TEST.FLIP.ENABLED,
+                                                 amp_dtype=dtype)
         if comm.is_main_process():
             logger.info("Evaluation results:\n" + results_table(results))
             return results

@@ -4,9 +4,11 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import torch
+
+from clipreid_plugin.utils.env import autocast
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset", "flip_images"]
 
@@ -45,7 +47,8 @@ def flip_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable, evaluator: DatasetEvaluator,
-                         flip_test: bool = False, log_period: int = 50) -> "OrderedDict[str, float]":
+                         flip_test: bool = False, log_period: int = 50,
+                         amp_dtype: Optional[torch.dtype] = None) -> "OrderedDict[str, float]":
     """Run ``model`` over ``data_loader`` in eval mode and return ``evaluator.evaluate()``.
 
     The model's training mode is restored afterwards. Inputs are not moved here (the model
@@ -59,6 +62,8 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable, evaluato
         evaluator: receives every batch.
         flip_test: average with the mirrored image (TEST.FLIP.ENABLED).
         log_period: batches between log lines when not on a terminal.
+        amp_dtype: autocast dtype of the forward pass (``TEST.PRECISION``; None = float32); the
+            embeddings reach the evaluator in float32.
 
     Returns:
         The evaluator's metrics.
@@ -78,13 +83,14 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable, evaluato
     model.eval()
     start = time.perf_counter()
     try:
-        with torch.no_grad():
+        device_type = next(model.parameters()).device.type
+        with torch.no_grad(), autocast(device_type, amp_dtype):
             for i, batch in enumerate(iterator):
-                outputs = model(batch)
+                outputs = model(batch).float()
                 if flip_test:
                     flipped = dict(batch)
                     flipped["images"] = flip_images(batch["images"])
-                    outputs = (outputs + model(flipped)) / 2.0
+                    outputs = (outputs + model(flipped).float()) / 2.0
                 evaluator.process(batch, outputs)
                 if not use_bar and log_period and (i + 1) % log_period == 0:
                     logger.info("Inference: batch %d/%s, %.1f s", i + 1, total if total is not None else "?",

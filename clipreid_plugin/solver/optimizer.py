@@ -3,8 +3,10 @@
 The reference (CLIP-ReID ``make_optimizer_2stage``, TransReID ``make_optimizer``) walks
 ``named_parameters()`` and gives every trainable tensor its own group: biases (any name
 containing "bias") get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``, everything else
-``BASE_LR`` and ``WEIGHT_DECAY``. Keeping one group per tensor reproduces its optimizer state
-layout; every group also records the parameter's ``name`` for logging and debugging.
+``BASE_LR`` and ``WEIGHT_DECAY``. The settings of every tensor are the reference's; by default
+the tensors with the same settings then share one group (``SOLVER.PARAM_GROUPS`` "merged"), so
+that fused / foreach kernels update them together; "per_tensor" keeps the reference's layout.
+Every group records its tensors' ``names``.
 
 A module of the model may give its own parameters other settings (a parameter group of its
 own, e.g. a center loss's class centers with a larger LR) by defining
@@ -20,24 +22,58 @@ from torch import nn
 
 from clipreid_plugin.utils.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer", "module_overrides"]
+__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer", "module_overrides", "merge_param_groups"]
+
+
+def _kernels(groups, cfg) -> dict:
+    """``fused`` / ``foreach`` options from ``SOLVER.FUSED_OPTIMIZER`` ("auto": fused on a GPU)."""
+    mode = cfg.SOLVER.FUSED_OPTIMIZER
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"SOLVER.FUSED_OPTIMIZER must be 'auto', 'on' or 'off', got {mode!r}.")
+    on_gpu = all(p.is_cuda for g in groups for p in g["params"])
+    if mode == "on" or (mode == "auto" and on_gpu):
+        return {"fused": True}
+    return {"foreach": False} if mode == "off" else {}
 
 
 def _adam(groups, lr, cfg):
     # Coupled L2 (weight decay added to the gradient), as the reference's torch.optim.Adam.
-    return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.Adam(groups, lr=lr, **_kernels(groups, cfg))
 
 
 def _adamw(groups, lr, cfg):
     # Decoupled weight decay; each group carries its own weight_decay.
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, **_kernels(groups, cfg))
 
 
 def _sgd(groups, lr, cfg):
     momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
     if nesterov and momentum <= 0:
         raise ConfigError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **_kernels(groups, cfg))
+
+
+def merge_param_groups(groups: List[dict]) -> List[dict]:
+    """Combine per-tensor groups with the same settings into one group each (first-seen order).
+
+    Fused and foreach optimizer kernels work per group, so one group per tensor would launch a
+    kernel per tensor. Every parameter keeps its own settings; each merged group lists its
+    tensors' names in ``names`` (``name`` is the first of them).
+
+    Args:
+        groups: :func:`build_param_groups` output.
+
+    Returns:
+        The merged groups.
+    """
+    merged: Dict[tuple, dict] = {}
+    for g in groups:
+        key = tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "name", "names")))
+        if key not in merged:
+            merged[key] = {**{k: v for k, v in g.items() if k not in ("params", "names")}, "params": [], "names": []}
+        merged[key]["params"].extend(g["params"])
+        merged[key]["names"].extend(g["names"])
+    return list(merged.values())
 
 
 # Name (SOLVER.OPTIMIZER_NAME) -> builder(param_groups, default_lr, cfg).
@@ -80,7 +116,7 @@ def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr
             parameters (see :func:`module_overrides`).
 
     Returns:
-        List of dicts ``{"params": [p], "name": name, "lr": ..., "weight_decay": ...}``.
+        List of dicts ``{"params": [p], "name": name, "names": [name], "lr": ..., "weight_decay": ...}``.
     """
     overrides = overrides or {}
     groups = []
@@ -91,6 +127,7 @@ def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr
         groups.append({
             "params": [param],
             "name": name,
+            "names": [name],
             "lr": base_lr * bias_lr_factor if is_bias else base_lr,
             "weight_decay": weight_decay_bias if is_bias else weight_decay,
             **overrides.get(name, {}),
@@ -119,8 +156,10 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
         params: explicit (name, parameter) pairs to optimise instead of the model's.
 
     Returns:
-        A torch optimizer with one group per trainable tensor (keys ``name``, ``lr``,
-        ``weight_decay``); each group's ``lr`` is its base LR for the LR scheduler.
+        A torch optimizer with one group per distinct setting (``SOLVER.PARAM_GROUPS`` "merged")
+        or per trainable tensor ("per_tensor", the reference's layout); keys ``names`` (the
+        tensors' names), ``name``, ``lr``, ``weight_decay``; each group's ``lr`` is its base LR
+        for the LR scheduler. Fused kernels on a GPU (``SOLVER.FUSED_OPTIMIZER``).
     """
     s = cfg.SOLVER
     name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
@@ -142,4 +181,9 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
     )
     if not groups:
         raise ValueError("No trainable parameters to optimise: every parameter has requires_grad=False.")
+    layout = cfg.SOLVER.PARAM_GROUPS
+    if layout not in ("merged", "per_tensor"):
+        raise ConfigError(f"SOLVER.PARAM_GROUPS must be 'merged' or 'per_tensor', got {layout!r}.")
+    if layout == "merged":
+        groups = merge_param_groups(groups)
     return OPTIMIZERS[name](groups, base_lr, cfg)

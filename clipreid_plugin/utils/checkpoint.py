@@ -50,10 +50,14 @@ def strip_module_prefix(sd: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Returns: the module inside DistributedDataParallel / DataParallel wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    """Returns: the module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _read_file(path: str) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "seed_all_rng", "resolve_amp_dtype", "autocast"]
+__all__ = ["resolve_device", "seed_all_rng", "resolve_amp_dtype", "autocast", "set_determinism", "resolve_dtype"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,6 +44,41 @@ def seed_all_rng(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
+def set_determinism(deterministic: bool, benchmark: bool) -> None:
+    """Choose between reproducibility and speed (``DETERMINISTIC``, ``CUDNN_BENCHMARK``).
+
+    Args:
+        deterministic: deterministic algorithms everywhere (``torch.use_deterministic_algorithms``
+            with warnings only for ops that have none, cuDNN deterministic, no benchmarking).
+        benchmark: let cuDNN time the convolution algorithms (ignored when deterministic).
+    """
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = bool(benchmark) and not deterministic
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def resolve_dtype(name: str, device: torch.device, key: str) -> Optional[torch.dtype]:
+    """The autocast dtype for ``"float32"`` / ``"float16"`` / ``"bfloat16"`` (None = float32).
+
+    float16 autocast is a GPU feature: on a CPU it falls back to float32 with a warning.
+
+    Args:
+        name: the config value.
+        device: where the model runs.
+        key: the config key, for messages.
+    """
+    dtypes = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ConfigError(f"{key} must be 'float32', 'float16' or 'bfloat16', got {name!r}.")
+    dtype = dtypes[name]
+    if dtype == torch.float16 and device.type == "cpu":
+        _warn_once(f"{key} float16 needs a GPU: running in float32 on the CPU (use bfloat16 there).")
+        return None
+    return dtype
+
+
 def resolve_amp_dtype(amp_cfg, device: torch.device):
     """The autocast dtype to train with, or None for float32.
 
@@ -58,15 +93,9 @@ def resolve_amp_dtype(amp_cfg, device: torch.device):
     """
     if not amp_cfg.ENABLED:
         return None
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(amp_cfg.DTYPE)
-    if dtype is None:
+    if amp_cfg.DTYPE not in ("float16", "bfloat16"):
         raise ConfigError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got {amp_cfg.DTYPE!r}.")
-    if dtype == torch.float16 and device.type == "cpu":
-        _warn_once(
-            "SOLVER.AMP float16 needs a GPU: training in float32 on the CPU (set SOLVER.AMP.ENABLED False "
-            "to silence this, or SOLVER.AMP.DTYPE bfloat16).")
-        return None
-    return dtype
+    return resolve_dtype(amp_cfg.DTYPE, device, "SOLVER.AMP.DTYPE")
 
 
 def autocast(device_type: str, dtype: Optional[torch.dtype]):

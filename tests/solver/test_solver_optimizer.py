@@ -46,6 +46,7 @@ def test_stage2_param_groups_match_reference(reference_dir, case):
     d = torch.load(path, weights_only=True)
     c, ref_groups = d["meta"]["config"], d["schedules"]["stage2_param_groups"]
     cfg = get_cfg()
+    cfg.SOLVER.PARAM_GROUPS = "per_tensor"  # the reference's optimizer layout
     cfg.SOLVER.OPTIMIZER_NAME = "Adam"
     cfg.SOLVER.BASE_LR = c["SOLVER.STAGE2.BASE_LR"]
     cfg.SOLVER.BIAS_LR_FACTOR = float(c["SOLVER.STAGE2.BIAS_LR_FACTOR"])
@@ -64,6 +65,13 @@ def test_stage2_param_groups_match_reference(reference_dir, case):
     # base LRs survive the scheduler (which sets position 0's LR into "lr")
     build_lr_scheduler(cfg, opt, 1)
     assert [g["initial_lr"] for g in opt.param_groups] == [g["lr"] for g in ref_groups]
+
+    # the default layout merges tensors of equal settings (for fused kernels): same settings per tensor
+    cfg.SOLVER.PARAM_GROUPS = "merged"
+    merged = build_optimizer(cfg, model)
+    per_tensor = sorted((n, g["lr"], g["weight_decay"]) for g in merged.param_groups for n in g["names"])
+    assert per_tensor == sorted((g["name"], g["lr"], g["weight_decay"]) for g in ref_groups)
+    assert len(merged.param_groups) == len({(g["lr"], g["weight_decay"]) for g in ref_groups}) == 2
 
 
 def test_stage1_style_explicit_params_and_overrides(reference_dir):
@@ -121,8 +129,26 @@ def test_frozen_parameters_are_skipped_and_biases_get_their_factor():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     model[1].bias.requires_grad_(False)
     opt = build_optimizer(cfg, model)
+    assert [(g["names"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == [
+        (["0.weight", "1.weight"], 1e-3, 5e-4), (["0.bias"], 2e-3, 0.0)]
+    cfg.SOLVER.PARAM_GROUPS = "per_tensor"
+    opt = build_optimizer(cfg, model)
     assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == [
         ("0.weight", 1e-3, 5e-4), ("0.bias", 2e-3, 0.0), ("1.weight", 1e-3, 5e-4)]
+
+
+def test_fused_kernels_are_chosen_by_device_and_setting():
+    cfg = get_cfg()
+    model = nn.Linear(2, 2)
+    assert build_optimizer(cfg, model).defaults.get("fused") in (None, False)  # "auto" on a CPU: default kernels
+    cfg.SOLVER.FUSED_OPTIMIZER = "on"
+    opt = build_optimizer(cfg, model)
+    assert opt.defaults["fused"] is True
+    model.weight.grad = torch.ones(2, 2)
+    model.bias.grad = torch.ones(2)
+    opt.step()  # fused Adam runs on the CPU too
+    cfg.SOLVER.FUSED_OPTIMIZER = "off"
+    assert build_optimizer(cfg, model).defaults["foreach"] is False
 
 
 def test_bad_optimizer_settings_give_clear_errors():

@@ -631,27 +631,29 @@ def _replay_schedules(model: nn.Module, cfg: CfgNode, schedules: Dict[str, Any])
             scheduler.step()
             lrs.append(optimizer.param_groups[0]["lr"])
         ours["stage1_lr_per_epoch"] = lrs
-        ours["stage1_param_group_names"] = [reference_checkpoint.to_reference_key(model, g["name"])
-                                            for g in optimizer.param_groups]
+        ours["stage1_param_group_names"] = [reference_checkpoint.to_reference_key(model, n)
+                                            for g in optimizer.param_groups for n in g["names"]]
         for p in params:
             p.requires_grad_(False)
 
     # Stage 2: the trainer builds its optimizer on the model with the text side frozen.
     optimizer = build_optimizer(cfg, model)
-    groups = [{"name": reference_checkpoint.to_reference_key(model, g["name"]), "lr": g["lr"], "weight_decay": g["weight_decay"]}
-              for g in optimizer.param_groups]
+    # one row per tensor (the reference's one-group-per-tensor layout), whatever the grouping here
+    groups = [{"name": reference_checkpoint.to_reference_key(model, n), "lr": g["lr"], "weight_decay": g["weight_decay"],
+               "index": j} for j, g in enumerate(optimizer.param_groups) for n in g["names"]]
     ours["stage2_param_groups"] = groups
-    by_name = {g["name"]: j for j, g in enumerate(groups)}
+    by_name = {g["name"]: g["index"] for g in groups}
     ref_groups = schedules.get("stage2_param_groups") or []
     first = by_name.get(ref_groups[0]["name"], 0) if ref_groups else 0
-    weight = next(j for j, g in enumerate(groups) if "bias" not in g["name"])
+    weight = next(g["index"] for g in groups if "bias" not in g["name"])
     # The reference names the parameter whose LR curve it stored as the bias group's; its row
     # checks that this parameter is an optimizer group here too (and gives our curve the same one).
     example = schedules.get("stage2_bias_group_example")
     bias = by_name.get(example) if example in by_name else \
-        next((j for j, g in enumerate(groups) if "bias" in g["name"]), None)
+        next((g["index"] for g in groups if "bias" in g["name"]), None)
     if example is not None:
-        ours["stage2_bias_group_example"] = groups[bias]["name"] if bias is not None else None
+        ours["stage2_bias_group_example"] = example if example in by_name else (
+            next((g["name"] for g in groups if g["index"] == bias), None))
     scheduler = build_lr_scheduler(cfg, optimizer, iters_per_epoch=1)
     ours["stage2_lr_at_construction_group0"] = optimizer.param_groups[first]["lr"]
     weight_lrs, bias_lrs = [], []

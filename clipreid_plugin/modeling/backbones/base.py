@@ -49,12 +49,17 @@ class Backbone(nn.Module):
         proj_features: width D of ``BackboneOutput.projected`` (0 = the backbone has none).
         uses_camids / uses_viewids: whether the forward reads camera / view ids (side
             information embeddings); the meta-architecture then passes the batch's ids.
+        prefers_channels_last: a convolutional backbone that runs faster on channels-last
+            tensors on a GPU (``MODEL.CHANNELS_LAST`` "auto" then converts it and its inputs).
+        input_memory_format: the memory format images are given in (set by ``build_model``).
     """
 
     out_features: int = 0
     proj_features: int = 0
     uses_camids: bool = False
     uses_viewids: bool = False
+    prefers_channels_last: bool = False
+    input_memory_format: torch.memory_format = torch.preserve_format
 
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
                 viewids: Optional[torch.Tensor] = None) -> BackboneOutput:

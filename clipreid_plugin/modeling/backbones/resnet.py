@@ -40,6 +40,8 @@ RESNET_ARCHS = {
 
 
 class ResNetBackbone(Backbone):
+    prefers_channels_last = True
+
     """The stem and the four stages of a torchvision ResNet; returns the layer4 feature map.
 
     Args:

@@ -28,7 +28,8 @@ def backbone_inputs(backbone: nn.Module, batch: Dict[str, torch.Tensor], device:
     Raises:
         KeyError: the backbone needs ids the batch does not have.
     """
-    images = batch["images"].to(device, non_blocking=True)
+    memory_format = getattr(backbone, "input_memory_format", torch.preserve_format)
+    images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)
     ids = []
     for key, flag in (("camids", "uses_camids"), ("viewids", "uses_viewids")):
         if not getattr(backbone, flag, False):

@@ -4,6 +4,7 @@ import logging
 
 import torch
 
+from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model", "weights_replace_pretrained"]
@@ -31,7 +32,8 @@ def build_model(cfg) -> torch.nn.Module:
     """Build the model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``.
 
     With ``MODEL.WEIGHTS`` holding every tensor (:func:`weights_replace_pretrained`) the
-    backbone's pretrained file (``MODEL.BACKBONE.PRETRAIN_PATH``) is not read.
+    backbone's pretrained file (``MODEL.BACKBONE.PRETRAIN_PATH``) is not read. A convolutional
+    backbone on a GPU is put in channels-last format (``MODEL.CHANNELS_LAST``).
 
     Args:
         cfg: the config (``MODEL.HEADS.NUM_CLASSES`` must be set for training).
@@ -49,4 +51,14 @@ def build_model(cfg) -> torch.nn.Module:
         cfg.MODEL.BACKBONE.PRETRAIN = False
         cfg.freeze()
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    return model.to(resolve_device(cfg.MODEL.DEVICE))
+    device = resolve_device(cfg.MODEL.DEVICE)
+    model = model.to(device)
+    backbone = getattr(model, "backbone", None)
+    mode = cfg.MODEL.CHANNELS_LAST
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"MODEL.CHANNELS_LAST must be 'auto', 'on' or 'off', got {mode!r}.")
+    if backbone is not None and (mode == "on" or (mode == "auto" and device.type == "cuda"
+                                                  and getattr(backbone, "prefers_channels_last", False))):
+        model = model.to(memory_format=torch.channels_last)
+        backbone.input_memory_format = torch.channels_last
+    return model

@@ -143,6 +143,7 @@ class CLIPImageEncoder(Backbone):
             self.proj_features = visual.proj.shape[1] if visual.proj is not None else width
         elif isinstance(visual, ModifiedResNet):
             self.is_vit = False
+            self.prefers_channels_last = True
             self._adapt_resnet()
             self.out_features = visual.attnpool.k_proj.in_features
             self.proj_features = visual.attnpool.c_proj.out_features
