@@ -10,7 +10,7 @@ import torch
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools.export import check_onnx, export_onnx
 
-from conftest import SIZE, tiny_cfg
+from usertools_cfg import SIZE, tiny_cfg
 from test_usertools_extract import load_tool
 
 
