@@ -38,7 +38,7 @@ def test_rn_stage1_features_need_eval_mode():
         expected = copy.deepcopy(enc).eval()(images).projected
     stats = enc.visual.bn1.running_mean.clone()
     with torch.no_grad(), eval_mode(enc):
-        assert max_err(enc(images).projected, expected) == 0.0
+        assert max_err(enc(images).projected, expected) <= 1e-6
     assert enc.training and enc.visual.layer1.training  # modes restored
     assert torch.equal(enc.visual.bn1.running_mean, stats)  # statistics untouched
     with torch.no_grad():

@@ -87,7 +87,7 @@ def test_stage1_extraction_restores_modes_and_ignores_sie(kind):
     feats = model.encode_image_for_stage1(images)
     assert all(m.training for m in model.modules())
     assert not feats.requires_grad and feats.shape == (4, 64)
-    assert max_err(feats, expected) == 0.0
+    assert max_err(feats, expected) <= 1e-6
 
 
 def test_stage2_losses_use_the_frozen_text_features(vit_model):
@@ -145,7 +145,7 @@ def test_evaluation_only_model_has_no_text_side():
         emb = model({"images": images})
         out = model.backbone(images)
     assert emb.shape == (2, sum(WIDTHS["vit"]))
-    assert max_err(emb, torch.cat([out.feature, out.projected], 1)) == 0.0
+    assert max_err(emb, torch.cat([out.feature, out.projected], 1)) <= 1e-6
     with pytest.raises(ConfigError, match="NUM_CLASSES"):
         model.compute_all_text_features()
 
