@@ -44,6 +44,22 @@ def test_matches_reference_evaluator(refs, normalise, prefix, budget_mb):
     assert np.all((all_inp > 0) & (all_inp <= 1))
 
 
+@pytest.mark.parametrize("normalise", [True, False])
+def test_distance_blocks_equal_numpy(normalise):
+    """Squared-Euclidean distances, in one block and in blocks of a few queries, equal numpy's
+    float64 |q - g|^2 within float32 cancellation error (1e-6 x the largest |q|^2 + |g|^2)."""
+    data = toy_eval_set()
+    nq = data["num_query"]
+    f = normalize_features(data["feats"]) if normalise else data["feats"]
+    q, g = f[:nq].double().numpy(), f[nq:].double().numpy()
+    expected = ((q[:, None, :] - g[None, :, :]) ** 2).sum(-1)
+    atol = 1e-6 * max(1.0, (q ** 2).sum(1).max() + (g ** 2).sum(1).max())
+    for budget_mb in (1024, 0.002):
+        blocks = list(pairwise_distance_chunks(f[:nq], f[nq:], memory_budget_mb=budget_mb))
+        assert (len(blocks) > 1) == (budget_mb < 1)
+        np.testing.assert_allclose(torch.cat([b for _, b in blocks]).numpy(), expected, rtol=0, atol=atol)
+
+
 def test_cpu_ranking_subblocks_match_the_reference_protocol(monkeypatch):
     """One distance block ranked in sub-blocks of a single query row each (cache-sized on real
     data) gives the CMC and mAP of the reference's dense protocol (its transcription in
