@@ -23,6 +23,22 @@ def reference_dir() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def shared_parity_run(reference_dir):
+    """Factory: "float32" | "float64" -> :class:`parity_runs.ParityRun` of tools/check_parity.py on
+    both shared reference cases of that precision, run once per session (skips without them)."""
+    from parity_runs import run_shared_cases
+
+    runs = {}
+
+    def get(dtype):
+        if dtype not in runs:
+            runs[dtype] = run_shared_cases(reference_dir, dtype)
+        return runs[dtype]
+
+    return get
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     """Keep tests reproducible and light on the 2-core CI machine."""

@@ -9,10 +9,14 @@ import torch
 from clipreid_plugin.evaluation import evaluate_rank
 from clipreid_plugin.evaluation.distance import normalize_features, pairwise_distance_chunks
 from clipreid_plugin.evaluation.rank import distance_keys
+from parity_harness.reference_eval import reference_eval_func
+
+from eval_toy_data import normalised_squared_distances, toy_eval_set
 
 
 @pytest.fixture(scope="module")
 def refs(reference_dir):
+    """../shared/reference/eval_refs.pt: the reference evaluator's inputs and outputs."""
     return torch.load(os.path.join(reference_dir, "eval_refs.pt"), weights_only=True)
 
 
@@ -40,16 +44,38 @@ def test_matches_reference_evaluator(refs, normalise, prefix, budget_mb):
     assert np.all((all_inp > 0) & (all_inp <= 1))
 
 
-def test_cpu_ranking_subblocks_match_the_reference(refs, monkeypatch):
-    # one distance block, ranked in sub-blocks of a single query row each (cache-sized on real data)
+@pytest.mark.parametrize("normalise", [True, False])
+def test_distance_blocks_equal_numpy(normalise):
+    """Squared-Euclidean distances, in one block and in blocks of a few queries, equal numpy's
+    float64 |q - g|^2 within float32 cancellation error (1e-6 x the largest |q|^2 + |g|^2)."""
+    data = toy_eval_set()
+    nq = data["num_query"]
+    f = normalize_features(data["feats"]) if normalise else data["feats"]
+    q, g = f[:nq].double().numpy(), f[nq:].double().numpy()
+    expected = ((q[:, None, :] - g[None, :, :]) ** 2).sum(-1)
+    atol = 1e-6 * max(1.0, (q ** 2).sum(1).max() + (g ** 2).sum(1).max())
+    for budget_mb in (1024, 0.002):
+        blocks = list(pairwise_distance_chunks(f[:nq], f[nq:], memory_budget_mb=budget_mb))
+        assert (len(blocks) > 1) == (budget_mb < 1)
+        np.testing.assert_allclose(torch.cat([b for _, b in blocks]).numpy(), expected, rtol=0, atol=atol)
+
+
+def test_cpu_ranking_subblocks_match_the_reference_protocol(monkeypatch):
+    """One distance block ranked in sub-blocks of a single query row each (cache-sized on real
+    data) gives the CMC and mAP of the reference's dense protocol (its transcription in
+    tools/parity_harness/reference_eval.py) on the same distances."""
     from clipreid_plugin.evaluation.rank import RankAccumulator
 
-    feats, pids, camids, nq = _split(refs)
+    data = toy_eval_set()
+    nq, pids, camids = data["num_query"], data["pids"].numpy(), data["camids"].numpy()
     monkeypatch.setattr(RankAccumulator, "CPU_SUBBLOCK_ELEMENTS", 1)
-    dist = refs["outputs"]["r1map_distmat"]
-    cmc, all_ap, _ = evaluate_rank(dist, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
-    np.testing.assert_allclose(cmc, refs["outputs"]["r1map_cmc"].numpy(), rtol=0, atol=1e-6)
-    assert abs(float(np.mean(all_ap)) - refs["outputs"]["r1map_mAP"]) <= 1e-6
+    dist = normalised_squared_distances(data["feats"], nq).astype(np.float32)
+    cmc, all_ap, _ = evaluate_rank(torch.from_numpy(dist), pids[:nq], pids[nq:], camids[:nq], camids[nq:])
+    ref_cmc, ref_map = reference_eval_func(dist, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
+    assert len(all_ap) == 48
+    np.testing.assert_allclose(cmc, ref_cmc, rtol=0, atol=1e-6)
+    assert abs(float(np.mean(all_ap)) - ref_map) <= 1e-6
+    assert 0.5 < ref_map < 1.0  # neither trivial nor hopeless: the ranking matters
 
 
 def test_hand_computed_protocol():

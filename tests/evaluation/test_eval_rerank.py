@@ -10,9 +10,12 @@ from clipreid_plugin.evaluation import evaluate_rank, re_ranking, re_ranking_chu
 from clipreid_plugin.evaluation.distance import normalize_features
 from parity_harness.reference_eval import reference_re_ranking
 
+from eval_toy_data import toy_eval_set
+
 
 @pytest.fixture(scope="module")
 def refs(reference_dir):
+    """../shared/reference/eval_refs.pt: the reference evaluator's inputs and outputs."""
     return torch.load(os.path.join(reference_dir, "eval_refs.pt"), weights_only=True)
 
 
@@ -31,8 +34,9 @@ def test_matches_reference_tensors(refs, k1, k2, prefix):
     assert abs(float(np.mean(ap)) - out[f"{prefix}_mAP"]) <= 1e-6
 
 
-def test_blocked_equals_one_block(refs):
-    i = refs["inputs"]
+def test_blocked_equals_one_block():
+    """Re-ranking in query blocks (0.5 MB budget) equals the one-block result."""
+    i = toy_eval_set()
     nq = i["num_query"]
     f = normalize_features(i["feats"])
     whole = re_ranking(f[:nq], f[nq:], 20, 6, 0.3)

@@ -1,12 +1,11 @@
-"""tools/check_parity.py and its library (clipreid_plugin.interop.parity) on the shared reference cases.
+"""tools/check_parity.py and its library (tools/parity_harness/case_replay.py).
 
-Expectations come from the case files themselves (every output / schedule name they hold) and
-from the reference's documented config values (CLIPREID_SPEC.md 1.2-1.4, 2.6, 4.3).
+On the shared reference cases (skipped without ../shared): every row passes in float32 (bounded
+by the reference's own float32 error) and in float64 (the exact-parity bound), and a perturbed
+output fails its row only. The rest runs anywhere: reports of unknown outputs, unusable files,
+and the translation of the reference's config values (CLIPREID_SPEC.md 1.2-1.4, 2.6, 4.3).
 """
 
-import contextlib
-import importlib.util
-import io
 import math
 import os
 
@@ -14,24 +13,7 @@ import pytest
 import torch
 
 from parity_harness.case_replay import compare_case, reference_to_cfg
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CASE_FILES = ("case_vit_person.pt", "case_rn_person.pt")
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("check_parity", os.path.join(REPO, "tools", "check_parity.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_tool(argv):
-    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = _load_tool().main(argv)
-    return status, out.getvalue(), err.getvalue()
+from parity_runs import run_check_parity, shared_case_paths
 
 
 def expected_names(case):
@@ -52,84 +34,125 @@ def expected_names(case):
     return names + [f"schedules.{k}" for k in case["schedules"]]
 
 
-def table_results(stdout, path):
-    """{row name: "PASS"/"FAIL"} of the table printed for ``path``."""
+def table_rows(stdout, path):
+    """{row name: (result "PASS"/"FAIL", the row's line)} of the table printed for ``path``."""
     section = stdout.split(f"== {path}", 1)[1].split("\n== ", 1)[0]
-    results = {}
+    rows = {}
     for line in section.splitlines():
         words = line.split()
         if len(words) >= 4 and ("PASS" in words or "FAIL" in words):
-            results[words[0]] = "PASS" if "PASS" in words else "FAIL"
-    return results
+            rows[words[0]] = ("PASS" if "PASS" in words else "FAIL", line)
+    return rows
 
 
-@pytest.fixture(scope="module")
-def shared_run(reference_dir):
-    """The tool on both shared cases, run once: (status, stdout, stderr, paths)."""
-    paths = [os.path.join(reference_dir, f) for f in CASE_FILES]
-    for p in paths:
-        if not os.path.isfile(p):
-            pytest.skip(f"reference case {p} not found")
-    return run_tool(paths) + (paths,)
-
-
-def test_both_shared_cases_pass_on_every_output(shared_run):
-    status, stdout, stderr, paths = shared_run
-    assert status == 0, stdout[-4000:] + stderr[-2000:]
-    for path in paths:
+def _assert_every_row_passes(run):
+    """Exit 0, and one PASS row per output and schedule entry of each case file."""
+    assert run.status == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    for path in run.paths:
         case = torch.load(path, weights_only=True)
-        results = table_results(stdout, path)
+        rows = table_rows(run.stdout, path)
         names = expected_names(case)
         assert len(names) > 150  # stage-2 gradients alone are > 100 rows
-        assert set(results) == set(names), set(names) ^ set(results)
-        assert set(results.values()) == {"PASS"}
-        assert f"{path}: {len(names)}/{len(names)} passed, 0 failed" in stdout
-    assert "Summary: 2/2 case(s) passed." in stdout
+        assert set(rows) == set(names), set(names) ^ set(rows)
+        assert {result for result, _ in rows.values()} == {"PASS"}
+        assert f"{path}: {len(names)}/{len(names)} passed, 0 failed" in run.stdout
+    assert "Summary: 2/2 case(s) passed." in run.stdout
+    return rows
+
+
+def test_both_shared_cases_pass_on_every_output(shared_parity_run):
+    """float32 (the default): every row of both cases passes; each case has its float64 twin
+    beside it, so the float32 bounds come from the reference's own float32 error."""
+    run = shared_parity_run("float32")
+    _assert_every_row_passes(run)
+    for path in run.paths:
+        assert "replayed in float32; float32 bounds from the reference's own rounding" in run.stdout
+        assert os.path.join(os.path.dirname(path), "float64", os.path.basename(path)) in run.stdout
+
+
+def test_both_float64_cases_pass_on_every_output(shared_parity_run):
+    """``--dtype float64`` on the float64 cases: exit 0, every row passes, and every tensor row is
+    held to the exact-parity bound 1e-9 x max(1, max|ref|)."""
+    run = shared_parity_run("float64")
+    _assert_every_row_passes(run)
+    assert run.stdout.count("replayed in float64") == 2
+    for path in run.paths:
+        lines = [line for _, line in table_rows(run.stdout, path).values()]
+        # floating-point tensors: the float64 bound; integers and names: exact; LRs: 1e-12 relative
+        assert sum("(1e-9 max(1,|ref|))" in line for line in lines) > 150
+        assert not any("1e-5" in line or "ref32-ref64" in line for line in lines)
 
 
 def test_perturbed_output_fails_its_row_only(reference_dir, tmp_path):
-    case = torch.load(os.path.join(reference_dir, "case_vit_person.pt"), weights_only=True)
+    """One float64 output moved by 1e-3 fails its row (and only it) in the float64 replay (the RN
+    case: the cheaper replay)."""
+    path64 = shared_case_paths(reference_dir, "float64")[1]
+    case = torch.load(path64, weights_only=True)
     case["outputs"]["stage2_i2t_logits"][1, 2] += 1e-3
     path = str(tmp_path / "perturbed.pt")
     torch.save(case, path)
-    status, stdout, _ = run_tool([path, "--tiny-clip-dir", reference_dir])
+    status, stdout, _ = run_check_parity(["--dtype", "float64", path, "--tiny-clip-dir", reference_dir])
     assert status == 1
-    results = table_results(stdout, path)
-    assert {n for n, r in results.items() if r == "FAIL"} == {"stage2_i2t_logits"}
-    assert len(results) == len(expected_names(case))
+    rows = table_rows(stdout, path)
+    assert {n for n, (result, _) in rows.items() if result == "FAIL"} == {"stage2_i2t_logits"}
+    assert len(rows) == len(expected_names(case))
 
 
-def test_unknown_outputs_are_reported_as_not_checked(reference_dir):
-    case = torch.load(os.path.join(reference_dir, "case_rn_person.pt"), weights_only=True)
+def _minimal_case():
+    """The smallest case file the format allows (README of ../shared/reference): no real model."""
+    return {"meta": {"config": {"MODEL.NAME": "ViT-B-16", "DATALOADER.SAMPLER": "softmax_triplet"},
+                     "num_classes": 2, "camera_num": 1, "view_num": 1,
+                     "tiny_clip_file": "tiny_clip_vit_openai_format.pt"},
+            "state_dict": {}, "inputs": {"images": torch.zeros(1, 3, 8, 4), "labels": torch.zeros(1, dtype=torch.long),
+                                         "cam_ids": torch.zeros(1, dtype=torch.long),
+                                         "view_ids": torch.zeros(1, dtype=torch.long)},
+            "outputs": {"eval_feat_neck_before": torch.zeros(1, 3),
+                        "eval_image_encoder_outputs": (torch.zeros(1, 2), torch.zeros(1, 2)),
+                        "stage2_grads": {"classifier.weight": torch.zeros(2, 3)}},
+            "schedules": {"stage1_lr_per_epoch": [1e-5, 2e-5]}}
+
+
+def test_unknown_outputs_are_reported_as_not_checked():
+    """Nothing recomputed (empty results): every entry, nested ones flattened, still gets a
+    failing row; entries the harness does not know are marked "not checked"."""
+    case = _minimal_case()
     case["outputs"]["future_output"] = torch.zeros(2)
     case["schedules"]["future_schedule"] = [1.0]
-    # Nothing recomputed (empty results): every entry must still get a failing row.
     rows = compare_case(case, {}, {})
-    assert [r.name for r in rows] == expected_names(case)
+    assert [r.name for r in rows] == ["eval_feat_neck_before", "eval_image_encoder_outputs.0",
+                                      "eval_image_encoder_outputs.1", "stage2_grads.classifier.weight",
+                                      "future_output", "schedules.stage1_lr_per_epoch",
+                                      "schedules.future_schedule"] == expected_names(case)
     assert not any(r.passed for r in rows)
     unknown = {r.name: r for r in rows if r.name in ("future_output", "schedules.future_schedule")}
     assert len(unknown) == 2 and all("not checked" in r.note and math.isnan(r.max_abs_err) for r in unknown.values())
 
 
 def test_missing_and_invalid_files_are_explained(tmp_path):
-    status, _, stderr = run_tool([str(tmp_path / "absent.pt")])
+    """Exit 2 with the reason: no file, keys of the format missing (listed), not a torch file."""
+    status, _, stderr = run_check_parity([str(tmp_path / "absent.pt")])
     assert status == 2 and "no such case file" in stderr
     bad = tmp_path / "bad.pt"
     torch.save({"meta": {}, "outputs": {}}, bad)
-    status, _, stderr = run_tool([str(bad)])
+    status, _, stderr = run_check_parity([str(bad)])
     assert status == 2
     assert "lacks 'state_dict', 'inputs', 'schedules'" in stderr and "meta, state_dict, inputs, outputs" in stderr
     junk = tmp_path / "junk.pt"
     junk.write_text("not a torch file")
-    status, _, stderr = run_tool([str(junk)])
+    status, _, stderr = run_check_parity([str(junk)])
     assert status == 2 and "not a readable torch file" in stderr
 
 
-def test_missing_clip_weights_name_the_folder(reference_dir, tmp_path):
-    path = os.path.join(reference_dir, "case_vit_person.pt")
-    status, _, stderr = run_tool([path, "--tiny-clip-dir", str(tmp_path)])
+def test_missing_clip_weights_name_the_folder(tmp_path):
+    """A case whose meta.tiny_clip_file is in none of the folders searched: exit 2, naming the
+    file and the folder given."""
+    path = tmp_path / "case.pt"
+    torch.save(_minimal_case(), path)
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    status, _, stderr = run_check_parity([str(path), "--tiny-clip-dir", str(empty)])
     assert status == 2
-    assert "tiny_clip_vit_openai_format.pt" in stderr and str(tmp_path) in stderr
+    assert "tiny_clip_vit_openai_format.pt" in stderr and str(empty) in stderr
 
 
 # ----------------------------------------------------------------------------- config translation
@@ -138,6 +161,7 @@ def _meta(**config):
 
 
 def test_translation_of_the_shipped_vit_clipreid_values():
+    """The person ViT CLIP-ReID config's reference values become this toolkit's keys; keys left out take the reference defaults."""
     # configs/person/vit_clipreid.yml (CLIPREID_SPEC.md 1.4), keys as the cases store them.
     cfg = reference_to_cfg(_meta(**{
         "MODEL.NAME": "ViT-B-16", "MODEL.STRIDE_SIZE": [12, 12], "MODEL.SIE_CAMERA": True, "MODEL.SIE_COE": 1.0,
@@ -173,12 +197,14 @@ def test_translation_of_the_shipped_vit_clipreid_values():
 @pytest.mark.parametrize("dataset, word", [("VehicleID", "vehicle"), ("veri", "vehicle"), ("VeRi", "person"),
                                            ("msmt17", "person")])
 def test_class_word_follows_the_reference_exact_compare(dataset, word):
+    """Only the exact strings "VehicleID" and "veri" give the vehicle prompt, as the reference compares."""
     cfg = reference_to_cfg(_meta(**{"MODEL.NAME": "RN50", "DATALOADER.SAMPLER": "softmax_triplet",
                                     "DATASETS.NAMES": dataset}))
     assert cfg.MODEL.PROMPT.CLASS_WORD == word and cfg.DATASETS.NAMES == (dataset,)
 
 
 def test_translation_of_options_and_baselines():
+    """Flat SOLVER.* keys mean a baseline; options translate; configs the reference cannot run are refused."""
     cfg = reference_to_cfg(_meta(**{
         "MODEL.NAME": "RN50", "DATALOADER.SAMPLER": "softmax_triplet", "MODEL.IF_LABELSMOOTH": "off",
         "MODEL.NO_MARGIN": True, "TEST.NECK_FEAT": "after", "SOLVER.BASE_LR": 3.5e-4, "SOLVER.STEPS": [40, 70]}))

@@ -1,27 +1,11 @@
-"""Fixtures of the user-tool tests: a tiny ResNet-18 config, a saved checkpoint, small images."""
-
-import os
+"""Fixtures of the user-tool tests: a saved checkpoint of the tiny ResNet-18, small images."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from clipreid_plugin.config import get_cfg
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SIZE = (64, 32)  # (height, width) of the model input: small enough for fast CPU tests
-
-
-def tiny_cfg(**overrides):
-    """The SyntheticReID bag-of-tricks config with a random ResNet-18 at 64x32 on the CPU."""
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.SIZE_TEST", list(SIZE), "INPUT.SIZE_TRAIN", list(SIZE),
-                         "MODEL.HEADS.NUM_CLASSES", 5])
-    for k, v in overrides.items():
-        cfg.merge_from_list([k, v])
-    return cfg
+from usertools_cfg import tiny_cfg
 
 
 @pytest.fixture(scope="module")

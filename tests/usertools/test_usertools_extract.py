@@ -15,7 +15,7 @@ from PIL import Image
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
 
-from conftest import REPO, SIZE
+from usertools_cfg import REPO, SIZE
 
 
 def load_tool(name):

@@ -1,6 +1,10 @@
-"""load_clip: every weight source gives an fp32 model with the right activation and exact weights."""
+"""load_clip: every weight source gives an fp32 model with the right activation and exact weights.
 
-import os
+OpenAI-format files (plain state dicts and TorchScript archives, partly fp16 like OpenAI's
+release) are written in tmp_path from the tiny architectures (tiny_clip.py); loading the shared
+reference's own tiny files is in reference/test_reference_files.py.
+"""
+
 import warnings
 
 import pytest
@@ -10,64 +14,32 @@ from torch import nn
 from clipreid_plugin.plugins.clipreid import convert_openai_checkpoint, load_clip, read_clip_checkpoint
 from clipreid_plugin.utils.checkpoint import CheckpointError
 
-TINY = {"vit": "tiny_clip_vit_openai_format.pt", "rn": "tiny_clip_rn50_openai_format.pt"}
+from tiny_clip import write_torchscript_archive
+from weights_checks import activations, assert_same_weights
 
 
-def _acts(model):
-    return {type(m).__name__ for m in model.modules() if type(m).__name__ in ("QuickGELU", "GELU")}
-
-
-def _assert_same_weights(model, sd):
-    own = model.state_dict()
-    assert set(own) == set(sd)
-    for k, v in sd.items():
-        assert own[k].dtype == (torch.float32 if v.is_floating_point() else v.dtype), k
-        assert torch.equal(own[k], v.to(own[k].dtype)), k  # fp16 -> fp32 up-cast is exact
-
-
-def _write_torchscript_archive(sd, path):
-    """A TorchScript archive whose state dict is ``sd`` (same layout as OpenAI's release files)."""
-
-    class Holder(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-    root = Holder()
-    for key, value in sd.items():
-        *parents, leaf = key.split(".")
-        module = root
-        for p in parents:
-            if not hasattr(module, p):
-                module.add_module(p, Holder())
-            module = getattr(module, p)
-        module.register_parameter(leaf, nn.Parameter(value.clone(), requires_grad=False))
-    # OpenAI's archives carry these non-weight entries too.
-    root.register_buffer("input_resolution", torch.tensor(224))
-    root.register_buffer("context_length", torch.tensor(77))
-    root.register_buffer("vocab_size", torch.tensor(49408))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.script(root), str(path))
-
-
-@pytest.mark.parametrize("kind", ["vit", "rn"])
-def test_openai_plain_file_fp32_quickgelu_exact(reference_dir, kind):
-    path = os.path.join(reference_dir, TINY[kind])
+@pytest.mark.parametrize("kind, conv1_channels", [("vit", 128), ("rn", 16 // 2)])
+def test_openai_plain_file_fp32_quickgelu_exact(openai_weights_file, kind, conv1_channels):
+    """A plain OpenAI-format file: architecture from the shapes (ViT width 128; ModifiedResNet stem
+    conv1 = width / 2), float32 model in eval mode, QuickGELU, every tensor exactly the file's."""
+    path = openai_weights_file(kind)
     sd = torch.load(path, weights_only=True)
     assert any(v.dtype == torch.float16 for v in sd.values())  # like OpenAI's release
     model = load_clip(weights=path)
-    _assert_same_weights(model, sd)
+    assert_same_weights(model, sd)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not model.training
-    assert _acts(model) == {"QuickGELU"}  # text tower (and ViT image tower) use QuickGELU
-    assert model.visual.conv1.out_channels == (128 if kind == "vit" else 8 // 2)
+    assert activations(model) == {"QuickGELU"}  # text tower (and ViT image tower) use QuickGELU
+    assert model.visual.conv1.out_channels == conv1_channels
 
 
-def test_torchscript_archive_loads_like_plain_file(reference_dir, tmp_path):
-    path = os.path.join(reference_dir, TINY["vit"])
-    sd = torch.load(path, weights_only=True)
+def test_torchscript_archive_loads_like_plain_file(openai_weights_file, tmp_path):
+    """OpenAI's container (a TorchScript archive): the same tensors and dtypes as the plain file,
+    the archive's non-weight entries dropped, no deprecation warning leaked, and a one-time
+    conversion to a plain file that loads with weights_only=True."""
+    sd = torch.load(openai_weights_file("vit"), weights_only=True)
     archive = tmp_path / "ViT-tiny.pt"
-    _write_torchscript_archive(sd, archive)
+    write_torchscript_archive(sd, archive)
     read, is_ts = read_clip_checkpoint(str(archive))
     assert is_ts
     assert set(read) == set(sd)  # input_resolution/context_length/vocab_size dropped
@@ -75,23 +47,25 @@ def test_torchscript_archive_loads_like_plain_file(reference_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the jit.load deprecation is not leaked
         model = load_clip(weights=str(archive))
-    _assert_same_weights(model, sd)
-    assert _acts(model) == {"QuickGELU"}
+    assert_same_weights(model, sd)
+    assert activations(model) == {"QuickGELU"}
 
-    # converted once to a plain file that loads with weights_only=True, same tensors and dtypes
     plain = tmp_path / "converted.pt"
     convert_openai_checkpoint(str(archive), str(plain))
     again = torch.load(plain, weights_only=True)
+    assert set(again) == set(sd)
     assert all(again[k].dtype == sd[k].dtype and torch.equal(again[k], sd[k]) for k in sd)
 
 
-def test_openai_file_checked_against_model_name(reference_dir):
-    path = os.path.join(reference_dir, TINY["vit"])
+def test_openai_file_checked_against_model_name(openai_weights_file):
+    """An OpenAI ViT file under an RN model name is refused, naming both architectures."""
     with pytest.raises(ValueError, match=r"ViT width 128.*'RN50'.*ModifiedResNet"):
-        load_clip("RN50", weights=path)
+        load_clip("RN50", weights=openai_weights_file("vit"))
 
 
 def test_openclip_checkpoint_uses_config_activation(tiny_openclip_names, tmp_path):
+    """An open_clip training checkpoint ({"state_dict"}, DDP "module." prefix) loads exactly, with
+    its model config's activation (GELU, or QuickGELU for a -quickgelu config) unless forced."""
     for name, act in [("cliptest-vit", "GELU"), ("cliptest-vit-quickgelu", "QuickGELU")]:
         torch.manual_seed(0)
         src = load_clip(name, quick_gelu=(act == "QuickGELU"))
@@ -100,18 +74,20 @@ def test_openclip_checkpoint_uses_config_activation(tiny_openclip_names, tmp_pat
         # open_clip training checkpoint layout: {"state_dict": ...} with DDP's "module." prefix
         torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in sd.items()}}, path)
         model = load_clip(name, weights=str(path))
-        _assert_same_weights(model, sd)
-        assert _acts(model) == {act}
+        assert_same_weights(model, sd)
+        assert activations(model) == {act}
         # the activation can still be forced (an fp32 open_clip-layout copy of OpenAI weights)
-        assert _acts(load_clip(name, weights=str(path), quick_gelu=True)) == {"QuickGELU"}
+        assert activations(load_clip(name, weights=str(path), quick_gelu=True)) == {"QuickGELU"}
 
 
 def test_random_init_defaults_to_quickgelu(tiny_openclip_names):
-    assert _acts(load_clip("cliptest-vit")) == {"QuickGELU"}
-    assert _acts(load_clip("cliptest-vit", quick_gelu=False)) == {"GELU"}
+    """Random init uses QuickGELU (CLIP-ReID checkpoints are OpenAI-architecture models) unless turned off."""
+    assert activations(load_clip("cliptest-vit")) == {"QuickGELU"}
+    assert activations(load_clip("cliptest-vit", quick_gelu=False)) == {"GELU"}
 
 
 def test_pretrained_tag_passes_the_tags_activation(monkeypatch):
+    """A pretrained tag is passed to open_clip with the tag's activation ("openai": QuickGELU)."""
     import open_clip
 
     calls = []
@@ -123,6 +99,7 @@ def test_pretrained_tag_passes_the_tags_activation(monkeypatch):
 
 
 def test_clear_errors():
+    """Missing file, unknown model name, unknown tag and no source at all: each names the fix."""
     with pytest.raises(CheckpointError, match=r"no/such/ViT-B-16\.pt.*PRETRAIN_PATH"):
         load_clip("ViT-B-16", weights="/no/such/ViT-B-16.pt")
     with pytest.raises(ValueError, match=r"Unknown open_clip model name 'ViT-B-61'.*ViT-B-16"):
@@ -134,6 +111,7 @@ def test_clear_errors():
 
 
 def test_non_weights_file_is_reported(tmp_path):
+    """A torch file that is not a state dict of tensors is reported as such."""
     bad = tmp_path / "notes.pt"
     torch.save({"epoch": 3, "lr": [0.1]}, bad)
     with pytest.raises(CheckpointError, match="state dict of tensors"):

@@ -10,63 +10,88 @@ from clipreid_plugin.config import get_cfg
 from clipreid_plugin.modeling.meta_arch import META_ARCH_REGISTRY
 from clipreid_plugin.plugins.clipreid.clip_baseline import CLIPBaseline
 
-from clip_cfgs import tiny_vit_cfg
+from tiny_clip import WIDTHS, max_err, random_batch, tiny_clip_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CONFIGS = os.path.join(REPO, "projects", "CLIPReID", "configs")
+BN_EPS = 1e-5  # BatchNorm1d's default, as the reference's bottlenecks (CLIPREID_SPEC.md 2.5)
 
 
-def _tiny_cfg(reference_dir, **clip_keys):
-    cfg = tiny_vit_cfg(reference_dir, **clip_keys)
-    cfg.MODEL.META_ARCHITECTURE = "CLIPBaseline"
-    cfg.INPUT.SIZE_TRAIN = [64, 32]
-    cfg.MODEL.HEADS.NUM_CLASSES = 3
-    return cfg
+def _tiny_cfg(**clip_keys):
+    return tiny_clip_cfg("vit", "CLIPBaseline", num_classes=3, **clip_keys)
 
 
-def _batch():
-    g = torch.Generator().manual_seed(0)
-    return {"images": torch.randn(6, 3, 64, 32, generator=g), "targets": torch.tensor([0, 0, 1, 1, 2, 2]),
-            "camids": torch.tensor([0, 1, 0, 1, 0, 1]), "viewids": torch.zeros(6, dtype=torch.long),
-            "img_paths": [""] * 6}
+def _bn_by_hand(x, bn):
+    """Eval-mode BatchNorm written out: (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+    return (x - bn.running_mean) / torch.sqrt(bn.running_var + BN_EPS) * bn.weight + bn.bias
+
+
+def _perturb_bnnecks(model, seed=0):
+    """Running statistics and affine parameters of both BNNecks away from identity (the frozen bias
+    too), so that "before" and "after" embeddings differ and each value must be used."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (model.neck.bn, model.neck_proj.bn):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n, generator=g))
+            bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
 
 
 @pytest.mark.parametrize("neck_feat", ["before", "after"])
-def test_train_and_eval_contract(reference_dir, neck_feat):
+def test_train_and_eval_contract(neck_feat):
+    """Training: the weighted ID and triplet losses, scalars, BNNeck biases frozen. Eval: the
+    embedding is concat(feature, projected) of the backbone ("before") or of their BNNeck outputs
+    written out by hand ("after"), 128 + 64 wide."""
     assert META_ARCH_REGISTRY.get("CLIPBaseline") is CLIPBaseline
-    cfg = _tiny_cfg(reference_dir)
+    cfg = _tiny_cfg()
     cfg.MODEL.HEADS.NECK_FEAT = neck_feat
     model = CLIPBaseline(cfg).train()
-    losses = model(_batch())
+    losses = model(random_batch())
     assert set(losses) == {"loss_cls", "loss_triplet"} and all(v.dim() == 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.neck.bn.bias.grad is None and model.neck_proj.bn.bias.grad is None  # BNNeck bias frozen
+    assert model.neck.bn.weight.grad is not None and model.backbone.visual.conv1.weight.grad is not None
+
+    _perturb_bnnecks(model)
     model.eval()
+    images = random_batch()["images"]
     with torch.no_grad():
-        emb = model(_batch())
-        out = model.extract_features(_batch()["images"])
-    keys = ("feat", "feat_proj") if neck_feat == "before" else ("bn_feat", "bn_feat_proj")
-    assert emb.shape == (6, 128 + 32)
-    assert torch.equal(emb, torch.cat([out[keys[0]], out[keys[1]]], 1))
+        emb = model(random_batch())
+        out = model.backbone(images)
+        feat, proj = out.feature, out.projected
+        if neck_feat == "after":
+            feat, proj = _bn_by_hand(feat, model.neck.bn), _bn_by_hand(proj, model.neck_proj.bn)
+    assert emb.shape == (6, sum(WIDTHS["vit"]))
+    assert max_err(emb, torch.cat([feat, proj], 1)) <= 1e-5
 
 
-def test_sie_ids_come_from_the_batch(reference_dir):
-    model = CLIPBaseline(_tiny_cfg(reference_dir, SIE_CAMERA=True, NUM_CAMERAS=2)).eval()
-    batch = _batch()
+def test_sie_ids_come_from_the_batch():
+    """With camera SIE the batch's camera ids reach the backbone: the embedding is the BNNeck
+    (by hand) of the backbone run with those ids, and other ids give another embedding."""
+    model = CLIPBaseline(_tiny_cfg(SIE_CAMERA=True, NUM_CAMERAS=2))
+    _perturb_bnnecks(model)
+    model.eval()
+    batch = random_batch()
+    assert model.neck_feat == "after"  # the default
     with torch.no_grad():
         emb = model(batch)
         swapped = model(dict(batch, camids=1 - batch["camids"]))
-        expected = model.extract_features(batch["images"], batch["camids"])
-    assert torch.equal(emb, torch.cat([expected["bn_feat"], expected["bn_feat_proj"]], 1))
-    assert not torch.allclose(emb, swapped)  # the camera embedding is used
+        out = model.backbone(batch["images"], batch["camids"])
+        expected = torch.cat([_bn_by_hand(out.feature, model.neck.bn),
+                              _bn_by_hand(out.projected, model.neck_proj.bn)], 1)
+    assert max_err(emb, expected) <= 1e-5
+    assert max_err(emb, swapped) > 1e-3  # the camera embedding is used
 
 
-def test_config_errors(reference_dir):
-    cfg = _tiny_cfg(reference_dir)
+def test_config_errors():
+    """Training without classes and an unknown NECK_FEAT are explained by their keys."""
+    cfg = _tiny_cfg()
     cfg.MODEL.HEADS.NUM_CLASSES = 0
     model = CLIPBaseline(cfg).train()
     with pytest.raises(ValueError, match="NUM_CLASSES"):
-        model(_batch())
+        model(random_batch())
     cfg.MODEL.HEADS.NECK_FEAT = "middle"
     with pytest.raises(ValueError, match="NECK_FEAT"):
         CLIPBaseline(cfg)
@@ -84,6 +109,7 @@ DATASETS = {"market1501": ("Market1501", [256, 128]), "msmt17": ("MSMT17", [256,
 @pytest.mark.parametrize("folder", sorted(DATASETS))
 @pytest.mark.parametrize("fname", ["vit_base", "cnn_base"])
 def test_baseline_configs_match_the_reference(folder, fname):
+    """Each shipped baseline config resolves to the reference's values (CLIPREID_SPEC.md 1.4)."""
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(CONFIGS, folder, fname + ".yml"))
     exp = dict(VIT if fname == "vit_base" else CNN)
@@ -110,6 +136,7 @@ def test_baseline_configs_match_the_reference(folder, fname):
 
 
 def test_every_baseline_config_is_covered():
+    """The table above covers all 12 shipped baseline configs (6 datasets x ViT / CNN)."""
     files = sorted(glob.glob(os.path.join(CONFIGS, "*", "*_base.yml")))
     assert len(files) == 12
 

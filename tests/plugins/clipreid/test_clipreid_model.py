@@ -1,0 +1,186 @@
+"""CLIPReID's training contract on a tiny CLIP built locally: which parameters each stage trains,
+the stage-1 image features, the stage-2 losses on the frozen text features, the text features in
+checkpoints, error messages, evaluation-only models and a non-CLIP image backbone.
+
+Parity with the reference implementation's tensors is in reference/test_clipreid_parity.py.
+"""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipreid_plugin.config import ConfigError
+from clipreid_plugin.plugins.clipreid.clipreid import CLIPReID
+from clipreid_plugin.solver import build_optimizer
+
+from tiny_clip import SIZE, WIDTHS, max_err, random_batch, tiny_clip_cfg
+
+NUM_CLASSES = 7
+TOL = 1e-5
+
+
+def _cfg(kind="vit", **clip_keys):
+    """CLIPReID with the reference's stage-2 losses (as projects/CLIPReID/configs/Base-CLIPReID.yml)."""
+    cfg = tiny_clip_cfg(kind, "CLIPReID", NUM_CLASSES, **clip_keys)
+    cfg.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss", "ImageTextCrossEntropyLoss")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def vit_model():
+    """A random tiny-ViT CLIPReID, built once (tests deep-copy it before changing it)."""
+    torch.manual_seed(0)
+    return CLIPReID(_cfg())
+
+
+def test_stage2_trains_the_image_side_only(vit_model):
+    """Stage 2 (the trainer's optimizer over the model as built) trains every backbone tensor and
+    the BNNeck weights and classifiers, never the BNNeck biases or the text side; one group each.
+
+    Tiny ViT: class_embedding, positional_embedding, proj, conv1.weight, ln_pre and ln_post
+    (weight, bias) = 8 tensors, plus 4 blocks x 12 (ln_1, ln_2, attn in_proj, attn out_proj,
+    mlp c_fc, mlp c_proj: weight and bias each) = 48; 56 + 4 neck tensors = 60.
+    """
+    model = copy.deepcopy(vit_model)
+    expected = {f"backbone.{n}" for n, _ in model.backbone.named_parameters()} | {
+        "neck.bn.weight", "neck.classifier.weight", "neck_proj.bn.weight", "neck_proj.classifier.weight"}
+    assert len(expected) == 60
+    assert {"backbone.visual.conv1.weight", "backbone.visual.proj", "backbone.visual.class_embedding",
+            "backbone.visual.transformer.resblocks.3.mlp.c_proj.bias"} <= expected
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    groups = build_optimizer(tiny_clip_cfg(), model).param_groups
+    assert sorted(g["name"] for g in groups) == sorted(expected)
+    assert all(len(g["params"]) == 1 for g in groups)
+
+
+def test_stage1_trains_only_cls_ctx(vit_model):
+    """Stage 1 optimises cls_ctx alone: it is the only stage-1 parameter, and a stage-1 backward
+    leaves every other tensor without a gradient."""
+    model = copy.deepcopy(vit_model)
+    assert not any(p.requires_grad for p in model.text_head.parameters())  # frozen until stage 1
+    assert model.stage1_parameters() == [model.text_head.prompt_learner.cls_ctx]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.text_head.prompt_learner.cls_ctx.requires_grad_(True)  # what the stage-1 hook does
+    image_features = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    losses = model.stage1_losses(image_features, torch.tensor([1, 1, 4, 4]))
+    assert set(losses) == {"loss_supcon_i2t", "loss_supcon_t2i"}
+    sum(losses.values()).backward()
+    grad = model.text_head.prompt_learner.cls_ctx.grad
+    assert grad[[1, 4]].abs().sum() > 0 and grad[[0, 2, 3, 5, 6]].abs().max() == 0
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "text_head.prompt_learner.cls_ctx")
+
+
+@pytest.mark.parametrize("kind", ["vit", "rn"])
+def test_stage1_extraction_restores_modes_and_ignores_sie(kind):
+    """Stage-1 features are the projected feature of the backbone in eval mode (RN: BN running
+    statistics) without SIE, computed without gradient; the model's modes are restored."""
+    torch.manual_seed(0)
+    model = CLIPReID(_cfg(kind, SIE_CAMERA=True, NUM_CAMERAS=2) if kind == "vit" else _cfg(kind))
+    images = random_batch(4)["images"]
+    with torch.no_grad():
+        expected = copy.deepcopy(model.backbone).eval()(images).projected  # no camera ids: no SIE
+    model.train()
+    feats = model.encode_image_for_stage1(images)
+    assert all(m.training for m in model.modules())
+    assert not feats.requires_grad and feats.shape == (4, 64)
+    assert max_err(feats, expected) <= 1e-6
+
+
+def test_stage2_losses_use_the_frozen_text_features(vit_model):
+    """Stage 2 adds i2t_logits = feat_proj @ text_features.T (spec 3.3) and the label-smoothed
+    cross-entropy on them, -mean_b sum_k q_k log softmax_k with q = 0.9 onehot + 0.1 / C (spec 3.1)."""
+    model = copy.deepcopy(vit_model).train()
+    text = torch.randn(NUM_CLASSES, 64, generator=torch.Generator().manual_seed(3))
+    model.set_text_features(text)
+    batch = random_batch()
+    out = model.extract_features(batch["images"])
+    losses = model.compute_losses(out, batch["targets"])
+    assert set(losses) == {"loss_cls", "loss_triplet", "loss_i2t"}
+    logits = out["feat_proj"] @ text.t()
+    assert max_err(out["i2t_logits"], logits) <= TOL
+    q = 0.9 * F.one_hot(batch["targets"], NUM_CLASSES) + 0.1 / NUM_CLASSES
+    expected = -(q * logits.log_softmax(1)).sum(1).mean()
+    assert abs(losses["loss_i2t"].item() - expected.item()) <= TOL
+
+
+def test_text_features_survive_a_checkpoint(vit_model):
+    """The stage-2 text features and the stage-1 prompts travel in the state dict: a fresh model
+    loading it has them, and knows it."""
+    model = copy.deepcopy(vit_model)
+    assert not model.has_text_features()
+    feats = torch.randn(NUM_CLASSES, 64)
+    model.set_text_features(feats)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    torch.manual_seed(99)
+    fresh = CLIPReID(_cfg())
+    assert not fresh.has_text_features()
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert fresh.has_text_features()
+    assert torch.equal(fresh.text_head.text_features, feats)
+    assert torch.equal(fresh.text_head.prompt_learner.cls_ctx, model.text_head.prompt_learner.cls_ctx)
+
+
+def test_stage2_without_text_features_says_what_to_do(vit_model):
+    """A training step before stage 1 (no text features) says that stage 1 must run first."""
+    model = copy.deepcopy(vit_model).train()
+    with pytest.raises(ConfigError, match="stage 1"):
+        model(random_batch(2))
+
+
+def test_evaluation_only_model_has_no_text_side():
+    """NUM_CLASSES 0: no text side; the embedding is concat(feature, projected) of the backbone
+    (NECK_FEAT "before"); asking for text features names the key."""
+    cfg = tiny_clip_cfg("vit", "CLIPReID", 0)
+    cfg.MODEL.HEADS.NECK_FEAT = "before"
+    model = CLIPReID(cfg).eval()
+    assert model.text_head is None and not model.has_text_features()
+    images = random_batch(2)["images"]
+    with torch.no_grad():
+        emb = model({"images": images})
+        out = model.backbone(images)
+    assert emb.shape == (2, sum(WIDTHS["vit"]))
+    assert max_err(emb, torch.cat([out.feature, out.projected], 1)) <= 1e-6
+    with pytest.raises(ConfigError, match="NUM_CLASSES"):
+        model.compute_all_text_features()
+
+
+def test_non_clip_backbone_gets_a_projection_into_text_space(openai_weights_file):
+    """A torchvision ResNet-18 with the text tower of a CLIP file (MODEL.PROMPT.TEXT_WEIGHTS): a
+    learned projection 512 -> 64 (the text width) joins them; both stages run; the projection
+    learns from the image-to-text loss; the eval embedding is 512 + 64 wide."""
+    cfg = tiny_clip_cfg("vit", "CLIPReID", 3)
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.DEPTH = "18x"
+    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
+    cfg.MODEL.PROMPT.TEXT_WEIGHTS = openai_weights_file("vit")
+    cfg.MODEL.PROMPT.CLASS_WORD = "vehicle"
+    cfg.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss", "ImageTextCrossEntropyLoss")
+    model = CLIPReID(cfg)
+    assert model.text_head.prompt_text == "A photo of a X X X X vehicle."
+    file_proj = torch.load(cfg.MODEL.PROMPT.TEXT_WEIGHTS, weights_only=True)["text_projection"]
+    assert torch.equal(model.text_head.text_encoder.text_projection, file_proj.float())
+    images = torch.randn(4, 3, *SIZE)
+    labels = torch.tensor([0, 0, 2, 2])
+    for p in model.stage1_parameters():
+        p.requires_grad_(True)
+    feats = model.encode_image_for_stage1(images)
+    assert feats.shape == (4, 64)  # the tiny CLIP's embedding width
+    sum(model.stage1_losses(feats, labels).values()).backward()
+    assert model.text_head.prompt_learner.cls_ctx.grad is not None
+    for p in model.stage1_parameters():
+        p.requires_grad_(False)
+    model.freeze_text_features(batch_size=2)
+    model.train()
+    losses = model({"images": images, "targets": labels})
+    assert set(losses) == {"loss_cls", "loss_triplet", "loss_i2t"}
+    sum(losses.values()).backward()
+    assert model.image_proj.weight.grad is not None  # the projection learns from the text loss
+    model.eval()
+    with torch.no_grad():
+        assert model({"images": images}).shape == (4, 512 + 64)
