@@ -52,7 +52,7 @@ MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mod
 
 
 def register_toolkit_model_configs() -> None:
-    """Add ``interop/model_configs/*.json`` (``ReID-Tiny-RN``, ``ReID-Tiny-ViT-16``) to open_clip."""
+    """Add this plugin's ``model_configs/*.json`` (``ReID-Tiny-RN``, ``ReID-Tiny-ViT-16``) to open_clip."""
     import open_clip
 
     if open_clip.get_model_config("ReID-Tiny-RN") is None:

@@ -120,6 +120,11 @@ def check_clipreid_config(cfg, training: bool) -> None:
             raise ConfigError(f"MODEL.PROMPT.HEAD_NAME: {e}") from None
     if not training:
         return
+    if cfg.MODEL.META_ARCHITECTURE == "CLIPReID" and "ImageTextCrossEntropyLoss" not in cfg.MODEL.LOSSES.NAMES:
+        # Legal (an ablation), but the paper's stage 2 always has L_i2tce: say so rather than train without it.
+        logging.getLogger(__name__).warning(
+            f"MODEL.LOSSES.NAMES is {list(cfg.MODEL.LOSSES.NAMES)}: CLIPReID's stage 2 will train without the "
+            f"image-to-text loss (add ImageTextCrossEntropyLoss unless this is an ablation).")
     if cfg.CLIPREID.PHASES not in ("both", "stage2"):
         raise ConfigError(f"CLIPREID.PHASES is {cfg.CLIPREID.PHASES!r}; valid: 'both', 'stage2' (stage 1 alone: "
                           f"SOLVER.MAX_EPOCHS 0).")

@@ -133,6 +133,23 @@ def test_stage2_without_text_features_says_what_to_do(vit_model):
         model(random_batch(2))
 
 
+def test_training_config_without_the_text_loss_is_warned_about(caplog):
+    """A CLIPReID training config whose MODEL.LOSSES.NAMES lacks ImageTextCrossEntropyLoss (legal,
+    an ablation) is warned about by the plugin's config check; with the loss it is silent."""
+    from clipreid_plugin.plugins.clipreid.config import check_clipreid_config
+
+    cfg = tiny_clip_cfg("vit", "CLIPReID", NUM_CLASSES)
+    cfg.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss")
+    with caplog.at_level("WARNING"):
+        check_clipreid_config(cfg, True)
+    assert "without the image-to-text loss" in caplog.text and "ImageTextCrossEntropyLoss" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_clipreid_config(_cfg(), True)
+        check_clipreid_config(cfg, False)  # evaluation only: no losses involved
+    assert "image-to-text" not in caplog.text
+
+
 def test_evaluation_only_model_has_no_text_side():
     """NUM_CLASSES 0: no text side; the embedding is concat(feature, projected) of the backbone
     (NECK_FEAT "before"); asking for text features names the key."""
