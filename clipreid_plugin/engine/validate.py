@@ -2,8 +2,8 @@
 
 A typo in ``TEST.EVALUATOR`` or a missing test-set folder must not surface after hours of
 training. :func:`validate_config` resolves every registry name the run will use, checks
-enumerated values and counts, opens every test set's folder, and runs the checks components
-registered (:func:`~clipreid_plugin.config.register_config_check`). It also warns about
+enumerated values and counts, opens every dataset folder the run reads, and runs the checks
+components registered (:func:`~clipreid_plugin.config.register_config_check`). It also warns about
 schedules that do not fit the run (warmup or LR steps beyond ``SOLVER.MAX_EPOCHS``) and caps
 ``DATALOADER.NUM_WORKERS`` at the CPUs there are.
 """
@@ -98,16 +98,25 @@ def _value_checks(cfg: CfgNode, training: bool):
         yield lambda: build_transforms(cfg, is_train=True)
 
 
-def _test_set_checks(cfg: CfgNode):
+def _dataset_folder_checks(cfg: CfgNode, training: bool):
+    """Open every dataset the run reads: a training set with its whole layout (the message then
+    names the training folders too), a test-only set with its query/gallery splits only."""
     from clipreid_plugin.data import DATASET_REGISTRY
     from clipreid_plugin.data.datasets.bases import test_splits_only
+
+    def open_full(name):
+        DATASET_REGISTRY.get(name).from_config(cfg)
 
     def open_test_set(name):
         with test_splits_only():
             DATASET_REGISTRY.get(name).from_config(cfg)
 
+    train_names = _names(cfg.DATASETS.NAMES) if training else []
+    for name in train_names:
+        yield lambda name=name: open_full(name)
     for name in _names(cfg.DATASETS.TESTS):
-        yield lambda name=name: open_test_set(name)
+        if name not in train_names:
+            yield lambda name=name: open_test_set(name)
 
 
 def _schedule_warnings(cfg: CfgNode) -> List[str]:
@@ -137,7 +146,7 @@ def validate_config(cfg: CfgNode, training: bool = True) -> CfgNode:
 
     Raises:
         ConfigError: one line naming every problem found (unknown registry names with the
-            registered ones, values out of range, missing test-set folders, components' checks).
+            registered ones, values out of range, missing dataset folders, components' checks).
     """
     problems: List[str] = []
     checks = list(_registry_checks(cfg, training)) + list(_value_checks(cfg, training))
@@ -148,7 +157,7 @@ def validate_config(cfg: CfgNode, training: bool = True) -> CfgNode:
         except ToolkitError as e:
             problems.append(str(e))
     if not problems:  # the folders only once the names are known to resolve
-        for check in _test_set_checks(cfg):
+        for check in _dataset_folder_checks(cfg, training):
             try:
                 check()
             except ToolkitError as e:

@@ -3,8 +3,9 @@
 Configured by environment variables, inert without them:
 * ``FAULT_EVAL=N``: the N-th evaluation of the process dies in the middle (after its epoch's
   checkpoint was written), once per ``FAULT_MARKER`` file;
-* ``FAULT_RANK=R`` and ``FAULT_EPOCH=E``: rank R dies in the second step of epoch E (0-based), on
-  torchrun's first attempt only.
+* ``FAULT_RANK=R`` and ``FAULT_EPOCH=E``: rank R dies in the second step of epoch E (0-based),
+  once per ``FAULT_MARKER`` file (not "on the first attempt": with several torchrun agents the
+  restart counts differ between agents and ranks are reassigned at each rendezvous round).
 """
 
 import os
@@ -36,14 +37,16 @@ class KillingReidEvaluator(ReidEvaluator):
 
 @HOOK_REGISTRY.register()
 class KillRankHook(HookBase):
-    """Kills rank FAULT_RANK in the second step of epoch FAULT_EPOCH, on torchrun's first attempt."""
+    """Kills rank FAULT_RANK in the second step of epoch FAULT_EPOCH, once per FAULT_MARKER file."""
 
     def __init__(self, cfg):
         self.rank = int(os.environ.get("FAULT_RANK", "-1"))
         self.epoch = int(os.environ.get("FAULT_EPOCH", "-1"))
+        self.marker = os.environ.get("FAULT_MARKER", "")
 
     def after_step(self):
-        first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
         in_epoch = self.trainer.iter - self.trainer.storage.epoch_start_iter
-        if first_attempt and comm.get_rank() == self.rank and self.trainer.epoch == self.epoch and in_epoch == 1:
+        if comm.get_rank() == self.rank and self.trainer.epoch == self.epoch and in_epoch == 1 and \
+                self.marker and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
             _die()
