@@ -22,7 +22,7 @@ import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
-from clipreid_plugin.usertools.visualize import draw_rank_strips, save_png
+from clipreid_plugin.usertools.visualize import StripLayout, draw_rank_strips, save_png
 from clipreid_plugin.utils.file_io import atomic_write_text
 
 
@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="euclidean", choices=METRICS, help="distance (as TEST.METRIC)")
     p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation (TEST.FEAT_NORM False)")
     p.add_argument("--output", default="", metavar="FILE.json", help="write the ranked lists as JSON")
-    p.add_argument("--strip", default="", metavar="FILE.png", help="draw the ranked lists as a PNG")
+    p.add_argument("--strip", default="", metavar="FILE.png",
+                   help="draw the ranked lists as a PNG, every image labelled with its file name")
+    p.add_argument("--thumb-height", type=int, default=176, metavar="H",
+                   help="thumbnail height in the --strip picture (width from the crops' aspect ratio)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides: KEY VALUE ...")
     return p
 
@@ -68,7 +71,8 @@ def main(argv=None) -> None:
         atomic_write_text(args.output, json.dumps(ranked, indent=2) + "\n")
         print(f"\nRanked lists written to {args.output}")
     if args.strip:
-        picture = draw_rank_strips(query_paths, gallery_paths, indices.numpy(), distances.numpy())
+        picture = draw_rank_strips(query_paths, gallery_paths, indices.numpy(), distances.numpy(),
+                                   layout=StripLayout(thumb_height=args.thumb_height), show_names=True)
         save_png(picture, args.strip)
         print(f"Picture written to {args.strip}")
 

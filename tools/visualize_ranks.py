@@ -31,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index: dataset order; worst / best: by AP within the top-k")
     p.add_argument("--queries", type=int, nargs="+", default=None, metavar="I",
                    help="draw these query indices instead (overrides --order)")
-    p.add_argument("--thumb-size", type=int, nargs=2, default=[128, 64], metavar=("H", "W"),
-                   help="thumbnail height and width in pixels")
+    p.add_argument("--thumb-height", type=int, default=128, metavar="H", help="thumbnail box height in pixels")
+    p.add_argument("--thumb-width", type=int, default=None, metavar="W",
+                   help="thumbnail box width in pixels (default: from the crops' median aspect ratio); "
+                        "crops always keep their aspect ratio inside the box")
     return p
 
 
@@ -41,7 +43,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     rows = visualize_ranking(args.results, args.output, num_queries=args.num_queries, topk=args.topk,
                              order=args.order, query_indices=args.queries,
-                             layout=StripLayout(thumb_height=args.thumb_size[0], thumb_width=args.thumb_size[1]))
+                             layout=StripLayout(thumb_height=args.thumb_height, thumb_width=args.thumb_width))
     logging.getLogger("clipreid_plugin").info(f"Drew queries {rows} to {args.output}")
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -11,11 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clipreid_plugin.comparison import (collect_run, draw_chart, failed_record, missing_record, table_csv,
+from clipreid_plugin.comparison import (chart_figure, collect_run, draw_chart, failed_record, missing_record, table_csv,
                                        table_markdown, table_text, write_outputs, write_record)
 from clipreid_plugin.comparison.model_stats import count_parameters, sdpa_flop_jit
 from clipreid_plugin.comparison.records import new_record
 from clipreid_plugin.comparison.runner import MethodSpec, run_method
+from clipreid_plugin.utils.errors import MissingDependencyError
 
 
 def _ok(method, ds, mAP, r1, rerank=None):
@@ -51,18 +53,34 @@ def test_rerank_columns_appear_when_a_run_has_them():
     assert "mAP (RR)" in table_text(recs)
 
 
-def test_chart_draws_bars_at_the_metric_heights(tmp_path):
-    recs = [_ok("a", "Market1501", 50.0, 100.0), missing_record("c", "c.yml", "x", ["VeRi"], "out/c")]
+def test_chart_bars_have_the_metric_heights_untrained_included(tmp_path):
+    trained = _ok("a", "Market1501", 50.0, 100.0)
+    trained["untrained"] = {"Market1501": {"mAP": 4.0, "Rank-1": 8.0}}
+    recs = [trained, missing_record("c", "c.yml", "x", ["VeRi"], "out/c")]
+    fig = chart_figure(recs)
+    ax = fig.axes[0]
+    heights = {c.get_label(): [bar.get_height() for bar in c] for c in ax.containers}
+    # one bar per row and series; the missing row keeps its place with zero-height bars
+    assert heights == {"mAP untrained": [4.0, 0.0], "mAP": [50.0, 0.0], "Rank-1 untrained": [8.0, 0.0],
+                       "Rank-1": [100.0, 0.0]}
+    assert "missing" in [t.get_text() for t in ax.texts] and ax.get_ylim() == (0, 100)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "a\nMarket1501\nResNet-50" and labels[1] == "c\nVeRi\nx"
+    # without untrained results there are no untrained bars
+    assert [c.get_label() for c in chart_figure([_ok("a", "M", 1.0, 2.0)]).axes[0].containers] == ["mAP", "Rank-1"]
     path = tmp_path / "chart.png"
     draw_chart(recs, str(path))
-    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    assert img.shape[0] >= 300 and img.shape[1] >= 300
-    blue = (np.abs(img - [55, 110, 180]).sum(-1) == 0)
-    orange = (np.abs(img - [235, 140, 50]).sum(-1) == 0)
-    # one mAP bar and one Rank-1 bar (plus the legend squares); Rank-1 = 100 is twice as tall as mAP = 50
-    h_blue = blue[60:].any(axis=1).sum()
-    h_orange = orange[60:].any(axis=1).sum()
-    assert h_orange == pytest.approx(2 * h_blue, abs=2)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 200
+
+
+def test_without_matplotlib_the_tables_are_written_and_the_chart_skipped(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"clipreid_plugin\[plots\]"):
+        draw_chart([_ok("a", "M", 1.0, 2.0)], str(tmp_path / "x.png"))
+    paths = write_outputs([_ok("a", "M", 1.0, 2.0)], str(tmp_path / "t"))
+    assert sorted(paths) == ["csv", "md", "txt"] and not (tmp_path / "t" / "benchmark.png").exists()
+    assert "benchmark.png" in caplog.text and "matplotlib" in caplog.text
 
 
 def test_write_outputs_and_collect(tmp_path):
