@@ -1,5 +1,5 @@
-"""Install clipreid_plugin: ``pip install -e .`` (extras: ``[dev]`` test suite, ``[plots]`` charts, ``[onnx]`` export
-checks, ``[tensorboard]``)."""
+"""Install clipreid_plugin: ``pip install -e .`` (extras: ``[dev]`` test suite, ``[plots]`` charts,
+``[faiss]`` indexed gallery search, ``[onnx]`` export checks, ``[tensorboard]``)."""
 
 from setuptools import find_packages, setup
 
@@ -30,5 +30,6 @@ setup(
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
         "plots": ["matplotlib>=3.5"],  # training curves, benchmark charts
+        "faiss": ["faiss-cpu>=1.7.3"],  # indexed gallery search (faiss-gpu works too)
     },
 )
