@@ -83,23 +83,42 @@ def test_without_matplotlib_the_tables_are_written_and_the_chart_skipped(tmp_pat
     assert "benchmark.png" in caplog.text and "matplotlib" in caplog.text
 
 
-def test_write_outputs_and_collect(tmp_path):
-    run = tmp_path / "runs" / "a" / "Market1501"
-    write_record(str(run), _ok("a", "Market1501", 80.0, 90.0))
-    plain = tmp_path / "runs" / "p" / "Market1501"  # a tools/train_net.py run: results.json only
-    plain.mkdir(parents=True)
-    (plain / "results.json").write_text(json.dumps({"Market1501": {"mAP": 70.0, "Rank-1": 80.0}}))
-    (tmp_path / "runs" / "e").mkdir()
-    recs = [collect_run(str(run), "a", "a.yml", "?", ["Market1501"]),
-            collect_run(str(plain), "p", "p.yml", "ResNet-101", ["Market1501"]),
-            collect_run(str(tmp_path / "runs" / "e"), "e", "e.yml", "?", ["Market1501"]),
-            collect_run(str(tmp_path / "runs" / "nope"), "n", "n.yml", "?", ["Market1501"])]
-    assert [r["status"] for r in recs][:2] == ["ok", "ok"]
-    assert recs[2]["status"].startswith("failed: no benchmark_record.json") and recs[3]["status"] == "missing"
-    assert recs[0]["gflops"] == 6.07 and recs[1]["gflops"] is None and recs[1]["backbone"] == "ResNet-101"
+def plain_run(folder, results, run_info=None, tests=("Market1501",)):
+    """The files a tools/train_net.py run leaves (config.yaml, results.json, run_info.json)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("DATASETS:\n  NAMES:\n  - Market1501\n  TESTS:\n"
+                                        + "".join(f"  - {t}\n" for t in tests)
+                                        + "MODEL:\n  BACKBONE:\n    NAME: build_clip_backbone\n")
+    (folder / "results.json").write_text(json.dumps(results))
+    if run_info is not None:
+        (folder / "run_info.json").write_text(json.dumps(run_info))
+    return folder
+
+
+def test_collect_any_run_folder_labels_the_backbone_built_and_names_missing_paths(tmp_path, caplog):
+    bench = tmp_path / "runs" / "a" / "Market1501"
+    write_record(str(bench), _ok("a", "Market1501", 80.0, 90.0))
+    plain = plain_run(tmp_path / "market_clip", {"Market1501": {"mAP": 70.0, "Rank-1": 80.0}},
+                      {"backbone": "CLIP ReID-Tiny-ViT", "parameters": 2_500_000, "tests": ["Market1501"]})
+    old = plain_run(tmp_path / "old_run", {"Market1501": {"mAP": 60.0, "Rank-1": 65.0}})  # before run_info.json
+    (tmp_path / "unfinished").mkdir()
+    recs = [collect_run(str(bench)), collect_run(str(plain)), collect_run(str(old), "renamed"),
+            collect_run(str(tmp_path / "unfinished")), collect_run(str(tmp_path / "nope"), "n", "n.yml", ["VeRi"])]
+    assert [r["method"] for r in recs] == ["a", "market_clip", "renamed", "unfinished", "n"]
+    assert [r["status"] for r in recs[:3]] == ["ok", "ok", "ok"]
+    # the backbone comes from the run, never from the config's names (config.yaml says build_clip_backbone)
+    assert [r["backbone"] for r in recs[:3]] == ["ResNet-50", "CLIP ReID-Tiny-ViT", "?"]
+    assert recs[1]["params_m"] == 2.5 and recs[1]["gflops"] is None and recs[1]["datasets"] == ["Market1501"]
+    assert recs[1]["config"] == str(plain / "config.yaml") and recs[0]["gflops"] == 6.07
+    assert str(old / "run_info.json") in caplog.text  # the file looked for, named
+    assert recs[3]["status"] == f"failed: no benchmark_record.json or results.json in {tmp_path / 'unfinished'} " \
+                                "(unfinished or crashed run?)"
+    assert recs[4]["status"] == f"missing: no folder {tmp_path / 'nope'}" and recs[4]["datasets"] == ["VeRi"]
     paths = write_outputs(recs, str(tmp_path / "tables"))
     assert sorted(paths) == ["csv", "md", "png", "txt"]
-    assert len(open(paths["csv"]).read().splitlines()) == 5
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["backbone"] for r in rows] == ["ResNet-50", "CLIP ReID-Tiny-ViT", "?", "?", "?"]
+    assert float(rows[1]["mAP"]) == 70.0 and rows[4]["status"].startswith("missing: no folder")
 
 
 def test_sdpa_handle_counts_attention_matmuls():

@@ -65,7 +65,23 @@ def test_benchmark_runs_two_methods_then_collects(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     with open(out / "benchmark.csv") as f:
         collected = list(csv.DictReader(f))
-    assert [r["status"] for r in collected] == ["ok", "ok", "missing"]
+    never = out / "never_run" / "SyntheticReID"
+    assert [r["status"] for r in collected] == ["ok", "ok", f"missing: no folder {never}"]
     assert collected[0]["mAP"] == rows[0]["mAP"] and collected[1]["GFLOPs_per_image"] == rows[1]["GFLOPs_per_image"]
     assert collected[2]["method"] == "never_run" and collected[2]["mAP"] == ""
     assert "missing" in p.stdout
+
+    # run folders given directly (any OUTPUT_DIR), NAME=DIR names a row; labels are the built backbones
+    table = tmp_path / "table"
+    p = _benchmark(["--collect", str(out / "bagtricks_R18" / "SyntheticReID"),
+                    f"tiny_clip={out / 'clipreid' / 'SyntheticReID'}", str(tmp_path / "nowhere"),
+                    "--output-dir", str(table)], tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(table / "benchmark.csv") as f:
+        direct = list(csv.DictReader(f))
+    assert [(r["method"], r["backbone"], r["status"]) for r in direct] == [
+        ("bagtricks_R18", "ResNet-18", "ok"), ("tiny_clip", rows[1]["backbone"], "ok"),
+        ("nowhere", "?", f"missing: no folder {tmp_path / 'nowhere'}")]
+    assert direct[1]["mAP"] == rows[1]["mAP"]
+    p = _benchmark(["--collect", str(table), "--methods", BAGTRICKS], tmp_path)
+    assert p.returncode == 2 and "not both" in p.stderr and "Traceback" not in p.stderr
