@@ -31,7 +31,6 @@ import gc
 import sys
 import time
 
-import numpy as np
 import torch
 
 from clipreid_plugin.usertools.extract import search

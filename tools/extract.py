@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Embed a folder (or a list) of images with a trained model and save the features.
 
-    python tools/extract.py --config-file output/run/config.yaml --weights output/run/model_final.pth \
+    python tools/extract.py --config-file output/run/config.yaml --weights output/run/model_final.pth \\
         --input my_gallery/ --output gallery_feats.npz
 
 The output is an ``.npz`` with ``feats`` (N, D) float32 (raw embeddings, as the model returns

@@ -2,10 +2,10 @@
 """Rank a gallery feature file for one or more query images (or a query feature file).
 
     # gallery features first (tools/extract.py), then query images embedded on the fly
-    python tools/search.py --gallery gallery_feats.npz --query person.jpg other.jpg \
+    python tools/search.py --gallery gallery_feats.npz --query person.jpg other.jpg \\
         --config-file output/run/config.yaml --weights output/run/model_final.pth --topk 5
     # or two feature files, with a JSON result file and a picture of the ranked lists
-    python tools/search.py --gallery gallery_feats.npz --query-feats query_feats.npz \
+    python tools/search.py --gallery gallery_feats.npz --query-feats query_feats.npz \\
         --output ranks.json --strip ranks.png
     # a large gallery: a faiss IVF index (pip install 'clipreid_plugin[faiss]')
     python tools/search.py --gallery big.npz --query-feats query_feats.npz --index ivf --nprobe 32

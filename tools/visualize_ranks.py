@@ -3,10 +3,10 @@
 (green border = same identity, red = different identity, distance under each image).
 
     # 1. evaluate with the rankings saved (writes OUTPUT_DIR/<dataset>_results.npz)
-    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth \
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth \\
         TEST.SAVE_RESULTS True TEST.SAVE_TOPK 10
     # 2. the 8 worst queries (lowest AP within the top 10), then the 8 best
-    python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output worst.png \
+    python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output worst.png \\
         --order worst --num-queries 8 --topk 10
     python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output best.png --order best
 """

@@ -464,6 +464,7 @@ class _Panel:
     title: str
     series: Dict[str, List[Tuple[float, float]]]
     percent: bool
+    xlabel: str
 
 
 def _panels(records: Sequence[Dict], groups) -> List[_Panel]:
@@ -472,11 +473,14 @@ def _panels(records: Sequence[Dict], groups) -> List[_Panel]:
     panels = []
     for phase, recs in phases:
         xs = epoch_positions(recs)
+        counted = all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in recs)
+        xlabel = (f"{phase} epoch" if phase else "epoch") if counted else "record"
         for title, keep in groups:
             series = _series(recs, xs, keep)
             if series:
                 title, series = _strip_common_dataset(title, series)
-                panels.append(_Panel(phase, f"[{phase}] {title}" if phase else title, series, "(%)" in title))
+                panels.append(_Panel(phase, f"[{phase}] {title}" if phase else title, series, "(%)" in title,
+                                     xlabel))
     return panels
 
 
@@ -490,8 +494,8 @@ def curves_figure(metrics: Union[str, Sequence[Dict]], panel_size: Tuple[int, in
     ``[stage1] ...``) first, on their own x axis of that phase's epochs, then the main loop's
     on a shared x axis of its epochs (positions from :func:`epoch_positions`). Inside a panel the
     series are sorted by name (numbers as numbers: Rank-1, Rank-5, Rank-10) and take
-    matplotlib's colour cycle in that order; when every series of a panel belongs to one
-    dataset, its name moves to the title. Panels whose values are all >= 0 start their y axis at
+    matplotlib's colour cycle in that order, with the legend to the right of the panel; when
+    every series of a panel belongs to one dataset, its name moves to the title. Panels whose values are all >= 0 start their y axis at
     0 (evaluation panels span 0..100), so a flat loss looks flat; ticks are matplotlib's round
     values; series of at most 30 points get a marker on each.
 
@@ -534,13 +538,13 @@ def curves_figure(metrics: Union[str, Sequence[Dict]], panel_size: Tuple[int, in
         elif min(values) >= 0:
             ax.set_ylim(bottom=0, top=max(values) * 1.08 or 1.0)
         ax.set_title(panel.title, loc="left", fontsize=10)
-        ax.set_xlabel(f"{panel.phase} epoch" if panel.phase else "epoch", fontsize=9)
+        ax.set_xlabel(panel.xlabel, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=ROUND_STEPS))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=ROUND_STEPS))
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best", ncol=min(len(panel.series), 4), framealpha=0.85)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside: never on a curve
     for ax in axes[:, 0]:
         ax.set_xlim(left=0)
     fig.tight_layout()
