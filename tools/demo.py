@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import clipreid_plugin  # noqa: E402,F401  (registers components)
 from clipreid_plugin.comparison import MethodSpec, run_benchmark, table_text, write_outputs  # noqa: E402
-from clipreid_plugin.utils.logger import setup_logger  # noqa: E402
+from clipreid_plugin.utils.cli import run_tool  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +44,6 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default="output/demo")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every method")
     args = parser.parse_args(argv)
-    setup_logger()
     methods = [MethodSpec(name, os.path.join(REPO, DEMO_METHODS[name])) for name in args.methods]
     records = run_benchmark(methods, args.output_dir, args.opts, evaluate_untrained=True)
     write_outputs(records, args.output_dir, stem="demo_results")
@@ -53,4 +52,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))
