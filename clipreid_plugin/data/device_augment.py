@@ -57,20 +57,21 @@ class DeviceTransform:
         self._generator: Optional[torch.Generator] = None
 
     def _flip_pad_crop(self, x: torch.Tensor, flip: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
-        """Flip, zero-pad by ``padding`` and crop back at ``crop`` (top, left), per sample, as one gather.
+        """Flip, zero-pad by ``padding`` and crop back at ``crop`` (top, left), per sample: two gathers.
 
-        Output pixel (y, x) of sample b is input pixel (y + top - pad, c) with
-        c = x + left - pad, mirrored to W - 1 - c when flipped, and 0 outside the image.
+        Output pixel (y, x) of sample b is pixel (y + top, c) of the zero-padded image, with
+        c = x + left, or W + 2 pad - 1 - c when flipped (mirroring the padded image is padding
+        the mirrored one: the padding is symmetric).
         """
-        b, h, w, _ = x.shape
+        b, h, w, ch = x.shape
+        p = self.padding
         dev = x.device
-        rows = crop[:, :1] - self.padding + torch.arange(h, device=dev)  # (B, H)
-        cols = crop[:, 1:] - self.padding + torch.arange(w, device=dev)  # (B, W)
-        valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-        cols = torch.where(flip[:, None], w - 1 - cols, cols)
-        index = torch.arange(b, device=dev)[:, None, None]
-        out = x[index, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]  # (B, H, W, 3)
-        return out.masked_fill_(~valid[..., None], 0)
+        padded = torch.nn.functional.pad(x, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, 3)
+        rows = (crop[:, :1] + torch.arange(h, device=dev)).view(b, h, 1, 1)
+        x = torch.gather(padded, 1, rows.expand(b, h, w + 2 * p, ch))
+        cols = crop[:, 1:] + torch.arange(w, device=dev)  # (B, W)
+        cols = torch.where(flip[:, None], w + 2 * p - 1 - cols, cols)
+        return torch.gather(x, 2, cols.view(b, 1, w, 1).expand(b, h, w, ch))
 
     def _erase(self, x: torch.Tensor, erase: torch.Tensor, seed: int) -> torch.Tensor:
         """Replace each sample's (top, left, h, w) rectangle by N(0, 1) noise."""
