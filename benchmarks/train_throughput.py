@@ -54,7 +54,6 @@ from clipreid_plugin.engine.defaults import maybe_compile  # noqa: E402
 from clipreid_plugin.engine.train_loop import LossMonitor, OptimizationStep  # noqa: E402
 from clipreid_plugin.modeling import build_model  # noqa: E402
 from clipreid_plugin.solver import build_optimizer  # noqa: E402
-from clipreid_plugin.utils.checkpoint import unwrap_model  # noqa: E402
 from clipreid_plugin.utils.env import autocast, resolve_amp_dtype, resolve_device, resolve_dtype  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,7 +233,6 @@ def run_setting(args, model_name: str, setting: str, data_root: str, device, res
     model.eval()
     measure("extract", extract)
     model.train()
-    del model, eager, optimizer
 
 
 def main(argv=None):
