@@ -93,7 +93,8 @@ for line in open(os.path.join(work, "status.tsv")):
         for r in load(name + ".json") or []:
             fmt = lambda v: f"{v:.0f}" if isinstance(v, (int, float)) else str(v)[:40]
             ok = r["ratio"] is not None
-            add(f"  {r['model']} {r['part']}", "PASS" if ok else "FAIL", "",
+            skipped = any(str(r[k]).startswith("skipped") for k in ("reference_style", "ours"))
+            add(f"  {r['model']} {r['part']}", "PASS" if ok else "SKIP" if skipped else "FAIL", "",
                 f"{fmt(r['reference_style'])} -> {fmt(r['ours'])}" + (f" ({r['ratio']:.2f}x)" if ok else ""))
         continue
     if status != "PASS" and not result and extra:
