@@ -3,20 +3,34 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+DEMO_EXTRAS := plots
+TEST_EXTRAS := dev,onnx,plots,faiss
 
 .PHONY: install demo test clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,onnx]"
+
+# pip prints what it collects and its download bars (no --quiet: the first install takes minutes)
+$(VENV)/.installed-demo: setup.py | $(VENV)/bin/python
+	@echo ">>> Installing clipreid_plugin into $(VENV)/ with torch, torchvision, open_clip and matplotlib" \
+	      "(the [$(DEMO_EXTRAS)] extra). First time only: about 3-4 minutes, mostly downloading torch."
+	$(PY) -m pip install --progress-bar on -e ".[$(DEMO_EXTRAS)]"
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: setup.py | $(VENV)/bin/python
+	@echo ">>> Installing clipreid_plugin into $(VENV)/ with torch, torchvision, open_clip and the" \
+	      "[$(TEST_EXTRAS)] extras (pytest, onnx, onnxruntime, matplotlib, faiss-cpu)." \
+	      "First time only: about 3-5 minutes, mostly downloading torch."
+	$(PY) -m pip install --progress-bar on -e ".[$(TEST_EXTRAS)]"
+	touch $@
 
-demo: install
+install: $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
 	$(PY) tools/demo.py
 
-test: install
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 clean:

@@ -1,4 +1,5 @@
-"""Install clipreid_plugin: ``pip install -e .`` (add ``[dev]`` for the test suite)."""
+"""Install clipreid_plugin: ``pip install -e .`` (extras: ``[dev]`` test suite, ``[plots]`` charts,
+``[faiss]`` indexed gallery search, ``[onnx]`` export checks, ``[tensorboard]``)."""
 
 from setuptools import find_packages, setup
 
@@ -28,5 +29,7 @@ setup(
         "dev": ["pytest>=7"],
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
+        "plots": ["matplotlib>=3.5"],  # training curves, benchmark charts
+        "faiss": ["faiss-cpu>=1.7.3"],  # indexed gallery search (faiss-gpu works too)
     },
 )

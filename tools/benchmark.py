@@ -7,15 +7,20 @@ method runs on every ``--datasets`` entry (or on its config's own datasets), wit
 (method, backbone, dataset, mAP, Rank-1/5/10, mINP, re-ranked mAP/Rank-1 with --rerank,
 parameters, GFLOPs per image, training minutes, inference images/s) is printed and written as
 ``benchmark.{txt,md,csv,png}`` in the output folder. Failed runs and, with --collect, missing
-folders keep their rows.
+folders keep their rows, with the path that was looked at.
 
     python tools/benchmark.py --methods configs/Market1501/bagtricks_R50.yml \\
         projects/CLIPReID/configs/market1501/vit_clipreid.yml DATASETS.ROOT_DIR /data
     python tools/benchmark.py --methods configs/SyntheticReID/bagtricks_R18.yml \\
         projects/CLIPReID/configs/synthetic/cnn_clipreid_tiny.yml --datasets SyntheticReID SOLVER.MAX_EPOCHS 5
-    python tools/benchmark.py --methods ... --collect      # re-tabulate finished runs, run nothing
+    python tools/benchmark.py --methods ... --collect      # re-tabulate the runs above, run nothing
+    # any finished run folders (tools/train_net.py OUTPUT_DIRs, benchmark runs), NAME=DIR to name a row
+    python tools/benchmark.py --collect output/market_r50 clip=output/market_clipreid --output-dir output/table
 
-Exit status: 0, or 1 when a run failed (missing runs under --collect are not failures).
+Backbone labels name the architecture each run built (its benchmark record or run_info.json).
+
+Exit status: 0, 1 when a run failed (missing runs under --collect are not failures), 2 on bad
+arguments.
 """
 
 import argparse
@@ -24,21 +29,25 @@ import sys
 
 import clipreid_plugin  # noqa: F401  (registers components)
 from clipreid_plugin.comparison import parse_method, run_benchmark, table_text, write_outputs
-from clipreid_plugin.utils.logger import setup_logger
+from clipreid_plugin.comparison.runner import collect_folders
+from clipreid_plugin.utils.cli import run_tool
+from clipreid_plugin.utils.errors import InvalidInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns: the command-line parser."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", required=True, metavar="[NAME=]CONFIG",
+    p.add_argument("--methods", nargs="+", default=[], metavar="[NAME=]CONFIG",
                    help="config files of the methods to compare (name = file stem unless NAME= is given)")
     p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                    help="run every method on each of these datasets (overrides DATASETS.NAMES/TESTS); "
                         "default: each config's own datasets")
     p.add_argument("--output-dir", default="output/benchmark",
                    help="folder of the runs (<dir>/<method>/<dataset>) and of benchmark.{txt,md,csv,png}")
-    p.add_argument("--collect", action="store_true",
-                   help="run nothing: read the finished runs' records / results.json from their folders")
+    p.add_argument("--collect", nargs="*", default=None, metavar="[NAME=]RUN_DIR",
+                   help="run nothing: tabulate finished runs. Without folders: the --methods runs under "
+                        "--output-dir (<dir>/<method>/<dataset>); with folders: those runs (any OUTPUT_DIR of "
+                        "tools/train_net.py or of a benchmark run)")
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked mAP and Rank-1")
     p.add_argument("--untrained", action="store_true", help="also evaluate each model before training")
     p.add_argument("--no-stats", action="store_true", help="skip parameters / GFLOPs / images-per-second")
@@ -50,20 +59,22 @@ def main(argv=None) -> int:
     """Run or collect the benchmark, print and write the table.
 
     Returns:
-        Exit status (0 ok, 1 a run failed, 2 bad arguments).
+        Exit status (0 ok, 1 a run failed); bad arguments raise the toolkit's errors (exit 2).
     """
     args = build_parser().parse_args(argv)
     if len(args.opts) % 2:
-        print(f"error: overrides must be KEY VALUE pairs, got {args.opts}", file=sys.stderr)
-        return 2
-    try:
+        raise InvalidInputError(f"Overrides must be KEY VALUE pairs, got {args.opts}.")
+    if args.collect:  # run folders given
+        if args.methods:
+            raise InvalidInputError("Give --methods (with a bare --collect) or run folders after --collect, not both.")
+        records = collect_folders(args.collect)
+    else:
+        if not args.methods:
+            raise InvalidInputError("Nothing to compare: give --methods CONFIG ... (or --collect RUN_DIR ...).")
         methods = [parse_method(m) for m in args.methods]
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    setup_logger()
-    records = run_benchmark(methods, args.output_dir, args.opts, datasets=args.datasets, collect=args.collect,
-                            evaluate_untrained=args.untrained, rerank=args.rerank, measure=not args.no_stats)
+        records = run_benchmark(methods, args.output_dir, args.opts, datasets=args.datasets,
+                                collect=args.collect is not None, evaluate_untrained=args.untrained,
+                                rerank=args.rerank, measure=not args.no_stats)
     paths = write_outputs(records, args.output_dir)
     print("\n" + table_text(records))
     logging.getLogger("clipreid_plugin").info("Wrote " + ", ".join(paths.values()))
@@ -71,4 +82,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

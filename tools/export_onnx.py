@@ -2,7 +2,7 @@
 """Export a trained model's embedding forward to ONNX and check it against PyTorch.
 
     pip install 'clipreid_plugin[onnx]'     # onnx + onnxruntime, for the check
-    python tools/export_onnx.py --config-file output/run/config.yaml --weights output/run/model_final.pth \
+    python tools/export_onnx.py --config-file output/run/config.yaml --weights output/run/model_final.pth \\
         --output model.onnx
 
 Graph: ``images`` (B, 3, H, W) float32, normalised as in testing (resize to INPUT.SIZE_TEST,

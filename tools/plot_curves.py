@@ -3,8 +3,9 @@
 
     python tools/plot_curves.py --metrics output/run/metrics.json --output curves.png
 
-One panel per group (training losses, CLIP-ReID stage-1 losses, learning rate, evaluation
-``<dataset>/<metric>``), x = iteration. Drawn with PIL; no plotting library needed.
+One panel per group (losses, learning rate, evaluation ``<dataset>/<metric>``) and training
+phase: CLIP-ReID's stage 1 (prompt learning) gets its own panels on its own epoch axis, above
+the main loop's. Drawn with matplotlib: pip install 'clipreid_plugin[plots]'.
 """
 
 import argparse

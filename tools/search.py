@@ -2,14 +2,18 @@
 """Rank a gallery feature file for one or more query images (or a query feature file).
 
     # gallery features first (tools/extract.py), then query images embedded on the fly
-    python tools/search.py --gallery gallery_feats.npz --query person.jpg other.jpg \
+    python tools/search.py --gallery gallery_feats.npz --query person.jpg other.jpg \\
         --config-file output/run/config.yaml --weights output/run/model_final.pth --topk 5
     # or two feature files, with a JSON result file and a picture of the ranked lists
-    python tools/search.py --gallery gallery_feats.npz --query-feats query_feats.npz \
+    python tools/search.py --gallery gallery_feats.npz --query-feats query_feats.npz \\
         --output ranks.json --strip ranks.png
+    # a large gallery: a faiss IVF index (pip install 'clipreid_plugin[faiss]')
+    python tools/search.py --gallery big.npz --query-feats query_feats.npz --index ivf --nprobe 32
 
 Distances are the evaluator's (squared Euclidean on L2-normalised features by default, ties to
-the lower gallery index). Trailing ``KEY VALUE`` pairs override the config.
+the lower gallery index). Search is exact unless --index names a faiss index (flat: exact by
+faiss; ivf / ivfpq: approximate, see docs/TOOLS.md). Trailing ``KEY VALUE`` pairs override the
+config.
 """
 
 import argparse
@@ -22,8 +26,9 @@ import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
-from clipreid_plugin.usertools.visualize import draw_rank_strips, save_png
-from clipreid_plugin.utils.errors import InputFileError
+from clipreid_plugin.usertools.index import INDEX_KINDS
+from clipreid_plugin.usertools.visualize import StripLayout, draw_rank_strips, save_png
+from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 from clipreid_plugin.utils.file_io import atomic_write_text
 
 
@@ -41,8 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=10, help="gallery items listed per query")
     p.add_argument("--metric", default="euclidean", choices=METRICS, help="distance (as TEST.METRIC)")
     p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation (TEST.FEAT_NORM False)")
+    p.add_argument("--index", default="exact", choices=("exact",) + INDEX_KINDS,
+                   help="exact (default: every gallery item compared) or a faiss index: flat (exact), "
+                        "ivf, ivfpq (approximate, for millions of items; needs the [faiss] extra)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(gallery size))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited per query (default nlist/32, >= 8)")
+    p.add_argument("--pq-m", type=int, default=None, help="IVF-PQ sub-vectors (must divide the dimension)")
     p.add_argument("--output", default="", metavar="FILE.json", help="write the ranked lists as JSON")
-    p.add_argument("--strip", default="", metavar="FILE.png", help="draw the ranked lists as a PNG")
+    p.add_argument("--strip", default="", metavar="FILE.png",
+                   help="draw the ranked lists as a PNG, every image labelled with its file name")
+    p.add_argument("--thumb-height", type=int, default=176, metavar="H",
+                   help="thumbnail height in the --strip picture (width from the crops' aspect ratio)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="config overrides: KEY VALUE ...")
     return p
 
@@ -59,9 +73,14 @@ def main(argv=None) -> None:
                                  "--config-file and --weights.")
         ex = FeatureExtractor(args.config_file or None, args.weights or None, opts=args.opts, device=args.device)
         query, query_paths = ex.embed(args.query)
-    indices, distances = search(query, gallery, topk=args.topk, metric=args.metric, normalize=not args.no_normalize)
+    index_options = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m))
+                     if v is not None}
+    if index_options and args.index in ("exact", "flat"):
+        raise InvalidInputError(f"--nlist / --nprobe / --pq-m apply to --index ivf or ivfpq, not {args.index}.")
+    indices, distances = search(query, gallery, topk=args.topk, metric=args.metric, normalize=not args.no_normalize,
+                                index=args.index, device=args.device, **index_options)
     ranked = [{"query": qp, "results": [{"rank": r + 1, "path": gallery_paths[int(g)], "distance": float(d)}
-                                        for r, (g, d) in enumerate(zip(idx, dist))]}
+                                        for r, (g, d) in enumerate(zip(idx, dist)) if g >= 0]}
               for qp, idx, dist in zip(query_paths, indices.tolist(), distances.tolist())]
     for item in ranked:
         print(f"\nquery: {item['query']}")
@@ -71,7 +90,14 @@ def main(argv=None) -> None:
         atomic_write_text(args.output, json.dumps(ranked, indent=2) + "\n")
         print(f"\nRanked lists written to {args.output}")
     if args.strip:
-        picture = draw_rank_strips(query_paths, gallery_paths, indices.numpy(), distances.numpy())
+        found = indices.numpy()
+        if (found < 0).any():  # an IVF search that found fewer than k items: draw the columns all rows have
+            k_all = int((found >= 0).sum(axis=1).min())
+            if k_all == 0:
+                raise InvalidInputError("The index found no gallery item for some query: raise --nprobe.")
+            found = found[:, :k_all]
+        picture = draw_rank_strips(query_paths, gallery_paths, found, distances.numpy()[:, :found.shape[1]],
+                                   layout=StripLayout(thumb_height=args.thumb_height), show_names=True)
         save_png(picture, args.strip)
         print(f"Picture written to {args.strip}")
 

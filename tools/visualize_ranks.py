@@ -3,10 +3,10 @@
 (green border = same identity, red = different identity, distance under each image).
 
     # 1. evaluate with the rankings saved (writes OUTPUT_DIR/<dataset>_results.npz)
-    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth \
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth \\
         TEST.SAVE_RESULTS True TEST.SAVE_TOPK 10
     # 2. the 8 worst queries (lowest AP within the top 10), then the 8 best
-    python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output worst.png \
+    python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output worst.png \\
         --order worst --num-queries 8 --topk 10
     python tools/visualize_ranks.py --results OUTPUT_DIR/Market1501_results.npz --output best.png --order best
 """
@@ -31,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index: dataset order; worst / best: by AP within the top-k")
     p.add_argument("--queries", type=int, nargs="+", default=None, metavar="I",
                    help="draw these query indices instead (overrides --order)")
-    p.add_argument("--thumb-size", type=int, nargs=2, default=[128, 64], metavar=("H", "W"),
-                   help="thumbnail height and width in pixels")
+    p.add_argument("--thumb-height", type=int, default=128, metavar="H", help="thumbnail box height in pixels")
+    p.add_argument("--thumb-width", type=int, default=None, metavar="W",
+                   help="thumbnail box width in pixels (default: from the crops' median aspect ratio); "
+                        "crops always keep their aspect ratio inside the box")
     return p
 
 
@@ -41,7 +43,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     rows = visualize_ranking(args.results, args.output, num_queries=args.num_queries, topk=args.topk,
                              order=args.order, query_indices=args.queries,
-                             layout=StripLayout(thumb_height=args.thumb_size[0], thumb_width=args.thumb_size[1]))
+                             layout=StripLayout(thumb_height=args.thumb_height, thumb_width=args.thumb_width))
     logging.getLogger("clipreid_plugin").info(f"Drew queries {rows} to {args.output}")
 
 

@@ -10,8 +10,8 @@
 
 from .records import RECORD_FILE, collect_run, dataset_rows, failed_record, missing_record, read_record, write_record
 from .runner import MethodSpec, parse_method, run_benchmark, run_method
-from .tables import draw_chart, table_columns, table_csv, table_markdown, table_text, write_outputs
+from .tables import chart_figure, draw_chart, table_columns, table_csv, table_markdown, table_text, write_outputs
 
 __all__ = ["RECORD_FILE", "collect_run", "dataset_rows", "failed_record", "missing_record", "read_record",
            "write_record", "MethodSpec", "parse_method", "run_benchmark", "run_method", "table_columns", "table_text",
-           "table_markdown", "table_csv", "draw_chart", "write_outputs"]
+           "table_markdown", "table_csv", "chart_figure", "draw_chart", "write_outputs"]

@@ -10,22 +10,31 @@ A record describes one config run (one method, possibly several test sets)::
      "untrained": {"Market1501": {...}},   # only when the untrained model was evaluated
      "params_m": 23.5, "gflops": 6.1, "train_s": 3600.0, "images_per_s": 850.0}
 
-``status`` is ``"ok"``, ``"failed: <reason>"`` or ``"missing"``; the numbers of a run that did not
-finish are ``None``. Records are what ``tools/benchmark.py --collect`` rebuilds its table from.
+``status`` is ``"ok"``, ``"failed: <reason>"`` or ``"missing"`` (``"missing: <what>"`` when
+collected: the path looked at); the numbers of a run that did not finish are ``None``.
+Records are what ``tools/benchmark.py --collect`` rebuilds its table from: any finished run
+folder works (:func:`collect_run`), a benchmark run's or a plain ``tools/train_net.py`` one's.
 """
 
 import json
+import logging
 import os
 from typing import Dict, List, Optional, Sequence
+
+import yaml
 
 from clipreid_plugin.evaluation.results import save_results_json
 from clipreid_plugin.utils.errors import InvalidInputError
 
-__all__ = ["RECORD_FILE", "RESULTS_FILE", "new_record", "failure_status", "failed_record", "missing_record", "write_record",
+logger = logging.getLogger("clipreid_plugin.comparison")
+
+__all__ = ["RECORD_FILE", "RESULTS_FILE", "RUN_INFO_FILE", "CONFIG_FILE", "new_record", "failure_status", "failed_record", "missing_record", "write_record",
            "read_record", "collect_run", "dataset_rows"]
 
 RECORD_FILE = "benchmark_record.json"
 RESULTS_FILE = "results.json"  # what tools/train_net.py writes at the end of every run
+RUN_INFO_FILE = "run_info.json"  # what tools/train_net.py writes once the model is built (backbone as built)
+CONFIG_FILE = "config.yaml"  # the merged config of every run
 STAT_KEYS = ("params_m", "gflops", "train_s", "images_per_s")
 
 
@@ -50,9 +59,11 @@ def failure_status(reason: str) -> str:
     return f"failed: {lines[0][:200]}"
 
 
-def missing_record(method: str, config: str, backbone: str, datasets: Sequence[str], output_dir: str) -> Dict:
-    """Returns: the record of a run whose output folder does not exist."""
-    return new_record(method, config, backbone, datasets, output_dir, status="missing")
+def missing_record(method: str, config: str, backbone: str, datasets: Sequence[str], output_dir: str,
+                   what: str = "") -> Dict:
+    """Returns: the record of a run whose output folder does not exist (status ``"missing"``, or
+    ``"missing: <what>"`` naming the path looked at)."""
+    return new_record(method, config, backbone, datasets, output_dir, status=f"missing: {what}" if what else "missing")
 
 
 def write_record(output_dir: str, record: Dict) -> str:
@@ -85,38 +96,80 @@ def read_record(path: str) -> Dict:
     return rec
 
 
-def collect_run(output_dir: str, method: str, config: str, backbone: str, datasets: Sequence[str]) -> Dict:
+def _read_json(path: str, what: str) -> Dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInputError(f"Cannot read {what} {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} is not {what} (expected a JSON object).")
+    return data
+
+
+def _config_tests(path: str) -> List[str]:
+    """DATASETS.TESTS of a run's merged ``config.yaml`` ([] when unreadable)."""
+    try:
+        with open(path) as f:
+            tests = ((yaml.safe_load(f) or {}).get("DATASETS") or {}).get("TESTS") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    return [tests] if isinstance(tests, str) else [str(t) for t in tests]
+
+
+def collect_run(output_dir: str, method: Optional[str] = None, config: str = "",
+                datasets: Sequence[str] = ()) -> Dict:
     """The record of a finished (or not) run, from its output folder.
 
-    Reads ``benchmark_record.json`` when present; otherwise a plain ``tools/train_net.py`` run's
-    ``results.json`` (metrics only: costs unknown); otherwise the run is ``"missing"`` (no folder)
-    or failed (folder without results).
+    Any run folder works. Read, in this order:
+
+    * ``benchmark_record.json`` (a ``tools/benchmark.py`` run): everything, costs included;
+    * otherwise the files of a plain ``tools/train_net.py`` run: ``results.json`` (metrics),
+      ``run_info.json`` (the backbone as built and the parameter count; older runs lack it: the
+      backbone is then "?", and a warning names the file looked for) and ``config.yaml``
+      (the config and test datasets). GFLOPs, training time and images/s stay unknown.
+
+    A folder that does not exist is ``"missing: no folder <path>"``; one without results is
+    ``"failed: no benchmark_record.json or results.json in <path> ..."``. Backbone labels always
+    come from the model a run built, never from config names.
 
     Args:
         output_dir: the run's OUTPUT_DIR.
-        method, config, backbone, datasets: what the run is (kept from the caller's list, so a
-            renamed method shows under the caller's name).
+        method: the row's name (default: the record's, else the folder's name).
+        config: the config the caller ran (default: the record's, else the folder's ``config.yaml``).
+        datasets: test datasets expected (default: from the record, results or config).
 
     Returns:
         A record (see the module docstring).
     """
+    name = method or os.path.basename(os.path.normpath(output_dir))
     if not os.path.isdir(output_dir):
-        return missing_record(method, config, backbone, datasets, output_dir)
-    record_path, results_path = os.path.join(output_dir, RECORD_FILE), os.path.join(output_dir, RESULTS_FILE)
+        return missing_record(name, config, "?", datasets, output_dir, f"no folder {output_dir}")
+    paths = {f: os.path.join(output_dir, f) for f in (RECORD_FILE, RESULTS_FILE, RUN_INFO_FILE, CONFIG_FILE)}
     try:
-        if os.path.isfile(record_path):
-            rec = read_record(record_path)
-        elif os.path.isfile(results_path):
-            rec = new_record(method, config, backbone, datasets, output_dir)
-            with open(results_path) as f:
-                rec["results"] = json.load(f)
+        if os.path.isfile(paths[RECORD_FILE]):
+            rec = read_record(paths[RECORD_FILE])
+            name = method or rec["method"] or name
+        elif os.path.isfile(paths[RESULTS_FILE]):
+            rec = new_record(name, "", "?", [], output_dir)
+            rec["results"] = _read_json(paths[RESULTS_FILE], "a results file")
+            if os.path.isfile(paths[RUN_INFO_FILE]):
+                info = _read_json(paths[RUN_INFO_FILE], "a run-info file")
+                rec["backbone"] = str(info.get("backbone") or "?")
+                if isinstance(info.get("parameters"), (int, float)):
+                    rec["params_m"] = info["parameters"] / 1e6
+            else:
+                logger.warning(f"{name}: no {paths[RUN_INFO_FILE]} (written by train_net runs since run_info.json "
+                               f"exists): backbone unknown, shown as '?'.")
+            if os.path.isfile(paths[CONFIG_FILE]):
+                rec["config"] = paths[CONFIG_FILE]
+                rec["datasets"] = [d for d in _config_tests(paths[CONFIG_FILE]) if d in rec["results"]]
         else:
-            return failed_record(method, config, backbone, datasets, output_dir,
-                                 f"no {RECORD_FILE} or {RESULTS_FILE} in {output_dir} (unfinished run?)")
+            return failed_record(name, config, "?", datasets, output_dir,
+                                 f"no {RECORD_FILE} or {RESULTS_FILE} in {output_dir} (unfinished or crashed run?)")
     except (ValueError, OSError) as e:
-        return failed_record(method, config, backbone, datasets, output_dir, str(e))
-    rec.update(method=method, config=config or rec["config"], backbone=rec["backbone"] or backbone,
-               output_dir=output_dir)
+        return failed_record(name, config, "?", datasets, output_dir, str(e))
+    rec.update(method=name, config=config or rec["config"], output_dir=output_dir)
     if not rec["datasets"]:
         rec["datasets"] = list(rec["results"]) or list(datasets)
     return rec

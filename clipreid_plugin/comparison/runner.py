@@ -18,8 +18,8 @@ from clipreid_plugin.utils.errors import InputFileError
 
 from .records import collect_run, failed_record, failure_status, new_record, write_record
 
-__all__ = ["MethodSpec", "parse_method", "build_run_cfg", "describe_backbone", "run_method", "run_output_dir",
-           "run_benchmark"]
+__all__ = ["MethodSpec", "parse_method", "build_run_cfg", "run_method", "run_output_dir", "run_benchmark",
+           "collect_folders"]
 
 logger = logging.getLogger("clipreid_plugin.comparison")
 
@@ -71,14 +71,6 @@ def run_output_dir(root: str, method: str, datasets: Sequence[str]) -> str:
     return os.path.join(root, method, "+".join(datasets))
 
 
-def describe_backbone(cfg: CfgNode) -> str:
-    """Returns: the backbone's registered name, the label of a run whose model is not built here.
-
-    A run labels its row with the architecture it actually built (``Backbone.describe()``).
-    """
-    return cfg.MODEL.BACKBONE.NAME
-
-
 def run_method(spec: MethodSpec, opts: Sequence[str], output_dir: str, dataset: Optional[str] = None,
                evaluate_untrained: bool = False, rerank: bool = False, measure: bool = True) -> Dict:
     """Train and evaluate one method; write ``results.json`` and ``benchmark_record.json`` to its folder.
@@ -98,7 +90,7 @@ def run_method(spec: MethodSpec, opts: Sequence[str], output_dir: str, dataset: 
     record = new_record(spec.name, spec.config, "?", [dataset] if dataset else [], output_dir)
     try:
         cfg = build_run_cfg(spec, opts, output_dir, dataset)
-        record.update(datasets=list(cfg.DATASETS.TESTS), backbone=describe_backbone(cfg))
+        record.update(datasets=list(cfg.DATASETS.TESTS))  # backbone: set once the model is built
         _train_and_measure(spec, cfg, record, evaluate_untrained, rerank, measure)
     except Exception as e:  # noqa: BLE001 - one failing method must not end the benchmark
         logger.error(f"Method {spec.name} ({spec.config}) failed:\n{traceback.format_exc()}")
@@ -156,7 +148,8 @@ def run_benchmark(methods: Sequence[MethodSpec], output_root: str, opts: Sequenc
         opts: ``KEY VALUE`` overrides applied to every run (e.g. DATASETS.ROOT_DIR, a short schedule).
         datasets: run each method on each of these datasets (overriding DATASETS.NAMES / TESTS);
             None = each config's own datasets.
-        collect: do not run; read the records of finished runs (``"missing"`` where no folder).
+        collect: do not run; read the finished runs' folders (:func:`~.records.collect_run`;
+            ``"missing: no folder ..."`` where a run was never made).
         evaluate_untrained, rerank, measure: see :func:`run_method`.
 
     Returns:
@@ -167,16 +160,35 @@ def run_benchmark(methods: Sequence[MethodSpec], output_root: str, opts: Sequenc
         for dataset in (datasets or [None]):
             try:
                 cfg = build_run_cfg(spec, opts, dataset=dataset)
-                tests, backbone = list(cfg.DATASETS.TESTS), describe_backbone(cfg)
+                tests = list(cfg.DATASETS.TESTS)
             except Exception as e:  # noqa: BLE001 - a config that does not load is a failed row
-                tests, backbone = [dataset or "?"], "?"
+                tests = [dataset or "?"]
                 out = run_output_dir(output_root, spec.name, tests)
-                records.append(failed_record(spec.name, spec.config, backbone, tests, out, f"{type(e).__name__}: {e}"))
+                records.append(failed_record(spec.name, spec.config, "?", tests, out, f"{type(e).__name__}: {e}"))
                 continue
             out = run_output_dir(output_root, spec.name, tests)
             if collect:
-                records.append(collect_run(out, spec.name, spec.config, backbone, tests))
+                records.append(collect_run(out, spec.name, spec.config, tests))
             else:
                 logger.info(f"Benchmark: {spec.name} on {'+'.join(tests)} -> {out}")
                 records.append(run_method(spec, opts, out, dataset, evaluate_untrained, rerank, measure))
+    return records
+
+
+def collect_folders(folders: Sequence[str]) -> List[Dict]:
+    """Records of finished runs given by their folders (``DIR`` or ``NAME=DIR``), in order.
+
+    Args:
+        folders: run folders (OUTPUT_DIR of ``tools/train_net.py`` or of a benchmark run); the
+            row is named NAME, else after the benchmark record's method, else the folder's name.
+
+    Returns:
+        One record per folder (see :func:`~.records.collect_run`).
+    """
+    records = []
+    for text in folders:
+        name, sep, path = text.partition("=")
+        if not sep or os.path.isdir(text):
+            name, path = None, text
+        records.append(collect_run(path, name))
     return records

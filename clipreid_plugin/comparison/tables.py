@@ -1,4 +1,5 @@
-"""The comparison table (terminal, markdown, CSV) and its PNG chart, one row per (method, dataset).
+"""The comparison table (terminal, markdown, CSV) and its PNG chart (matplotlib, the ``[plots]``
+extra), one row per (method, dataset).
 
 Metric columns are percent (as the evaluator reports them). Columns for re-ranked and untrained
 results appear only when some run has them. A run that failed or is missing keeps its row, with
@@ -7,17 +8,22 @@ its status and empty cells, so nothing is silently dropped.
 
 import csv
 import io
+import logging
 import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
 from tabulate import tabulate
 
+from clipreid_plugin.utils.errors import MissingDependencyError
 from clipreid_plugin.utils.file_io import atomic_write_text
+from clipreid_plugin.utils.plotting import require_pyplot
 
 from .records import dataset_rows
 
-__all__ = ["Column", "table_columns", "table_text", "table_markdown", "table_csv", "draw_chart", "write_outputs"]
+__all__ = ["Column", "table_columns", "table_text", "table_markdown", "table_csv", "CHART_METRICS", "chart_figure",
+           "draw_chart", "write_outputs"]
+
+logger = logging.getLogger("clipreid_plugin.comparison")
 
 
 class Column(NamedTuple):
@@ -130,66 +136,89 @@ def table_csv(records: Sequence[Dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- chart
-_BAR_COLOURS = (("mAP", (55, 110, 180)), ("Rank-1", (235, 140, 50)))
-_BAR_W, _GROUP_GAP, _PLOT_H = 30, 64, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 60, 30, 60, 80
+# (metric, colour): matplotlib's first two default colours
+CHART_METRICS = (("mAP", "C0"), ("Rank-1", "C1"))
+_UNTRAINED_STYLE = dict(alpha=0.35, hatch="///")
 
 
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
+def chart_figure(records: Sequence[Dict], title: str = "mAP and Rank-1 (%) per method and dataset"):
+    """Build the grouped bar chart of the table (matplotlib) without saving it.
+
+    One group per (method, dataset) row, labelled with the method, dataset and backbone: a bar
+    for mAP and one for Rank-1, each preceded by a light hatched bar of the untrained model when
+    the records have untrained results (the demo's point: learning is visible). Every bar is
+    labelled with its value. Rows without results keep their place, marked with their status
+    ("missing", "failed"). The y axis spans 0..100 %.
+
+    Args:
+        records: records (see :mod:`.records`).
+        title: chart title.
+
+    Returns:
+        The figure; ``figure.axes[0].containers`` are the bar series, labelled ``"mAP"``,
+        ``"Rank-1"``, ``"mAP untrained"``, ``"Rank-1 untrained"`` (one bar per row each; rows
+        without the value have a bar of height 0).
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+    """
+    plt = require_pyplot("The benchmark chart")
+    from matplotlib.ticker import MultipleLocator
+
+    rows = _flatten(records)
+    untrained = any(r["untrained"] for r in rows)
+    series = []  # (label, colour, group, is_untrained)
+    for name, colour in CHART_METRICS:
+        if untrained:
+            series.append((f"{name} untrained", colour, "untrained", True))
+        series.append((name, colour, "metrics", False))
+    n, bar_w = max(len(rows), 1), 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.55 * len(series) * n + 0.4 * n), 4.2), dpi=100)
+    for j, (label, colour, group, is_untrained) in enumerate(series):
+        metric = label.split()[0]
+        values = [row[group].get(metric) for row in rows]
+        xs = [i - 0.4 + (j + 0.5) * bar_w for i in range(len(rows))]
+        bars = ax.bar(xs, [v or 0.0 for v in values], bar_w * 0.92, label=label, color=colour,
+                      edgecolor=colour, **(_UNTRAINED_STYLE if is_untrained else {}))
+        for bar, v in zip(bars, values):
+            if v is not None:
+                ax.annotate(f"{v:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    for i, row in enumerate(rows):
+        if row["status"] != "ok" or not any(row["metrics"].get(m) is not None for m, _ in CHART_METRICS):
+            ax.text(i, 4, row["status"].split(":")[0], ha="center", va="bottom", color="firebrick", fontsize=9)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['method']}\n{r['dataset']}" + (f"\n{r['backbone']}" if r["backbone"] not in ("", "?") else "")
+                        for r in rows], fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.yaxis.set_major_locator(MultipleLocator(20))
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.legend(fontsize=8, ncol=len(series), loc="upper left", bbox_to_anchor=(0, -0.22 if len(rows) else 0),
+              frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def draw_chart(records: Sequence[Dict], path: str, title: str = "mAP and Rank-1 (%) per method and dataset") -> None:
-    """Draw a grouped bar chart (mAP and Rank-1 of every (method, dataset) row) as a PNG with PIL.
-
-    Rows without results are kept as labelled gaps ("missing" / "failed") rather than dropped.
+    """Draw the grouped bar chart (:func:`chart_figure`) as a PNG.
 
     Args:
         records: records (see :mod:`.records`).
         path: the ``.png`` file to write.
         title: chart title.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (``pip install 'clipreid_plugin[plots]'``).
     """
-    rows = _flatten(records)
-    group_w = len(_BAR_COLOURS) * _BAR_W + _GROUP_GAP
-    width = max(_LEFT + _RIGHT + group_w * max(len(rows), 1), 420)
-    height = _TOP + _PLOT_H + _BOTTOM
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    small, normal = _font(11), _font(14)
-    d.text((_LEFT, 15), title, fill="black", font=normal)
-    y0 = _TOP + _PLOT_H  # the 0 % line
-
-    def y(v: float) -> float:
-        return y0 - _PLOT_H * max(0.0, min(100.0, v)) / 100.0
-
-    for tick in range(0, 101, 20):  # grid and axis labels
-        d.line([(_LEFT, y(tick)), (width - _RIGHT, y(tick))], fill=(225, 225, 225))
-        d.text((_LEFT - 8, y(tick)), str(tick), fill="black", font=small, anchor="rm")
-    d.line([(_LEFT, _TOP), (_LEFT, y0)], fill="black")
-    d.line([(_LEFT, y0), (width - _RIGHT, y0)], fill="black")
-    for i, (name, colour) in enumerate(_BAR_COLOURS):  # legend
-        lx = _LEFT + i * 75  # under the title
-        d.rectangle([lx, 36, lx + 12, 48], fill=colour)
-        d.text((lx + 16, 42), name, fill="black", font=small, anchor="lm")
-    for g, row in enumerate(rows):
-        x = _LEFT + _GROUP_GAP // 2 + g * group_w
-        values = [row["metrics"].get(name) for name, _ in _BAR_COLOURS]
-        if row["status"] != "ok" or all(v is None for v in values):
-            d.text((x + group_w // 2 - _GROUP_GAP // 2, y0 - 12), row["status"].split(":")[0], fill=(200, 0, 0),
-                   font=small, anchor="mm")
-        for b, ((_, colour), v) in enumerate(zip(_BAR_COLOURS, values)):
-            if v is None:
-                continue
-            bx = x + b * _BAR_W
-            d.rectangle([bx, y(v), bx + _BAR_W - 4, y0], fill=colour)
-            d.text((bx + (_BAR_W - 4) / 2, y(v) - 2), f"{v:.0f}", fill="black", font=small, anchor="mb")
-        cx = x + (group_w - _GROUP_GAP) / 2
-        d.text((cx, y0 + 8), row["method"][:18], fill="black", font=small, anchor="mt")
-        d.text((cx, y0 + 24), row["dataset"][:18], fill=(90, 90, 90), font=small, anchor="mt")
-    img.save(path, format="PNG")
+    fig = chart_figure(records, title)
+    try:
+        fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight")
+    finally:
+        require_pyplot().close(fig)
 
 
 def write_outputs(records: Sequence[Dict], folder: str, stem: str = "benchmark") -> Dict[str, str]:
@@ -200,13 +229,19 @@ def write_outputs(records: Sequence[Dict], folder: str, stem: str = "benchmark")
         folder: destination folder (created).
         stem: file name without extension.
 
+    Without matplotlib the chart is skipped with a warning that names the extra to install (the
+    tables are what a finished benchmark must not lose).
+
     Returns:
-        ``{"md": path, "csv": path, "txt": path, "png": path}``.
+        ``{"md": path, "csv": path, "txt": path, "png": path}`` (no ``"png"`` when skipped).
     """
     os.makedirs(folder, exist_ok=True)
     paths = {ext: os.path.join(folder, f"{stem}.{ext}") for ext in ("md", "csv", "txt", "png")}
     atomic_write_text(paths["md"], table_markdown(records) + "\n")
     atomic_write_text(paths["csv"], table_csv(records))
     atomic_write_text(paths["txt"], table_text(records) + "\n")
-    draw_chart(records, paths["png"])
+    try:
+        draw_chart(records, paths["png"])
+    except MissingDependencyError as e:
+        logger.warning(f"Skipped {paths.pop('png')}: {e}")
     return paths

@@ -115,6 +115,12 @@ _C.INPUT.REA.ENABLED = True
 _C.INPUT.REA.PROB = 0.5
 _C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
 _C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
+# Augment on the model's device: loader workers only decode and resize (or read DATALOADER.DECODE_CACHE)
+# and return uint8 batches with each sample's random draws; flip, pad + crop, normalisation and random
+# erasing then run per sample on the device (test loaders only normalise there). Same draws as the host
+# path for the same seeds; the erasing fill comes from the device's generator (same distribution).
+# Frees the CPU cores that feed a GPU (docs/PERFORMANCE.md). False: everything on the host, as the reference.
+_C.INPUT.DEVICE_AUGMENT = False
 
 # ---------------------------------------------------------------------------------------------
 # DATASETS

@@ -8,11 +8,17 @@ a generator seeded by (seed, e); each sample gets its own seed from
 ``SeedSequence([seed, e, rank, world_size])`` and position; workers never use global or
 worker-specific random state. So ``--resume`` at epoch ``e`` reproduces the same batches
 whatever NUM_WORKERS is and whatever ran before in the process.
+
+With INPUT.DEVICE_AUGMENT the workers return resized uint8 images and each sample's random
+draws (made with the same per-sample generators, in the same order); flip, pad + crop,
+normalisation and random erasing run on the model's device as the loader yields each batch
+(:mod:`.device_augment`), and the erasing fill is seeded from the batch's draws: the contract
+above still holds.
 """
 
 import logging
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,11 +26,13 @@ from torch.utils.data import DataLoader
 
 from clipreid_plugin.config import DataInfo
 from clipreid_plugin.utils import comm
+from clipreid_plugin.utils.env import resolve_device
 
 from .common import ReIDImageDataset, collate_batch, drop_unreadable
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
 from .datasets.bases import Sample, test_splits_only
 from .decode_cache import build_decode_cache
+from .device_augment import DeviceBatches, DeviceTransform
 from .samplers import build_sampler, check_batch_size
 from .transforms import build_transforms
 
@@ -53,7 +61,14 @@ def _image_dataset(cfg, samples: Sequence[Sample], is_train: bool, purpose: str)
     cache = build_decode_cache(cfg.DATALOADER.DECODE_CACHE, [s[0] for s in samples],
                                transform.size, f"{purpose}-{transform.cache_key}", cfg.OUTPUT_DIR,
                                comm.get_rank())
-    return ReIDImageDataset(samples, transform, cache)
+    return ReIDImageDataset(samples, transform, cache, device_augment=cfg.INPUT.DEVICE_AUGMENT)
+
+
+def _device_transform(cfg, image_ds: ReIDImageDataset) -> Optional[DeviceTransform]:
+    """The device half of the transform with INPUT.DEVICE_AUGMENT (None without it)."""
+    if not image_ds.device_augment:
+        return None
+    return DeviceTransform(image_ds.transform, resolve_device(cfg.MODEL.DEVICE))
 
 
 def build_train_samples(cfg) -> Tuple[List[Sample], List[ReIDDataset]]:
@@ -144,6 +159,7 @@ class TrainLoader:
         data_info: :class:`~clipreid_plugin.config.DataInfo` (classes, cameras, views, kind of
             object), from which the trainer fills the data-dependent config keys.
         sampler: the ReIDSampler.
+        device_transform: the device half of the transform (INPUT.DEVICE_AUGMENT), or None.
     """
 
     def __init__(self, cfg, samples: List[Sample], datasets: List[ReIDDataset]):
@@ -160,6 +176,7 @@ class TrainLoader:
         self.num_classes, self.num_cameras, self.num_views = self.data_info[:3]
         self.sampler = build_sampler(cfg, [s[1] for s in samples], rank, world)
         self.image_dataset = _image_dataset(cfg, samples, True, "train")
+        self.device_transform = _device_transform(cfg, self.image_dataset)
         self._batches = _EpochBatches(self.sampler, self.sampler.local_batch_size, cfg.SOLVER.SEED,
                                       rank, world)
         # A private generator: creating worker iterators must not consume the global RNG.
@@ -177,6 +194,8 @@ class TrainLoader:
         self._batches.set_epoch(epoch)
 
     def __iter__(self):
+        if self.device_transform is not None:
+            return map(self.device_transform, iter(self._loader))
         return iter(self._loader)
 
     def __len__(self) -> int:
@@ -205,7 +224,8 @@ def _shard(items: List, rank: int, world: int) -> List:
     return items[rank * per:(rank + 1) * per]
 
 
-def build_inference_loader(cfg, samples: Sequence[Sample], batch_size: int, purpose: str) -> DataLoader:
+def build_inference_loader(cfg, samples: Sequence[Sample], batch_size: int,
+                           purpose: str) -> Union[DataLoader, DeviceBatches]:
     """A loader over ``samples`` in their order, with the test transform (no augmentation).
 
     Args:
@@ -216,13 +236,16 @@ def build_inference_loader(cfg, samples: Sequence[Sample], batch_size: int, purp
 
     Returns:
         DataLoader yielding batch dicts (``images``, ``targets``, ``camids``, ``viewids``,
-        ``img_paths``).
+        ``img_paths``); with INPUT.DEVICE_AUGMENT a :class:`DeviceBatches` over it whose
+        ``images`` are normalised on the model's device.
     """
     image_ds = _image_dataset(cfg, samples, False, purpose)
-    return DataLoader(image_ds, batch_size=batch_size, shuffle=False, drop_last=False, **_loader_kwargs(cfg))
+    loader = DataLoader(image_ds, batch_size=batch_size, shuffle=False, drop_last=False, **_loader_kwargs(cfg))
+    device_transform = _device_transform(cfg, image_ds)
+    return loader if device_transform is None else DeviceBatches(loader, device_transform)
 
 
-def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[DataLoader, int]:
+def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[Union[DataLoader, DeviceBatches], int]:
     """Build the loader over query then gallery of one dataset (test transform, fixed order).
 
     Under torch.distributed each rank gets a contiguous, disjoint shard of the concatenated

@@ -73,19 +73,27 @@ class ReIDImageDataset(torch.utils.data.Dataset):
     With a seed, every random augmentation of the sample is drawn from generators seeded by
     it (a ``random.Random`` and a ``torch.Generator``), so the result does not depend on the
     worker process or on the global random state.
+
+    With ``device_augment`` the sample's ``images`` is the resized uint8 (H, W, 3) image and
+    the random draws travel beside it (``aug_flip``, ``aug_crop``, ``aug_erase``,
+    ``aug_seed``); :class:`~clipreid_plugin.data.device_augment.DeviceTransform` applies them
+    to the whole batch on the model's device.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: ReIDTransform,
-                 cache: Optional[DecodeCache] = None):
+                 cache: Optional[DecodeCache] = None, device_augment: bool = False):
         """
         Args:
             samples: ``(path, pid, camid, viewid)`` tuples.
             transform: the transform (its ``prepare`` output is what ``cache`` stores).
             cache: optional shared decode cache with one slot per sample.
+            device_augment: return uint8 images and the augmentation draws instead of
+                augmented float images (``INPUT.DEVICE_AUGMENT``).
         """
         self.samples = list(samples)
         self.transform = transform
         self.cache = cache
+        self.device_augment = bool(device_augment)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,8 +110,17 @@ class ReIDImageDataset(torch.utils.data.Dataset):
         if seed is not None and self.transform.is_random:
             rng = random.Random(seed)
             generator = torch.Generator().manual_seed(seed)
-        return {"images": self.transform.augment(arr, rng, generator), "targets": pid,
-                "camids": camid, "viewids": viewid, "img_paths": path}
+        item = {"targets": pid, "camids": camid, "viewids": viewid, "img_paths": path}
+        if not self.device_augment:
+            item["images"] = self.transform.augment(arr, rng, generator)
+            return item
+        item["images"] = torch.from_numpy(arr)
+        if self.transform.is_random:
+            flip, top, left, erase = self.transform.draw(rng, generator)
+            item.update(aug_flip=flip, aug_crop=(top, left), aug_erase=erase or (0, 0, 0, 0),
+                        # seeds the erasing fill, drawn after flip and crop as on the host
+                        aug_seed=int(torch.randint(0, 2 ** 62, (1,), generator=generator).item()))
+        return item
 
 
 def collate_batch(items: List[Dict]) -> Dict:
@@ -114,12 +131,19 @@ def collate_batch(items: List[Dict]) -> Dict:
 
     Returns:
         ``images`` (B,3,H,W) float, ``targets``/``camids``/``viewids`` int64 (B,),
-        ``img_paths`` list[str].
+        ``img_paths`` list[str]. Items of a device-augmented dataset give ``images`` (B,H,W,3)
+        uint8 and, when the transform is random, ``aug_flip`` bool (B,), ``aug_crop`` int64
+        (B, 2), ``aug_erase`` int64 (B, 4) (h = w = 0: no erasing) and ``aug_seed`` int64 (B,).
     """
-    return {
+    batch = {
         "images": torch.stack([it["images"] for it in items]),
         "targets": torch.tensor([it["targets"] for it in items], dtype=torch.int64),
         "camids": torch.tensor([it["camids"] for it in items], dtype=torch.int64),
         "viewids": torch.tensor([it["viewids"] for it in items], dtype=torch.int64),
         "img_paths": [it["img_paths"] for it in items],
     }
+    if "aug_flip" in items[0]:
+        batch["aug_flip"] = torch.tensor([it["aug_flip"] for it in items], dtype=torch.bool)
+        for key in ("aug_crop", "aug_erase", "aug_seed"):
+            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.int64)
+    return batch

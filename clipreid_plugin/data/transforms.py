@@ -13,11 +13,16 @@ torchvision (``torch.rand(1) < p`` for the flip, ``torch.randint`` for the crop'
 left) and timm (Python ``random`` for the erasing decisions, ``normal_`` for the fill, from
 the same torch generator after the flip/crop draws), so with the same seeds the output
 equals torchvision + timm's pipeline bit for bit.
+
+The random numbers are drawn first (:meth:`ReIDTransform.draw`: flip, crop offsets, erasing
+rectangle) and applied after, so the same draws also drive the device-side path
+(``INPUT.DEVICE_AUGMENT``, :mod:`.device_augment`), which applies them to whole batches on the
+model's device.
 """
 
 import math
 import random
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +32,7 @@ from torchvision.transforms import InterpolationMode
 
 from clipreid_plugin.utils.errors import ConfigError
 
-__all__ = ["ReIDTransform", "RandomErasing", "build_transforms"]
+__all__ = ["ReIDTransform", "RandomErasing", "AugmentParams", "normalize_uint8", "build_transforms"]
 
 _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
                    "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
@@ -53,21 +58,20 @@ class RandomErasing:
         self.area = (float(area[0]), float(area[1]))
         self.log_aspect = (math.log(aspect), math.log(1.0 / aspect))
 
-    def __call__(self, img: torch.Tensor, rng: random.Random, generator: torch.Generator) -> torch.Tensor:
-        """Erase in place.
+    def sample_rect(self, rng: random.Random, img_h: int, img_w: int) -> Optional[Tuple[int, int, int, int]]:
+        """Draw the erasing decisions of one image (no fill).
 
         Args:
-            img: (C, H, W) float tensor (already normalised).
-            rng: source of the erasing decisions (order: probability, then per attempt
-                area, aspect, and on success top, left).
-            generator: torch generator of the N(0, 1) fill.
+            rng: source of the decisions (order: probability, then per attempt area, aspect,
+                and on success top, left).
+            img_h / img_w: image size.
 
         Returns:
-            ``img``.
+            ``(top, left, h, w)`` of the rectangle to erase, or None (no erasing, or ten
+            rejected attempts).
         """
         if rng.random() > self.prob:
-            return img
-        chan, img_h, img_w = img.shape
+            return None
         for _ in range(10):
             target_area = rng.uniform(*self.area) * img_h * img_w
             ratio = math.exp(rng.uniform(*self.log_aspect))
@@ -76,10 +80,69 @@ class RandomErasing:
             if w < img_w and h < img_h:
                 top = rng.randint(0, img_h - h)
                 left = rng.randint(0, img_w - w)
-                img[:, top:top + h, left:left + w] = torch.empty(
-                    (chan, h, w), dtype=img.dtype).normal_(generator=generator).to(img.device)
-                break
+                return top, left, h, w
+        return None
+
+    @staticmethod
+    def fill(img: torch.Tensor, rect: Optional[Tuple[int, int, int, int]], generator: torch.Generator) -> torch.Tensor:
+        """Fill ``rect`` of ``img`` in place with per-pixel N(0, 1) values drawn from ``generator``.
+
+        Args:
+            img: (C, H, W) float tensor.
+            rect: ``(top, left, h, w)`` from :meth:`sample_rect`, or None (nothing to do).
+            generator: torch generator of the fill.
+
+        Returns:
+            ``img``.
+        """
+        if rect is not None:
+            top, left, h, w = rect
+            img[:, top:top + h, left:left + w] = torch.empty(
+                (img.shape[0], h, w), dtype=img.dtype).normal_(generator=generator).to(img.device)
         return img
+
+    def __call__(self, img: torch.Tensor, rng: random.Random, generator: torch.Generator) -> torch.Tensor:
+        """Erase in place.
+
+        Args:
+            img: (C, H, W) float tensor (already normalised).
+            rng: source of the erasing decisions (see :meth:`sample_rect`).
+            generator: torch generator of the N(0, 1) fill.
+
+        Returns:
+            ``img``.
+        """
+        return self.fill(img, self.sample_rect(rng, img.shape[1], img.shape[2]), generator)
+
+
+class AugmentParams(NamedTuple):
+    """The random draws of one training sample (what :meth:`ReIDTransform.draw` returns).
+
+    Attributes:
+        flip: mirror horizontally (before padding, as torchvision's pipeline).
+        top / left: crop offset inside the zero-padded image (``padding, padding`` = no shift).
+        erase: ``(top, left, h, w)`` of the erased rectangle, or None.
+    """
+
+    flip: bool
+    top: int
+    left: int
+    erase: Optional[Tuple[int, int, int, int]]
+
+
+def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """ToTensor + Normalize of uint8 images: ``(x / 255 - mean) / std`` in float32.
+
+    The one implementation used by the host and the device paths, so both give the same bits.
+
+    Args:
+        x: uint8 (3, H, W) or (B, 3, H, W) tensor.
+        mean / std: (3, 1, 1) float32 tensors on ``x``'s device.
+
+    Returns:
+        float32 tensor of ``x``'s shape (contiguous).
+    """
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255).sub_(mean).div_(std)
 
 
 class ReIDTransform:
@@ -133,9 +196,35 @@ class ReIDTransform:
         img = TF.resize(img.convert("RGB"), list(self.size), _INTERPOLATIONS[self.interpolation])
         return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
+    def draw(self, rng: Optional[random.Random] = None,
+             generator: Optional[torch.Generator] = None) -> AugmentParams:
+        """Draw the random part of one sample, in torchvision + timm's order: flip
+        (``torch.rand``), crop top then left (``torch.randint``), then the erasing decisions
+        (Python ``random``). The erasing fill is drawn later, from ``generator``.
+
+        Args:
+            rng: Python random source of the erasing decisions (default: the global one).
+            generator: torch generator of flip and crop (default: the global one).
+
+        Returns:
+            AugmentParams (no flip, centred crop and no erasing for what is disabled).
+        """
+        flip = bool(self.flip_prob > 0 and torch.rand(1, generator=generator) < self.flip_prob)
+        top = left = self.padding
+        if self.padding > 0:
+            h, w = self.size
+            ph, pw = h + 2 * self.padding, w + 2 * self.padding
+            if (ph, pw) != (h, w):  # torchvision draws nothing when sizes are equal
+                top = int(torch.randint(0, ph - h + 1, size=(1,), generator=generator).item())
+                left = int(torch.randint(0, pw - w + 1, size=(1,), generator=generator).item())
+        erase = None
+        if self.erasing is not None:
+            erase = self.erasing.sample_rect(rng if rng is not None else random._inst, *self.size)
+        return AugmentParams(flip, top, left, erase)
+
     def augment(self, arr: np.ndarray, rng: Optional[random.Random] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Random part and normalisation.
+        """Random part and normalisation, on the host.
 
         Args:
             arr: uint8 (H, W, 3) array from :meth:`prepare`.
@@ -146,20 +235,17 @@ class ReIDTransform:
             float tensor (3, H, W).
         """
         x = torch.from_numpy(arr).permute(2, 0, 1)
-        if self.flip_prob > 0 and torch.rand(1, generator=generator) < self.flip_prob:
+        if not self.is_random:
+            return normalize_uint8(x, self.mean, self.std)
+        p = self.draw(rng, generator)
+        if p.flip:
             x = x.flip(-1)
         if self.padding > 0:
-            x = torch.nn.functional.pad(x, [self.padding] * 4)
             h, w = self.size
-            ph, pw = x.shape[-2:]
-            if (ph, pw) != (h, w):  # torchvision draws nothing when sizes are equal
-                top = int(torch.randint(0, ph - h + 1, size=(1,), generator=generator).item())
-                left = int(torch.randint(0, pw - w + 1, size=(1,), generator=generator).item())
-                x = x[:, top:top + h, left:left + w]
-        x = x.float().div(255).sub_(self.mean).div_(self.std)
-        if self.erasing is not None:
-            gen = generator if generator is not None else torch.default_generator
-            self.erasing(x, rng if rng is not None else random._inst, gen)
+            x = torch.nn.functional.pad(x, [self.padding] * 4)[:, p.top:p.top + h, p.left:p.left + w]
+        x = normalize_uint8(x, self.mean, self.std)
+        if p.erase is not None:
+            RandomErasing.fill(x, p.erase, generator if generator is not None else torch.default_generator)
         return x
 
     def __call__(self, img: Image.Image, rng: Optional[random.Random] = None,

@@ -2,11 +2,13 @@
 
 Example::
 
-    from clipreid_plugin.usertools import FeatureExtractor, save_features, search
+    from clipreid_plugin.usertools import FeatureExtractor, GalleryIndex, save_features, search
     ex = FeatureExtractor("output/run/config.yaml", "output/run/model_final.pth")
     gallery, gallery_paths = ex.embed("my_gallery/")
     query, query_paths = ex.embed(["person.jpg"])
-    indices, distances = search(query, gallery, topk=5)
+    indices, distances = search(query, gallery, topk=5)          # exact
+    index = GalleryIndex(gallery, "ivf")                           # faiss ([faiss] extra), built once
+    indices, distances = search(query, None, topk=5, index=index)  # approximate, much faster on millions
 
 The images go through the config's *test* transform (``INPUT.SIZE_TEST``, normalisation) and
 the model's eval forward, exactly as in evaluation (``TEST.FLIP.ENABLED`` included); ranking
@@ -15,7 +17,7 @@ uses the evaluator's distance code (``TEST.METRIC`` semantics, squared Euclidean
 
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from clipreid_plugin.evaluation.rank import distance_keys
 from clipreid_plugin.utils.errors import InputFileError
 from clipreid_plugin.utils.file_io import atomic_write
 from clipreid_plugin.utils.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .index import GalleryIndex
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_config", "FeatureExtractor", "save_features",
            "load_features", "search"]
@@ -201,26 +206,47 @@ def load_features(path: str) -> Tuple[torch.Tensor, List[str]]:
 
 
 def search(query_feats, gallery_feats, topk: int = 10, metric: str = "euclidean", normalize: bool = True,
-           memory_budget_mb: float = 1024, device: Optional[Union[str, torch.device]] = None
-           ) -> Tuple[torch.Tensor, torch.Tensor]:
+           memory_budget_mb: float = 1024, device: Optional[Union[str, torch.device]] = None,
+           index: Union[None, str, "GalleryIndex"] = None, **index_options) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rank the gallery for each query, nearest first.
 
-    Distances are the evaluator's (``pairwise_distance_chunks``: squared Euclidean
-    ``|q|^2+|g|^2-2q.g`` or ``1 - cos``), computed a block of queries at a time; ties go to the
-    lower gallery index, as in evaluation.
+    Exact by default: distances are the evaluator's (``pairwise_distance_chunks``: squared
+    Euclidean ``|q|^2+|g|^2-2q.g`` or ``1 - cos``), computed a block of queries at a time; ties
+    go to the lower gallery index, as in evaluation. With ``index`` a faiss index answers
+    instead (the ``[faiss]`` extra; see :mod:`clipreid_plugin.usertools.index`): faster on large
+    galleries, approximate for ``"ivf"`` / ``"ivfpq"``, same distance definitions.
 
     Args:
         query_feats: (Q, D) features (tensor or array).
-        gallery_feats: (G, D) features.
+        gallery_feats: (G, D) features (may be None when ``index`` is a built :class:`GalleryIndex`).
         topk: neighbours per query (clipped to G).
         metric: "euclidean" or "cosine".
         normalize: L2-normalise both sides first (TEST.FEAT_NORM, on by default in evaluation).
-        memory_budget_mb: bounds the distance block size.
-        device: where to compute (default: the features' device, else CUDA when available).
+        memory_budget_mb: bounds the distance block size (exact search).
+        device: where to compute (default: the features' device, else CUDA when available); for
+            an index: "auto" (GPUs when faiss has them), "cpu" or "cuda".
+        index: None or ``"exact"`` (exact search), ``"flat"``, ``"ivf"``, ``"ivfpq"`` (build that
+            faiss index over ``gallery_feats`` with ``metric``, ``normalize`` and
+            ``index_options``), or a built :class:`GalleryIndex` (its own metric and
+            normalisation apply; build it once to answer many queries).
+        index_options: ``nlist``, ``nprobe``, ``pq_m``, ``pq_bits``, ``train_size``, ``seed`` of
+            :class:`GalleryIndex`.
 
     Returns:
         (indices, distances): (Q, k) int64 gallery indices and (Q, k) float32 distances, on the CPU.
     """
+    from .index import GalleryIndex
+
+    if index is not None and index != "exact":
+        if isinstance(index, str):
+            dev = str(device) if device is not None else "auto"
+            index = GalleryIndex(gallery_feats, index, metric=metric, normalize=normalize,
+                                 device="cuda" if dev.startswith("cuda") else dev, **index_options)
+        elif index_options:
+            raise InvalidInputError(f"index options {sorted(index_options)} apply only when search builds the index.")
+        return index.search(query_feats, topk)
+    if index_options:
+        raise InvalidInputError(f"index options {sorted(index_options)} need an index (index='flat', 'ivf' or 'ivfpq').")
     qf, gf = as_tensor(query_feats, torch.float32), as_tensor(gallery_feats, torch.float32)
     check_features(qf, "query features")
     check_features(gf, "gallery features")

@@ -1,14 +1,18 @@
-"""Pictures of results, drawn with PIL only: ranked-list strips and training curves.
+"""Pictures of results: ranked-list strips (PIL) and training curves (matplotlib).
 
 * :func:`visualize_ranking` reads a finished evaluation's ``<dataset>_results.npz``
   (``TEST.SAVE_RESULTS True``; format in docs/EVALUATION.md) and draws one row per query: the
   query, then its top-k gallery images with a green border (same identity) or red border
   (different identity) and the distance under each. Queries can be shown worst or best first.
+  Every crop keeps its aspect ratio (see :class:`StripLayout`).
 * :func:`plot_training_curves` reads ``OUTPUT_DIR/metrics.json`` (one JSON object per line with
-  ``iteration``, ``epoch`` and scalars) and draws one panel per group: training losses, CLIP-ReID
-  stage-1 losses, learning rates, evaluation metrics (``<dataset>/<metric>``).
+  ``iteration``, ``epoch`` and scalars; records of a training phase such as CLIP-ReID's stage 1
+  carry ``"phase"`` and count their own iterations and epochs) and draws one panel per group and
+  phase with matplotlib (the ``[plots]`` extra): losses, learning rate, evaluation metrics
+  (``<dataset>/<metric>``), each phase on its own epoch axis.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,15 +22,15 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from clipreid_plugin.evaluation.results import NPZ_KEYS
-from clipreid_plugin.utils.errors import InputFileError
-from clipreid_plugin.utils.errors import InvalidInputError
+from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
+from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, text_size
 
-__all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "SERIES_COLOURS", "StripLayout",
+__all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "LETTERBOX_COLOUR", "StripLayout",
            "draw_rank_strips", "save_png", "load_ranking", "query_scores", "visualize_ranking", "read_metrics",
-           "CURVE_GROUPS", "ORDERS", "plot_training_curves"]
+           "CURVE_GROUPS", "ROUND_STEPS", "ORDERS", "epoch_positions", "curves_figure", "plot_training_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +38,9 @@ MATCH_COLOUR = (0, 180, 0)        # border of a gallery image with the query's i
 MISMATCH_COLOUR = (220, 0, 0)     # border of a gallery image with another identity
 QUERY_COLOUR = (40, 90, 230)      # border of the query image
 UNKNOWN_COLOUR = (150, 150, 150)  # border when identities are unknown (search results)
+LETTERBOX_COLOUR = (235, 235, 235)  # inside a thumbnail box, around a crop of another shape
 BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
-# matplotlib's "tab10" cycle, so the curves look familiar
-SERIES_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                  (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    """DejaVu Sans when the system has it (most Linux installs), else PIL's built-in font."""
-    try:
-        return ImageFont.truetype("DejaVuSans.ttf", size)
-    except OSError:
-        try:
-            return ImageFont.load_default(size=size)
-        except TypeError:  # Pillow < 10.1 has a single fixed-size bitmap font
-            return ImageFont.load_default()
-
-
-def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
-    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
-    return right - left
 
 
 # ------------------------------------------------------------------------------------------
@@ -64,28 +50,37 @@ def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
 class StripLayout:
     """Geometry of a rank-strip picture (pixels).
 
-    A cell is a thumbnail (``thumb_height`` x ``thumb_width``) inside a coloured border of
-    ``border`` pixels, with ``label_height`` pixels of text below: ``cell_width = thumb_width +
-    2 border``, ``cell_height = thumb_height + 2 border + label_height``. Row r, column c
-    (c = 0 the query, 1..k the gallery) has its top-left corner at
-    ``x = gap + c (cell_width + gap) + (2 gap if c >= 1 else 0)``, ``y = gap + r (cell_height + gap)``
-    (the query column is set apart by two extra gaps). A picture of R rows and k gallery columns
-    is ``(k + 1) cell_width + (k + 4) gap`` wide and ``R cell_height + (R + 1) gap`` high.
+    A cell is a thumbnail box (``thumb_height`` x ``thumb_width``) inside a coloured border of
+    ``border`` pixels, with ``label_lines`` lines of ``label_height`` pixels of text below:
+    ``cell_width = thumb_width + 2 border``, ``cell_height = thumb_height + 2 border +
+    label_lines label_height``. Row r, column c (c = 0 the query, 1..k the gallery) has its
+    top-left corner at ``x = gap + c (cell_width + gap) + (2 gap if c >= 1 else 0)``,
+    ``y = gap + r (cell_height + gap)`` (the query column is set apart by two extra gaps). A
+    picture of R rows and k gallery columns is ``(k + 1) cell_width + (k + 4) gap`` wide and
+    ``R cell_height + (R + 1) gap`` high.
+
+    Every crop keeps its aspect ratio: it is scaled to fit the box and centred, the rest of the
+    box is ``LETTERBOX_COLOUR``. ``thumb_width=None`` sizes the box to the crops drawn:
+    ``thumb_height`` times their median width/height ratio (2:1 person crops get 2:1 boxes,
+    square-ish vehicle crops square-ish ones), see :meth:`for_images`.
     """
 
     thumb_height: int = 128
-    thumb_width: int = 64
+    thumb_width: Optional[int] = None
     border: int = 4
     gap: int = 6
     label_height: int = 16
+    label_lines: int = 1
 
     @property
     def cell_width(self) -> int:
+        if self.thumb_width is None:
+            raise InvalidInputError("StripLayout.thumb_width is not set: call layout.for_images(paths) first.")
         return self.thumb_width + 2 * self.border
 
     @property
     def cell_height(self) -> int:
-        return self.thumb_height + 2 * self.border + self.label_height
+        return self.thumb_height + 2 * self.border + self.label_lines * self.label_height
 
     def canvas_size(self, rows: int, k: int) -> Tuple[int, int]:
         """Returns: (width, height) of a picture with ``rows`` queries and ``k`` gallery columns."""
@@ -96,28 +91,80 @@ class StripLayout:
         x = self.gap + col * (self.cell_width + self.gap) + (2 * self.gap if col >= 1 else 0)
         return x, self.gap + row * (self.cell_height + self.gap)
 
+    def for_images(self, paths: Sequence[str]) -> "StripLayout":
+        """The layout with its box width set for these crops.
+
+        Args:
+            paths: the images that will be drawn (only their headers are read).
+
+        Returns:
+            ``self`` when ``thumb_width`` is set; else a copy with ``thumb_width =
+            round(thumb_height * median(width / height))``, kept within [thumb_height / 4,
+            4 thumb_height].
+        """
+        if self.thumb_width is not None:
+            return self
+        ratios = []
+        for path in dict.fromkeys(map(str, paths)):
+            w, h = _image_size(path)
+            ratios.append(w / h)
+        ratio = float(np.median(ratios)) if ratios else 0.5
+        width = int(round(self.thumb_height * min(max(ratio, 0.25), 4.0)))
+        return dataclasses.replace(self, thumb_width=max(1, width))
+
+
+def _missing_image(path: str) -> InputFileError:
+    return InputFileError(
+        f"Image {path} (listed in the results file) not found: the dataset moved since the evaluation? "
+        f"Run the tool where the images are, or re-run the evaluation with TEST.SAVE_RESULTS True.")
+
+
+def _image_size(path: str) -> Tuple[int, int]:
+    if not os.path.isfile(path):
+        raise _missing_image(path)
+    with Image.open(path) as img:
+        return img.size
+
 
 def _open_thumbnail(path: str, layout: StripLayout) -> Image.Image:
+    """The crop scaled to fit the box, aspect ratio kept, centred on ``LETTERBOX_COLOUR``."""
     if not os.path.isfile(path):
-        raise InputFileError(
-            f"Image {path} (listed in the results file) not found: the dataset moved since the evaluation? "
-            f"Run the tool where the images are, or re-run the evaluation with TEST.SAVE_RESULTS True.")
+        raise _missing_image(path)
+    box_w, box_h = layout.thumb_width, layout.thumb_height
     with Image.open(path) as img:
-        return img.convert("RGB").resize((layout.thumb_width, layout.thumb_height), Image.BILINEAR)
+        img = img.convert("RGB")
+        scale = min(box_w / img.width, box_h / img.height)
+        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+        crop = img.resize((w, h), Image.BILINEAR)
+    thumb = Image.new("RGB", (box_w, box_h), LETTERBOX_COLOUR)
+    thumb.paste(crop, ((box_w - w) // 2, (box_h - h) // 2))
+    return thumb
+
+
+def _name_label(draw: ImageDraw.ImageDraw, path: str, font, width: int) -> str:
+    """The file name when it fits ``width`` pixels, else its stem shortened in the middle."""
+    name = os.path.basename(path)
+    if text_size(draw, name, font)[0] <= width:
+        return name
+    return fit_text(draw, os.path.splitext(name)[0], font, width)
 
 
 def _draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: StripLayout, row: int, col: int,
-               path: str, colour, label: str, font) -> None:
+               path: str, colour, labels: Sequence[str], font) -> None:
     x, y = layout.cell_origin(row, col)
     draw.rectangle([x, y, x + layout.cell_width - 1, y + layout.thumb_height + 2 * layout.border - 1], fill=colour)
     canvas.paste(_open_thumbnail(path, layout), (x + layout.border, y + layout.border))
-    tw = _text_width(draw, label, font)
     ty = y + layout.thumb_height + 2 * layout.border + 1
-    draw.text((x + max(0, (layout.cell_width - tw) // 2), ty), label, fill=TEXT_COLOUR, font=font)
+    for line in labels[:layout.label_lines]:
+        text = fit_text(draw, line, font, layout.cell_width)
+        tw = text_size(draw, text, font)[0]
+        draw.text((x + max(0, (layout.cell_width - tw) // 2), ty), text, fill=TEXT_COLOUR, font=font)
+        ty += layout.label_height
 
 
 def draw_rank_strips(query_paths: Sequence[str], gallery_paths: Sequence[str], topk_indices, topk_distances,
-                     query_pids=None, gallery_pids=None, layout: Optional[StripLayout] = None) -> Image.Image:
+                     query_pids=None, gallery_pids=None, layout: Optional[StripLayout] = None,
+                     show_names: bool = False) -> Image.Image:
     """Draw one row per query: the query, then its ranked gallery images.
 
     Args:
@@ -128,31 +175,47 @@ def draw_rank_strips(query_paths: Sequence[str], gallery_paths: Sequence[str], t
         query_pids / gallery_pids: identities; when given, gallery borders are green
             (``MATCH_COLOUR``) for the query's identity and red (``MISMATCH_COLOUR``) otherwise;
             when None, grey (``UNKNOWN_COLOUR``).
-        layout: geometry (default :class:`StripLayout`).
+        layout: geometry (default :class:`StripLayout`: 128 pixels high, box width from the
+            crops' aspect ratio).
+        show_names: label every image with its file name (when too wide for the cell, its stem
+            shortened in the middle: ``0041_c…322_01``),
+            the gallery's distance on a second line; otherwise the query shows its identity
+            ("query" when unknown) and the gallery its distance.
 
     Returns:
-        The RGB picture, of size ``layout.canvas_size(R, k)``.
+        The RGB picture, of size ``layout.canvas_size(R, k)`` (with the box width and label
+        lines the picture used).
     """
-    layout = layout or StripLayout()
     idx = np.asarray(topk_indices, dtype=np.int64).reshape(len(query_paths), -1)
     dist = np.asarray(topk_distances, dtype=np.float64).reshape(idx.shape)
     rows, k = idx.shape
     if rows == 0 or k == 0:
         raise InvalidInputError(f"Nothing to draw: {rows} queries x {k} gallery columns.")
+    shown = [str(p) for p in query_paths] + [str(gallery_paths[int(g)]) for g in idx.ravel()]
+    layout = (layout or StripLayout()).for_images(shown)
+    if show_names and layout.label_lines < 2:
+        layout = dataclasses.replace(layout, label_lines=2)
     canvas = Image.new("RGB", layout.canvas_size(rows, k), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(8, layout.label_height - 4))
+    font = pil_font(max(8, layout.label_height - 4))
     known = query_pids is not None and gallery_pids is not None
     for r in range(rows):
-        q_label = f"id {int(query_pids[r])}" if query_pids is not None else "query"
-        _draw_cell(canvas, draw, layout, r, 0, str(query_paths[r]), QUERY_COLOUR, q_label, font)
+        q_path = str(query_paths[r])
+        if show_names:
+            q_labels = [_name_label(draw, q_path, font, layout.cell_width), "query"]
+        else:
+            q_labels = [f"id {int(query_pids[r])}" if query_pids is not None else "query"]
+        _draw_cell(canvas, draw, layout, r, 0, q_path, QUERY_COLOUR, q_labels, font)
         for c in range(k):
             g = int(idx[r, c])
             if known:
                 colour = MATCH_COLOUR if int(gallery_pids[g]) == int(query_pids[r]) else MISMATCH_COLOUR
             else:
                 colour = UNKNOWN_COLOUR
-            _draw_cell(canvas, draw, layout, r, c + 1, str(gallery_paths[g]), colour, f"{dist[r, c]:.3f}", font)
+            g_path = str(gallery_paths[g])
+            d_label = f"{dist[r, c]:.3f}"
+            labels = [_name_label(draw, g_path, font, layout.cell_width), d_label] if show_names else [d_label]
+            _draw_cell(canvas, draw, layout, r, c + 1, g_path, colour, labels, font)
     return canvas
 
 
@@ -269,7 +332,8 @@ def read_metrics(path: str) -> List[Dict]:
         The records (dicts), in file order; blank lines are skipped.
 
     Raises:
-        ValueError: a line is not a JSON object (names the file and line number).
+        InputFileError: the file does not exist.
+        InvalidInputError: a line is not a JSON object (names the file and line number).
     """
     if not os.path.isfile(path):
         raise InputFileError(f"Metrics file {path} not found (training writes OUTPUT_DIR/metrics.json).")
@@ -294,31 +358,89 @@ def _is_eval_metric(key: str) -> bool:
     return "/" in key and not metric.startswith("num_") and not metric.endswith("_std")
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 # (panel title, which scalar keys it shows), in drawing order; empty panels are left out
 CURVE_GROUPS: List[Tuple[str, Callable[[str], bool]]] = [
-    ("training losses", lambda k: k.startswith("loss_") or k == "total_loss"),
-    ("stage-1 losses (CLIP-ReID prompt learning)", lambda k: k.startswith("stage1_") and k != "stage1_lr"),
-    ("learning rate", lambda k: k in ("lr", "stage1_lr")),
+    ("losses", lambda k: k.startswith("loss_") or k == "total_loss"),
+    ("learning rate", lambda k: k == "lr"),
     ("evaluation (%)", _is_eval_metric),
 ]
 
-_TITLE_HEIGHT = 28   # title and legend band at the top of each panel
-_MARGIN_LEFT = 64    # y tick labels
-_MARGIN_RIGHT = 16
-_MARGIN_BOTTOM = 30  # x tick labels and axis name
+
+# tick spacings allowed (times a power of ten): ticks read 0, 0.5, 1 or 0, 20, 40, never 0, 8, 16
+ROUND_STEPS = [1, 2, 2.5, 5, 10]
 
 
-def _series(records: List[Dict], keep: Callable[[str], bool]) -> Dict[str, List[Tuple[float, float]]]:
+def _is_eval_record(rec: Dict) -> bool:
+    return any(_is_eval_metric(k) for k in rec)
+
+
+def epoch_positions(records: Sequence[Dict]) -> List[float]:
+    """The x position, in epochs, of each record of one training phase.
+
+    Records are written at the end of each epoch and every ``SOLVER.LOG_PERIOD_ITERS``
+    iterations, with ``iteration`` (the phase's counter, from 0) and ``epoch`` (0-based). The
+    last iteration logged in epoch e ends it, so a training record at iteration i of epoch e
+    sits at ``e + (i - start_e + 1) / (end_e - start_e + 1)``, with ``start_e`` one past the end
+    of epoch e - 1 (0 for epoch 0; when epoch e - 1 is absent, ``end_e + 1`` minus the median
+    length of the known epochs, else the first iteration logged in e). An epoch's last record is
+    at e + 1 (also the last, possibly unfinished, epoch of an interrupted run); an evaluation
+    record (a ``<dataset>/<metric>`` key) of epoch e also sits at e + 1, after that epoch's
+    training. Records without ``epoch`` or ``iteration`` sit at their index in ``records``.
+
+    Args:
+        records: the records of one phase, in file order.
+
+    Returns:
+        One x value per record.
+    """
+    if not all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in records):
+        return [float(i) for i in range(len(records))]
+    ends: Dict[int, int] = {}
+    firsts: Dict[int, int] = {}
+    for rec in records:
+        if not _is_eval_record(rec):
+            e, it = int(rec["epoch"]), int(rec["iteration"])
+            ends[e] = max(ends.get(e, it), it)
+            firsts[e] = min(firsts.get(e, it), it)
+    starts = {e: ends[e - 1] + 1 if e - 1 in ends else 0 for e in ends if e - 1 in ends or e == 0}
+    lengths = [ends[e] - starts[e] + 1 for e in starts]
+    typical = int(np.median(lengths)) if lengths else None
+    for e in ends:
+        if e not in starts:
+            starts[e] = ends[e] + 1 - typical if typical else firsts[e]
+    xs = []
+    for rec in records:
+        e, it = int(rec["epoch"]), int(rec["iteration"])
+        if _is_eval_record(rec) or e not in ends:
+            xs.append(e + 1.0)
+        else:
+            xs.append(e + (it - starts[e] + 1) / max(1, ends[e] - starts[e] + 1))
+    return xs
+
+
+def _phases(records: Sequence[Dict]) -> List[Tuple[str, List[Dict]]]:
+    """Records split by ``phase`` ("" = main loop), phases in order of first appearance."""
+    by_phase: Dict[str, List[Dict]] = {}
+    for rec in records:
+        by_phase.setdefault(str(rec.get("phase", "")), []).append(rec)
+    return list(by_phase.items())
+
+
+def _series(records: Sequence[Dict], xs: Sequence[float],
+            keep: Callable[[str], bool]) -> Dict[str, List[Tuple[float, float]]]:
     out: Dict[str, List[Tuple[float, float]]] = {}
-    for i, rec in enumerate(records):
-        x = rec.get("iteration", i)
+    for x, rec in zip(xs, records):
         for k, v in rec.items():
-            if k in ("iteration", "epoch") or not keep(k):
+            if k in ("iteration", "epoch", "phase") or not keep(k):
                 continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            if _is_number(v):
                 out.setdefault(k, []).append((float(x), float(v)))
     for pts in out.values():
-        pts.sort(key=lambda p: p[0])  # stable: equal iterations keep file order
+        pts.sort(key=lambda p: p[0])  # stable: equal positions keep file order
     return {k: out[k] for k in sorted(out, key=_natural_key)}
 
 
@@ -336,112 +458,120 @@ def _strip_common_dataset(title: str, series: Dict) -> Tuple[str, Dict]:
     return f"{title}: {prefix}", {k[len(prefix) + 1:]: v for k, v in series.items()}
 
 
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    return f"{v:.1e}" if abs(v) < 1e-2 or abs(v) >= 1e5 else f"{v:.3g}"  # fits the 64-pixel margin
+@dataclass
+class _Panel:
+    phase: str
+    title: str
+    series: Dict[str, List[Tuple[float, float]]]
+    percent: bool
+    xlabel: str
 
 
-def _padded_range(lo: float, hi: float, pad: float) -> Tuple[float, float]:
-    if hi <= lo:
-        half = abs(lo) * 0.1 or 1.0
-        return lo - half, hi + half
-    d = (hi - lo) * pad
-    return lo - d, hi + d
+def _panels(records: Sequence[Dict], groups) -> List[_Panel]:
+    """Training phases (e.g. CLIP-ReID's stage 1) first, as they run before the main loop."""
+    phases = sorted(_phases(records), key=lambda p: p[0] == "")
+    panels = []
+    for phase, recs in phases:
+        xs = epoch_positions(recs)
+        counted = all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in recs)
+        xlabel = (f"{phase} epoch" if phase else "epoch") if counted else "record"
+        for title, keep in groups:
+            series = _series(recs, xs, keep)
+            if series:
+                title, series = _strip_common_dataset(title, series)
+                panels.append(_Panel(phase, f"[{phase}] {title}" if phase else title, series, "(%)" in title,
+                                     xlabel))
+    return panels
 
 
-def _draw_panel(draw: ImageDraw.ImageDraw, top: int, width: int, height: int, title: str,
-                series: Dict[str, List[Tuple[float, float]]], font, colour_of: Dict[str, tuple],
-                xrange: Tuple[float, float]) -> None:
-    x0, x1 = _MARGIN_LEFT, width - _MARGIN_RIGHT
-    y0, y1 = top + _TITLE_HEIGHT, top + height - _MARGIN_BOTTOM
-    ys = [p[1] for pts in series.values() for p in pts]
-    xlo, xhi = xrange
-    ylo, yhi = _padded_range(min(ys), max(ys), 0.05)
-    if min(ys) >= 0:
-        ylo = max(ylo, 0.0)  # losses, rates, percentages: no negative axis
+def curves_figure(metrics: Union[str, Sequence[Dict]], panel_size: Tuple[int, int] = (720, 240),
+                  groups: Optional[List[Tuple[str, Callable[[str], bool]]]] = None, dpi: int = 100):
+    """Build the training-curves figure (matplotlib) without saving it.
 
-    def px(x):
-        return x0 + (x - xlo) / (xhi - xlo) * (x1 - x0)
-
-    def py(y):
-        return y1 - (y - ylo) / (yhi - ylo) * (y1 - y0)
-
-    for i in range(5):  # grid and ticks
-        yv = ylo + (yhi - ylo) * i / 4
-        yy = py(yv)
-        draw.line([(x0, yy), (x1, yy)], fill=(225, 225, 225))
-        label = _fmt(yv)
-        draw.text((x0 - 6 - _text_width(draw, label, font), yy - 7), label, fill=TEXT_COLOUR, font=font)
-        xv = xlo + (xhi - xlo) * i / 4
-        xx = px(xv)
-        draw.line([(xx, y1), (xx, y1 + 4)], fill=TEXT_COLOUR)
-        label = f"{xv:.0f}"
-        draw.text((xx - _text_width(draw, label, font) / 2, y1 + 5), label, fill=TEXT_COLOUR, font=font)
-    draw.rectangle([x0, y0, x1, y1], outline=TEXT_COLOUR)
-    draw.text((2, y1 + 14), "iteration", fill=TEXT_COLOUR, font=font)  # x axis name, below the y labels
-    for name, pts in series.items():
-        points = [(px(x), py(y)) for x, y in pts]
-        if len(points) > 1:
-            draw.line(points, fill=colour_of[name], width=2)
-        if len(points) <= 30:  # few points (evaluations): mark each one
-            for x, y in points:
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour_of[name])
-
-    # title then legend, left to right in the band above the plot (wrapping into the plot)
-    draw.text((x0, top + 7), title, fill=TEXT_COLOUR, font=font)
-    lx, ly = x0 + _text_width(draw, title, font) + 16, top + 7
-    for name in series:
-        tw = _text_width(draw, name, font)
-        if lx + 13 + tw > width - _MARGIN_RIGHT:  # wrap: further lines go inside the plot
-            lx, ly = x0 + 6, ly + 16
-        if ly > top + 7:  # on white, so the curves under it do not hide the text
-            draw.rectangle([lx - 3, ly - 1, lx + 13 + tw + 3, ly + 14], fill=BACKGROUND)
-        draw.rectangle([lx, ly + 2, lx + 9, ly + 11], fill=colour_of[name])
-        draw.text((lx + 13, ly), name, fill=TEXT_COLOUR, font=font)
-        lx += 13 + tw + 14
-
-
-def plot_training_curves(metrics: Union[str, List[Dict]], output_path: str, panel_size: Tuple[int, int] = (720, 240),
-                         groups: Optional[List[Tuple[str, Callable[[str], bool]]]] = None) -> List[str]:
-    """Draw training curves from a metrics file as one PNG.
-
-    One panel per non-empty group of ``groups`` (default ``CURVE_GROUPS``: training losses,
-    stage-1 losses, learning rate, evaluation metrics ``<dataset>/<metric>``), stacked
-    vertically; x is the ``iteration`` of each record, on one range shared by all panels.
-    Inside a panel the series are sorted by name (numbers as numbers: Rank-1, Rank-5, Rank-10)
-    and take ``SERIES_COLOURS`` in that order; when every series of a panel belongs to one
-    dataset, its name moves to the title. The top 28 pixels of a panel hold the title and the
-    legend (a legend too long for the line wraps into the plot); the plot area spans x in
-    [64, width - 16] and y in [28, height - 30] of the panel.
+    One panel per non-empty (phase, group) of ``groups`` (default ``CURVE_GROUPS``: losses,
+    learning rate, evaluation metrics ``<dataset>/<metric>``), stacked vertically: the panels of
+    each training phase (records with ``"phase"``, e.g. CLIP-ReID's ``stage1``, titled
+    ``[stage1] ...``) first, on their own x axis of that phase's epochs, then the main loop's
+    on a shared x axis of its epochs (positions from :func:`epoch_positions`). Inside a panel the
+    series are sorted by name (numbers as numbers: Rank-1, Rank-5, Rank-10) and take
+    matplotlib's colour cycle in that order, with the legend to the right of the panel; when
+    every series of a panel belongs to one dataset, its name moves to the title. Panels whose values are all >= 0 start their y axis at
+    0 (evaluation panels span 0..100), so a flat loss looks flat; ticks are matplotlib's round
+    values; series of at most 30 points get a marker on each.
 
     Args:
         metrics: path of ``metrics.json`` or its records (see :func:`read_metrics`).
-        output_path: the PNG to write.
-        panel_size: (width, height) of one panel.
+        panel_size: (width, height) of one panel in pixels (at ``dpi``).
         groups: (title, key predicate) pairs.
+        dpi: pixels per inch of the figure.
 
     Returns:
-        Titles of the panels drawn, top to bottom.
+        (figure, list of panel titles top to bottom); each panel is ``figure.axes[i]``.
+
+    Raises:
+        InvalidInputError: nothing plottable in the records.
+        MissingDependencyError: matplotlib is not installed.
     """
     records = read_metrics(metrics) if isinstance(metrics, str) else list(metrics)
-    panels = []
-    for title, keep in groups or CURVE_GROUPS:
-        series = _series(records, keep)
-        if series:
-            panels.append(_strip_common_dataset(title, series))
+    panels = _panels(records, groups or CURVE_GROUPS)
     if not panels:
         raise InvalidInputError(f"No plottable scalar in {metrics if isinstance(metrics, str) else 'the records'}: "
                                 f"expected keys like loss_*, total_loss, lr or <dataset>/mAP.")
+    plt = require_pyplot("The training-curves picture")
+    from matplotlib.ticker import MaxNLocator
+
     width, height = panel_size
-    picture = Image.new("RGB", (width, height * len(panels)), BACKGROUND)
-    draw = ImageDraw.Draw(picture)
-    font = _font(12)
-    # one x range for all panels, so an evaluation lines up with the losses of the same iteration
-    xs = [p[0] for _, series in panels for pts in series.values() for p in pts]
-    xrange = _padded_range(min(xs), max(xs), 0.0)
-    for i, (title, series) in enumerate(panels):
-        colour_of = {name: SERIES_COLOURS[j % len(SERIES_COLOURS)] for j, name in enumerate(series)}
-        _draw_panel(draw, i * height, width, height, title, series, font, colour_of, xrange)
-    save_png(picture, output_path)
-    return [t for t, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width / dpi, height * len(panels) / dpi), dpi=dpi,
+                             squeeze=False)
+    first_of_phase: Dict[str, object] = {}
+    for ax, panel in zip(axes[:, 0], panels):
+        share = first_of_phase.setdefault(panel.phase, ax)
+        if share is not ax:
+            ax.sharex(share)
+        for j, (name, pts) in enumerate(panel.series.items()):
+            x, y = zip(*pts)
+            ax.plot(x, y, label=name, color=f"C{j % 10}", linewidth=1.6,
+                    marker="o" if len(pts) <= 30 else None, markersize=3.5)
+        values = [v for pts in panel.series.values() for _, v in pts]
+        if panel.percent:
+            ax.set_ylim(0, 100)
+        elif min(values) >= 0:
+            ax.set_ylim(bottom=0, top=max(values) * 1.08 or 1.0)
+        ax.set_title(panel.title, loc="left", fontsize=10)
+        ax.set_xlabel(panel.xlabel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=ROUND_STEPS))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=ROUND_STEPS))
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside: never on a curve
+    for ax in axes[:, 0]:
+        ax.set_xlim(left=0)
+    fig.tight_layout()
+    return fig, [p.title for p in panels]
+
+
+def plot_training_curves(metrics: Union[str, Sequence[Dict]], output_path: str,
+                         panel_size: Tuple[int, int] = (720, 240),
+                         groups: Optional[List[Tuple[str, Callable[[str], bool]]]] = None) -> List[str]:
+    """Draw training curves from a metrics file as one PNG (see :func:`curves_figure`).
+
+    Args:
+        metrics: path of ``metrics.json`` or its records (see :func:`read_metrics`).
+        output_path: the PNG to write (its folder is created).
+        panel_size: (width, height) of one panel in pixels.
+        groups: (title, key predicate) pairs (default ``CURVE_GROUPS``).
+
+    Returns:
+        Titles of the panels drawn, top to bottom.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (``pip install 'clipreid_plugin[plots]'``).
+    """
+    fig, titles = curves_figure(metrics, panel_size, groups)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    try:
+        fig.savefig(output_path, format="png", dpi=fig.dpi)
+    finally:
+        require_pyplot().close(fig)
+    return titles

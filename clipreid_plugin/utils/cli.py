@@ -9,7 +9,7 @@ from .errors import ToolkitError
 __all__ = ["run_tool", "one_line"]
 
 
-def run_tool(main: Callable[[], None]) -> int:
+def run_tool(main: Callable[[], object]) -> int:
     """Run a tool's ``main`` and turn the toolkit's own errors into one-line messages.
 
     Only :class:`~clipreid_plugin.utils.errors.ToolkitError` (a bad config, a missing dataset
@@ -17,22 +17,24 @@ def run_tool(main: Callable[[], None]) -> int:
     other exception is a bug and keeps its traceback.
 
     Args:
-        main: the tool body (parses its own arguments).
+        main: the tool body (parses its own arguments); it may return an exit code (an int).
 
     Returns:
-        The process exit code: 0, or 2 after a user error. ``CLIPREID_DEBUG=1`` re-raises.
+        The process exit code: main's when it returns an int (anything else counts as 0), or 2
+        after a user error.
+        ``CLIPREID_DEBUG=1`` re-raises.
     """
     from .logger import setup_logger
 
     setup_logger()
     try:
-        main()
+        code = main()
     except ToolkitError as e:
         if os.environ.get("CLIPREID_DEBUG"):
             raise
         print(f"error: {one_line(e)}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def one_line(error: BaseException) -> str:

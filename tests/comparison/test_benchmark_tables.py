@@ -3,19 +3,20 @@
 import csv
 import io
 import json
+import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
-from clipreid_plugin.comparison import (collect_run, draw_chart, failed_record, missing_record, table_csv,
+from clipreid_plugin.comparison import (chart_figure, collect_run, draw_chart, failed_record, missing_record, table_csv,
                                        table_markdown, table_text, write_outputs, write_record)
 from clipreid_plugin.comparison.model_stats import count_parameters, sdpa_flop_jit
 from clipreid_plugin.comparison.records import new_record
 from clipreid_plugin.comparison.runner import MethodSpec, run_method
+from clipreid_plugin.utils.errors import MissingDependencyError
 
 
 def _ok(method, ds, mAP, r1, rerank=None):
@@ -51,37 +52,72 @@ def test_rerank_columns_appear_when_a_run_has_them():
     assert "mAP (RR)" in table_text(recs)
 
 
-def test_chart_draws_bars_at_the_metric_heights(tmp_path):
-    recs = [_ok("a", "Market1501", 50.0, 100.0), missing_record("c", "c.yml", "x", ["VeRi"], "out/c")]
+def test_chart_bars_have_the_metric_heights_untrained_included(tmp_path):
+    trained = _ok("a", "Market1501", 50.0, 100.0)
+    trained["untrained"] = {"Market1501": {"mAP": 4.0, "Rank-1": 8.0}}
+    recs = [trained, missing_record("c", "c.yml", "x", ["VeRi"], "out/c")]
+    fig = chart_figure(recs)
+    ax = fig.axes[0]
+    heights = {c.get_label(): [bar.get_height() for bar in c] for c in ax.containers}
+    # one bar per row and series; the missing row keeps its place with zero-height bars
+    assert heights == {"mAP untrained": [4.0, 0.0], "mAP": [50.0, 0.0], "Rank-1 untrained": [8.0, 0.0],
+                       "Rank-1": [100.0, 0.0]}
+    assert "missing" in [t.get_text() for t in ax.texts] and ax.get_ylim() == (0, 100)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "a\nMarket1501\nResNet-50" and labels[1] == "c\nVeRi\nx"
+    # without untrained results there are no untrained bars
+    assert [c.get_label() for c in chart_figure([_ok("a", "M", 1.0, 2.0)]).axes[0].containers] == ["mAP", "Rank-1"]
     path = tmp_path / "chart.png"
     draw_chart(recs, str(path))
-    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    assert img.shape[0] >= 300 and img.shape[1] >= 300
-    blue = (np.abs(img - [55, 110, 180]).sum(-1) == 0)
-    orange = (np.abs(img - [235, 140, 50]).sum(-1) == 0)
-    # one mAP bar and one Rank-1 bar (plus the legend squares); Rank-1 = 100 is twice as tall as mAP = 50
-    h_blue = blue[60:].any(axis=1).sum()
-    h_orange = orange[60:].any(axis=1).sum()
-    assert h_orange == pytest.approx(2 * h_blue, abs=2)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 200
 
 
-def test_write_outputs_and_collect(tmp_path):
-    run = tmp_path / "runs" / "a" / "Market1501"
-    write_record(str(run), _ok("a", "Market1501", 80.0, 90.0))
-    plain = tmp_path / "runs" / "p" / "Market1501"  # a tools/train_net.py run: results.json only
-    plain.mkdir(parents=True)
-    (plain / "results.json").write_text(json.dumps({"Market1501": {"mAP": 70.0, "Rank-1": 80.0}}))
-    (tmp_path / "runs" / "e").mkdir()
-    recs = [collect_run(str(run), "a", "a.yml", "?", ["Market1501"]),
-            collect_run(str(plain), "p", "p.yml", "ResNet-101", ["Market1501"]),
-            collect_run(str(tmp_path / "runs" / "e"), "e", "e.yml", "?", ["Market1501"]),
-            collect_run(str(tmp_path / "runs" / "nope"), "n", "n.yml", "?", ["Market1501"])]
-    assert [r["status"] for r in recs][:2] == ["ok", "ok"]
-    assert recs[2]["status"].startswith("failed: no benchmark_record.json") and recs[3]["status"] == "missing"
-    assert recs[0]["gflops"] == 6.07 and recs[1]["gflops"] is None and recs[1]["backbone"] == "ResNet-101"
+def test_without_matplotlib_the_tables_are_written_and_the_chart_skipped(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"clipreid_plugin\[plots\]"):
+        draw_chart([_ok("a", "M", 1.0, 2.0)], str(tmp_path / "x.png"))
+    paths = write_outputs([_ok("a", "M", 1.0, 2.0)], str(tmp_path / "t"))
+    assert sorted(paths) == ["csv", "md", "txt"] and not (tmp_path / "t" / "benchmark.png").exists()
+    assert "benchmark.png" in caplog.text and "matplotlib" in caplog.text
+
+
+def plain_run(folder, results, run_info=None, tests=("Market1501",)):
+    """The files a tools/train_net.py run leaves (config.yaml, results.json, run_info.json)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("DATASETS:\n  NAMES:\n  - Market1501\n  TESTS:\n"
+                                        + "".join(f"  - {t}\n" for t in tests)
+                                        + "MODEL:\n  BACKBONE:\n    NAME: build_clip_backbone\n")
+    (folder / "results.json").write_text(json.dumps(results))
+    if run_info is not None:
+        (folder / "run_info.json").write_text(json.dumps(run_info))
+    return folder
+
+
+def test_collect_any_run_folder_labels_the_backbone_built_and_names_missing_paths(tmp_path, caplog):
+    bench = tmp_path / "runs" / "a" / "Market1501"
+    write_record(str(bench), _ok("a", "Market1501", 80.0, 90.0))
+    plain = plain_run(tmp_path / "market_clip", {"Market1501": {"mAP": 70.0, "Rank-1": 80.0}},
+                      {"backbone": "CLIP ReID-Tiny-ViT", "parameters": 2_500_000, "tests": ["Market1501"]})
+    old = plain_run(tmp_path / "old_run", {"Market1501": {"mAP": 60.0, "Rank-1": 65.0}})  # before run_info.json
+    (tmp_path / "unfinished").mkdir()
+    recs = [collect_run(str(bench)), collect_run(str(plain)), collect_run(str(old), "renamed"),
+            collect_run(str(tmp_path / "unfinished")), collect_run(str(tmp_path / "nope"), "n", "n.yml", ["VeRi"])]
+    assert [r["method"] for r in recs] == ["a", "market_clip", "renamed", "unfinished", "n"]
+    assert [r["status"] for r in recs[:3]] == ["ok", "ok", "ok"]
+    # the backbone comes from the run, never from the config's names (config.yaml says build_clip_backbone)
+    assert [r["backbone"] for r in recs[:3]] == ["ResNet-50", "CLIP ReID-Tiny-ViT", "?"]
+    assert recs[1]["params_m"] == 2.5 and recs[1]["gflops"] is None and recs[1]["datasets"] == ["Market1501"]
+    assert recs[1]["config"] == str(plain / "config.yaml") and recs[0]["gflops"] == 6.07
+    assert str(old / "run_info.json") in caplog.text  # the file looked for, named
+    assert recs[3]["status"] == f"failed: no benchmark_record.json or results.json in {tmp_path / 'unfinished'} " \
+                                "(unfinished or crashed run?)"
+    assert recs[4]["status"] == f"missing: no folder {tmp_path / 'nope'}" and recs[4]["datasets"] == ["VeRi"]
     paths = write_outputs(recs, str(tmp_path / "tables"))
     assert sorted(paths) == ["csv", "md", "png", "txt"]
-    assert len(open(paths["csv"]).read().splitlines()) == 5
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["backbone"] for r in rows] == ["ResNet-50", "CLIP ReID-Tiny-ViT", "?", "?", "?"]
+    assert float(rows[1]["mAP"]) == 70.0 and rows[4]["status"].startswith("missing: no folder")
 
 
 def test_sdpa_handle_counts_attention_matmuls():

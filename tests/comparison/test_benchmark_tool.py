@@ -65,7 +65,47 @@ def test_benchmark_runs_two_methods_then_collects(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     with open(out / "benchmark.csv") as f:
         collected = list(csv.DictReader(f))
-    assert [r["status"] for r in collected] == ["ok", "ok", "missing"]
+    never = out / "never_run" / "SyntheticReID"
+    assert [r["status"] for r in collected] == ["ok", "ok", f"missing: no folder {never}"]
     assert collected[0]["mAP"] == rows[0]["mAP"] and collected[1]["GFLOPs_per_image"] == rows[1]["GFLOPs_per_image"]
     assert collected[2]["method"] == "never_run" and collected[2]["mAP"] == ""
     assert "missing" in p.stdout
+
+    # run folders given directly (any OUTPUT_DIR), NAME=DIR names a row; labels are the built backbones
+    table = tmp_path / "table"
+    p = _benchmark(["--collect", str(out / "bagtricks_R18" / "SyntheticReID"),
+                    f"tiny_clip={out / 'clipreid' / 'SyntheticReID'}", str(tmp_path / "nowhere"),
+                    "--output-dir", str(table)], tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(table / "benchmark.csv") as f:
+        direct = list(csv.DictReader(f))
+    assert [(r["method"], r["backbone"], r["status"]) for r in direct] == [
+        ("bagtricks_R18", "ResNet-18", "ok"), ("tiny_clip", rows[1]["backbone"], "ok"),
+        ("nowhere", "?", f"missing: no folder {tmp_path / 'nowhere'}")]
+    assert direct[1]["mAP"] == rows[1]["mAP"]
+    p = _benchmark(["--collect", str(table), "--methods", BAGTRICKS], tmp_path)
+    assert p.returncode == 2 and "not both" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_demo_table_and_chart_show_the_untrained_model(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test
+    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(REPO, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # for the OpenMP of a fresh `python tools/demo.py`
+    out = tmp_path / "demo"
+    tiny = [item for key, value in zip(TINY[::2], TINY[1::2]) if not key.startswith(("CLIPREID.", "TEST.RERANK."))
+            for item in (key, value)]  # the bag-of-tricks config has no CLIP-ReID keys
+    assert demo.main(["--methods", "bagtricks", "--output-dir", str(out), "DATASETS.ROOT_DIR", str(tmp_path / "data")]
+                     + tiny) == 0
+    with open(out / "demo_results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and 0 <= float(rows[0]["mAP_untrained"]) <= 100 and 0 <= float(rows[0]["mAP"]) <= 100
+    from clipreid_plugin.comparison import chart_figure, collect_run
+
+    labels = [c.get_label() for c in chart_figure([collect_run(str(out / "bagtricks" / "SyntheticReID"))]).axes[0].containers]
+    assert labels == ["mAP untrained", "mAP", "Rank-1 untrained", "Rank-1"]
+    with Image.open(out / "demo_results.png") as im:
+        assert im.format == "PNG"

@@ -242,3 +242,23 @@ def test_vehicleid_test_loader_yields_whole_test_split_with_no_query(tmp_path):
     loader, num_query = build_reid_test_loader(cfg, "VehicleID")
     assert num_query == 0
     assert [s[1] for s in loader.dataset.samples] == [7, 5, 7, 7, 5]
+
+
+def test_a_dataset_table_is_logged_once_per_process(tmp_path):
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    log = logging.getLogger("clipreid_plugin.data.datasets.bases")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        for root in ("a", "a", "a", "b"):  # training loader, test loader of two evaluations; another copy
+            _market_layout(tmp_path / root / "Market-1501-v15.09.15")
+            table = Market1501(str(tmp_path / root)).show_summary()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert len(messages) == 2 and all("| train" in m for m in messages) and "| train" in table

@@ -39,3 +39,10 @@ def make_market(root, train_ids=6, test_ids=4, per_id=4):
     _make_tree(os.path.join(root, "Market-1501-v15.09.15"), ("bounding_box_train", "query", "bounding_box_test"),
                lambda pid, cam, k: f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg", train_ids, test_ids, per_id)
     return root
+
+
+def make_generic(root, folder="generic", train_ids=6, test_ids=4, per_id=4):
+    """``root/<folder>/{train,query,gallery}`` with Market-style names, as GenericReID reads by default."""
+    _make_tree(os.path.join(root, folder), ("train", "query", "gallery"),
+               lambda pid, cam, k: f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg", train_ids, test_ids, per_id)
+    return root

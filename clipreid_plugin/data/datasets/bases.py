@@ -30,6 +30,9 @@ DATASET_REGISTRY.__doc__ = (
 
 Sample = Tuple[str, int, int, int]  # (img_path, pid, camid, viewid)
 
+# (class, folder, table) of the datasets already logged by this process (ReIDDataset.show_summary)
+_SHOWN_SUMMARIES = set()
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -233,14 +236,24 @@ class ReIDDataset:
         return f"{self.name} ({self.kind}):\n" + tabulate(
             rows, headers=["split", "identities", "images", "cameras", "views"], tablefmt="pipe")
 
-    def show_summary(self) -> str:
+    def show_summary(self, once: bool = True) -> str:
         """Log :meth:`summary` at INFO level.
+
+        A run builds a dataset several times (the training loader, then the test loader of every
+        evaluation); with ``once`` a table already logged by this process for the same dataset
+        class and folder is not logged again.
+
+        Args:
+            once: skip the log line when this dataset's table was already logged.
 
         Returns:
             The table string.
         """
         text = self.summary()
-        logger.info(text)
+        key = (type(self).__name__, str(getattr(self, "dataset_dir", "")), text)
+        if not (once and key in _SHOWN_SUMMARIES):
+            _SHOWN_SUMMARIES.add(key)
+            logger.info(text)
         return text
 
 

@@ -254,12 +254,15 @@ class CLIPImageEncoder(Backbone):
         return self.sie_coe * self.cv_embed[idx]
 
     def _check_ids(self, ids: torch.Tensor, n: int, what: str) -> torch.Tensor:
-        ids = ids.to(self.cv_embed.device).long()
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        # The range check reads the ids on the host: free for the loader's CPU tensors, but a device
+        # sync every step (and a graph break under torch.compile) for ids already on an accelerator,
+        # so it is skipped there; an id out of range then fails in the table lookup itself.
+        if ids.device.type == "cpu" and not torch.compiler.is_compiling() and ids.numel() and \
+                (int(ids.min()) < 0 or int(ids.max()) >= n):
             raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
                               f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
                               f"must use the training set's {what} ids).")
-        return ids
+        return ids.to(self.cv_embed.device, non_blocking=True).long()
 
     # ----------------------------------------------------------------------------- forward
     def _check_input(self, images: torch.Tensor) -> None:
