@@ -2,8 +2,13 @@
 
 import os
 
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning: the suite runs tools in subprocesses beside the
+# pytest process (torchrun workers, the demo), and spinning threads competing for 2 cores made
+# steps several times slower (benchmarks/omp_wait_policy.py). Set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import socket
+import time
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -116,24 +117,52 @@ def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine,
         _cleanup()
 
 
+def _attempt_store(rank: int, world_size: int) -> dist.Store:
+    """A store of this torchrun attempt alone, hosted by rank 0 (under torchrun's agent store).
+
+    torchrun's agent store outlives a restart of the worker group: with one agent, and with
+    several agents sharing the rendezvous' TCP store (the default), the keys of the failed
+    attempt (gloo peer addresses, the NCCL id) are still there, and a restarted worker that
+    reads them connects to a process that is gone. The agents' restart counts can differ (an
+    agent restarts for a membership change without counting it), so they cannot name the
+    attempt either. Rank 0 therefore hosts a fresh store on a free port and publishes its
+    address in the agent store; the other ranks connect to the published address, and re-read
+    it while it still names the previous attempt's store (nothing listens there any more: the
+    agents stop every old worker before the new rendezvous round).
+    """
+    addr = os.environ["MASTER_ADDR"]
+    agent_store = dist.TCPStore(addr, int(os.environ["MASTER_PORT"]), world_size, is_master=False,
+                                timeout=DEFAULT_TIMEOUT)
+    key = f"clipreid/attempt_store/{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    if rank == 0:
+        store = dist.TCPStore(addr, 0, world_size, is_master=True, timeout=DEFAULT_TIMEOUT, wait_for_workers=False)
+        agent_store.set(key, f"{addr}:{store.port}")
+        return store
+    deadline = time.monotonic() + DEFAULT_TIMEOUT.total_seconds()
+    while True:
+        host, port = agent_store.get(key).decode().rsplit(":", 1)
+        try:
+            store = dist.TCPStore(host, int(port), world_size, is_master=False,
+                                  timeout=datetime.timedelta(seconds=5))
+        except RuntimeError:  # DistStoreError: the previous attempt's address: nobody listens
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        store.set_timeout(DEFAULT_TIMEOUT)
+        return store
+
+
 def _init_from_env() -> None:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     if dist.is_initialized():
         pass
-    elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true" and \
-            os.environ.get("GROUP_WORLD_SIZE", "1") == "1":
-        # One torchrun agent keeps one store across restarts: give each attempt its own key space,
-        # or a restarted worker can read a peer address of the failed attempt and never connect.
-        # (With several agents every rendezvous round has a new store, and the agents' restart
-        # counts can differ, so the prefix is only used, and only needed, with one agent.)
+    elif os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
-                              timeout=DEFAULT_TIMEOUT)
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group(backend=_backend(), store=dist.PrefixStore(f"/clipreid/attempt_{attempt}", store),
-                                rank=rank, world_size=world, timeout=DEFAULT_TIMEOUT)
+        dist.init_process_group(backend=_backend(), store=_attempt_store(rank, world), rank=rank, world_size=world,
+                                timeout=DEFAULT_TIMEOUT)
     else:
         dist.init_process_group(backend=_backend(), init_method="env://", timeout=DEFAULT_TIMEOUT)
     comm.set_local_rank(local_rank)

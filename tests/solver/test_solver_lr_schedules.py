@@ -9,7 +9,7 @@ import torch
 
 from clipreid_plugin.config import get_cfg
 from clipreid_plugin.solver import (
-    WarmupCosineLR, WarmupMultiStepLR, build_lr_scheduler, build_optimizer, warmup_cosine_lr,
+    WarmupMultiStepLR, build_lr_scheduler, build_optimizer, warmup_cosine_lr,
     warmup_multistep_lr,
 )
 
