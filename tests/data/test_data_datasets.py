@@ -170,6 +170,16 @@ def test_veri_with_one_keypoint_file_is_an_error(tmp_path):
         VeRi(str(tmp_path))
 
 
+def test_veri_keypoint_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    _veri_layout(tmp_path / "VeRi")
+    write(str(tmp_path / "VeRi" / "keypoint_train.txt"), _keypoint_line("image_train/0001_c001_00016450_0.jpg", 3))
+    with open(tmp_path / "VeRi" / "keypoint_test.txt", "wb") as f:
+        f.write(_keypoint_line("image_test/0002_c003_00084280_0.jpg", 7).encode())
+        f.write("image_test/caf\u00e9.jpg".encode("latin-1") + b" 1\n")
+    with pytest.raises(DatasetError, match=r"keypoint_test.txt, line 2: not UTF-8 text .*re-save the file as UTF-8"):
+        VeRi(str(tmp_path))
+
+
 def _vehicleid_layout(base):
     os.makedirs(base / "image", exist_ok=True)
     write(str(base / "train_test_split/train_list.txt"), "0001 30\n0002 10\n0003 30\n0004 10\n0005 20\n")
@@ -210,6 +220,16 @@ def test_generic_from_file_names(tmp_path):
     assert ds.query[0][1:] == (3, 2, 4) and {s[3] for s in ds.gallery} == {0}
     with pytest.raises(DatasetError, match="named groups"):
         GenericReID(str(tmp_path), pattern=r"(\d+)_c(\d+)")
+
+
+def test_generic_regex_groups_that_are_not_integers_name_the_file(tmp_path):
+    """A pattern whose pid group captures '12-3' is a one-line error naming the image and the key."""
+    touch(tmp_path / "generic" / "train", "12-3_c1_x.jpg")
+    touch(tmp_path / "generic" / "query", "0003_c2.jpg")
+    touch(tmp_path / "generic" / "gallery", "0003_c1.jpg")
+    with pytest.raises(DatasetError, match=r"12-3_c1_x.jpg: the groups of DATASETS.GENERIC.PATTERN .* must "
+                                           r"capture integers \(invalid literal for int\(\) with base 10: '12-3'\)"):
+        GenericReID(str(tmp_path), pattern=r"(?P<pid>[\d-]+)_c(?P<camid>\d+)")
 
 
 def test_generic_from_csv_with_line_numbers(tmp_path):
