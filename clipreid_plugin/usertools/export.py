@@ -20,7 +20,7 @@ from torch import nn
 
 from clipreid_plugin.evaluation.evaluator import flip_images
 from clipreid_plugin.utils.checkpoint import unwrap_model
-from clipreid_plugin.utils.errors import MissingDependencyError
+from clipreid_plugin.utils.optional import import_optional
 
 __all__ = ["EmbeddingModel", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
 
@@ -123,12 +123,7 @@ def export_onnx(model: nn.Module, path: str, image_size: Sequence[int], opset: i
 
 
 def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("Checking an ONNX export needs onnxruntime: pip install 'clipreid_plugin[onnx]' "
-                                     "(or: pip install onnx onnxruntime).") from None
-    return onnxruntime
+    return import_optional("onnxruntime", "Checking an ONNX export", "onnx", "onnx onnxruntime")
 
 
 def check_onnx(path: str, wrapper: EmbeddingModel, image_size: Sequence[int], batch_size: int = 3) -> float:

@@ -25,13 +25,13 @@ import torch
 
 from clipreid_plugin.evaluation.distance import METRICS, as_tensor, check_features, normalize_features
 from clipreid_plugin.utils.errors import InvalidInputError, MissingDependencyError
+from clipreid_plugin.utils.optional import import_optional
 
 __all__ = ["INDEX_KINDS", "require_faiss", "default_nlist", "GalleryIndex"]
 
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
-FAISS_EXTRA_HINT = "pip install 'clipreid_plugin[faiss]' (or: pip install faiss-cpu; faiss-gpu for GPUs)"
 
 
 def require_faiss():
@@ -40,12 +40,8 @@ def require_faiss():
     Raises:
         MissingDependencyError: faiss is not installed (the message names the extra).
     """
-    try:
-        import faiss
-    except ImportError:
-        raise MissingDependencyError(f"An indexed gallery search (--index / index=) needs faiss, which is not "
-                                     f"installed: {FAISS_EXTRA_HINT}. Exact search needs nothing.") from None
-    return faiss
+    return import_optional("faiss", "An indexed gallery search (--index / index=)", "faiss",
+                           "faiss-cpu; faiss-gpu for GPUs", note="Exact search needs nothing.")
 
 
 def default_nlist(num_items: int) -> int:

@@ -10,11 +10,11 @@ from typing import Tuple
 
 from PIL import ImageDraw, ImageFont
 
-from .errors import MissingDependencyError
+from .optional import extra_hint, import_optional
 
 __all__ = ["PLOTS_EXTRA_HINT", "require_pyplot", "pil_font", "text_size", "fit_text"]
 
-PLOTS_EXTRA_HINT = "pip install 'clipreid_plugin[plots]' (or: pip install matplotlib)"
+PLOTS_EXTRA_HINT = extra_hint("plots", "matplotlib")
 
 
 def require_pyplot(what: str = "This chart"):
@@ -29,11 +29,7 @@ def require_pyplot(what: str = "This chart"):
     Raises:
         MissingDependencyError: matplotlib is not installed (the message names the extra).
     """
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependencyError(f"{what} is drawn with matplotlib, which is not installed: "
-                                     f"{PLOTS_EXTRA_HINT}.") from None
+    matplotlib = import_optional("matplotlib", f"{what} (drawn with matplotlib)", "plots", "matplotlib")
     matplotlib.use("Agg", force=False)  # no display needed; keeps an explicitly chosen backend
     import matplotlib.pyplot as plt
 
