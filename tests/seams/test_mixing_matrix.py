@@ -81,28 +81,27 @@ def test_meta_architecture_trains_and_evaluates_with_backbone(meta, backbone, da
             assert model.has_text_features() and model.proj_dim == model.text_head.out_dim
 
 
-def test_a_text_head_under_a_feature_meta_architecture_fails_when_built(data_root, tmp_path):
-    cfg = _cfg("Baseline", "torchvision_resnet", data_root, str(tmp_path), "MODEL.HEADS.NAME", "PromptLearnerHead")
-    with pytest.raises(ConfigError, match=r"MODEL.HEADS.NAME 'PromptLearnerHead' is a 'text' head, but Baseline "
-                                          r"needs a 'feature' head"):
-        run_training(cfg)
+# (meta-architecture, backbone, the override that makes the combination impossible, the message)
+IMPOSSIBLE = {
+    "text head under a feature meta-architecture": (
+        "Baseline", "torchvision_resnet", ["MODEL.HEADS.NAME", "PromptLearnerHead"],
+        r"MODEL.HEADS.NAME 'PromptLearnerHead' is a 'text' head, but Baseline needs a 'feature' head"),
+    "feature head as CLIP-ReID's text head": (
+        "CLIPReID", "clip_vit", ["MODEL.PROMPT.HEAD_NAME", "EmbeddingHead"],
+        r"MODEL.PROMPT.HEAD_NAME 'EmbeddingHead' is a 'feature' head, but CLIPReID needs a 'text' head"),
+    "projection of another width than the text tower's": (
+        "CLIPReID", "torchvision_resnet", ["MODEL.HEADS.PROJ_DIM", "100"],
+        r"PROJ_DIM is 100, but CLIPReID compares .* text features of width 64"),
+    "prompt phase on a model that learns no prompts": (
+        "Baseline", "torchvision_resnet", ["TRAINER.HOOKS", "['CLIPReIDStage1Hook']"],
+        r"CLIPReIDStage1Hook, but the model Baseline .* lacks encode_image_for_stage1, stage1_parameters, "
+        r"stage1_losses"),
+}
 
 
-def test_a_feature_head_as_clipreid_text_head_fails_when_built(data_root, tmp_path):
-    cfg = _cfg("CLIPReID", "clip_vit", data_root, str(tmp_path), "MODEL.PROMPT.HEAD_NAME", "EmbeddingHead")
-    with pytest.raises(ConfigError, match=r"MODEL.PROMPT.HEAD_NAME 'EmbeddingHead' is a 'feature' head, but "
-                                          r"CLIPReID needs a 'text' head"):
-        run_training(cfg)
-
-
-def test_clipreid_projection_must_match_the_text_width(data_root, tmp_path):
-    cfg = _cfg("CLIPReID", "torchvision_resnet", data_root, str(tmp_path), "MODEL.HEADS.PROJ_DIM", "100")
-    with pytest.raises(ConfigError, match=r"PROJ_DIM is 100, but CLIPReID compares .* text features of width 64"):
-        run_training(cfg)
-
-
-def test_the_prompt_phase_needs_a_prompt_learning_model(data_root, tmp_path):
-    cfg = _cfg("Baseline", "torchvision_resnet", data_root, str(tmp_path), "TRAINER.HOOKS", "['CLIPReIDStage1Hook']")
-    with pytest.raises(ConfigError, match=r"CLIPReIDStage1Hook, but the model Baseline .* lacks "
-                                          r"encode_image_for_stage1, stage1_parameters, stage1_losses"):
+@pytest.mark.parametrize("case", list(IMPOSSIBLE))
+def test_impossible_combinations_fail_when_built_saying_why(case, data_root, tmp_path):
+    meta, backbone, override, message = IMPOSSIBLE[case]
+    cfg = _cfg(meta, backbone, data_root, str(tmp_path), *override)
+    with pytest.raises(ConfigError, match=message):
         run_training(cfg)

@@ -15,22 +15,14 @@ from clipreid_plugin.plugins.clipreid import convert_openai_checkpoint, load_cli
 from clipreid_plugin.utils.checkpoint import CheckpointError
 
 from tiny_clip import write_torchscript_archive
-from weights_checks import activations, assert_same_weights
+from weights_checks import activations, assert_loads_like_openai_release, assert_same_weights
 
 
 @pytest.mark.parametrize("kind, conv1_channels", [("vit", 128), ("rn", 16 // 2)])
 def test_openai_plain_file_fp32_quickgelu_exact(openai_weights_file, kind, conv1_channels):
     """A plain OpenAI-format file: architecture from the shapes (ViT width 128; ModifiedResNet stem
     conv1 = width / 2), float32 model in eval mode, QuickGELU, every tensor exactly the file's."""
-    path = openai_weights_file(kind)
-    sd = torch.load(path, weights_only=True)
-    assert any(v.dtype == torch.float16 for v in sd.values())  # like OpenAI's release
-    model = load_clip(weights=path)
-    assert_same_weights(model, sd)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert not model.training
-    assert activations(model) == {"QuickGELU"}  # text tower (and ViT image tower) use QuickGELU
-    assert model.visual.conv1.out_channels == conv1_channels
+    assert_loads_like_openai_release(openai_weights_file(kind), conv1_channels)
 
 
 def test_torchscript_archive_loads_like_plain_file(openai_weights_file, tmp_path):

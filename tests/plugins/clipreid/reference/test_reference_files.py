@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from clipreid_plugin.modeling.backbones.pos_embed import resize_pos_embed
-from clipreid_plugin.plugins.clipreid import load_clip
 
-from weights_checks import activations, assert_same_weights
+from weights_checks import assert_loads_like_openai_release
 
 # kind: (tiny weights file, key of the embedding, source grid, ViT width or RN stem conv1 channels)
 TINY = {
@@ -38,15 +37,7 @@ def aux(reference_dir):
 def test_shared_tiny_openai_files_load(reference_dir, kind):
     """README: a loader that accepts OpenAI's release files must accept these unchanged: float32
     model in eval mode, QuickGELU, every tensor exactly the file's (fp16 ones up-cast)."""
-    path = _tiny_file(reference_dir, kind)
-    sd = torch.load(path, weights_only=True)
-    assert any(v.dtype == torch.float16 for v in sd.values())  # like OpenAI's release
-    model = load_clip(weights=path)
-    assert_same_weights(model, sd)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert not model.training
-    assert activations(model) == {"QuickGELU"}
-    assert model.visual.conv1.out_channels == TINY[kind][3]
+    assert_loads_like_openai_release(_tiny_file(reference_dir, kind), TINY[kind][3])
 
 
 @pytest.mark.parametrize("kind", ["vit", "rn"])
