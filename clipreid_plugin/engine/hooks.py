@@ -278,6 +278,5 @@ class PhaseHook(HookBase):
             writers = outer.build_writers(self.num_epochs * len(data_loader), len(data_loader), self.phase_name)
             inner.append(PeriodicWriter(writers, cfg.SOLVER.LOG_PERIOD_ITERS))
         loop.register_hooks(inner)
-        loop.iter = start_epoch * len(data_loader)
         loop.train(start_epoch, self.num_epochs)
         return loop

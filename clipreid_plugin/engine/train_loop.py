@@ -334,7 +334,9 @@ class LossMonitor:
         for k, v in loss_dict.items():
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
-        bad = torch.where(finite, torch.tensor(-1, device=finite.device), torch.tensor(iteration, device=finite.device))
+        # Python scalars, not new device tensors: creating a CUDA tensor from a number is a
+        # blocking host-to-device copy, which would wait for the step's kernels.
+        bad = torch.where(finite, -1, iteration)
         self._first_bad = bad if self._first_bad is None else torch.where(self._first_bad >= 0, self._first_bad, bad)
         self._count += 1
 
