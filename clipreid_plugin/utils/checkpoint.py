@@ -28,7 +28,7 @@ from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_CONVERTERS", "load_model_weights", "unwrap_model",
-           "strip_module_prefix", "read_checkpoint_metadata", "checkpoint_family"]
+           "strip_module_prefix", "read_checkpoint_metadata", "read_state_dict", "checkpoint_family"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,30 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _read_file(path: str) -> Dict[str, Any]:
+def _read_file(path: str, mmap: bool = False) -> Dict[str, Any]:
+    """``torch.load`` of a checkpoint on the CPU, or a :class:`CheckpointError` naming the file.
+
+    With ``mmap`` the tensors' storage stays on disk until used: reading a large checkpoint's
+    stored config or tensor shapes then costs no full read of its weights. Files of the legacy
+    (non-zip) format cannot be mapped and are read whole.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # truncated file, foreign pickle, ...
+        if mmap:
+            return _read_file(path)
         raise CheckpointError(
             f"Could not read checkpoint {path}: {type(e).__name__}: {e}. The file may be truncated or "
             f"not a PyTorch checkpoint."
         ) from e
 
 
-def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Return the model state dict held by ``data`` and a word describing its format."""
+def _unwrap_state_dict(data: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Return the state dict held by a loaded checkpoint (``module.`` prefixes stripped) and a
+    word describing its layout: ``clipreid_plugin`` (``{"model": ...}``), ``state_dict`` or
+    ``plain``."""
     if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
         sd = data["model"]
         fmt = "clipreid_plugin"
@@ -83,7 +93,29 @@ def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[st
         sd, fmt = data, "plain"
     else:
         raise CheckpointError("Unrecognised checkpoint content: expected a state dict or {'model': ...}.")
-    sd = strip_module_prefix(sd)
+    return strip_module_prefix(sd), fmt
+
+
+def read_state_dict(path: str, mmap: bool = False) -> Dict[str, torch.Tensor]:
+    """The state dict a checkpoint file holds, as saved (no foreign-format conversion).
+
+    Args:
+        path: a checkpoint: this toolkit's, ``{"state_dict": ...}`` or a plain state dict.
+        mmap: leave the tensors' storage on disk until used (enough to read shapes).
+
+    Returns:
+        ``{name: tensor}`` with ``module.`` prefixes stripped.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds no state dict.
+    """
+    return _unwrap_state_dict(_read_file(path, mmap=mmap))[0]
+
+
+def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Return the model state dict held by ``data`` (converted by :data:`CHECKPOINT_CONVERTERS`
+    when it has a foreign format) and a word describing its format."""
+    sd, fmt = _unwrap_state_dict(data)
     if fmt != "clipreid_plugin":
         for _, convert in CHECKPOINT_CONVERTERS:  # registration order
             converted = convert(sd, model)
@@ -147,8 +179,7 @@ def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False,
         )
     if mismatched and strict_shapes:
         raise CheckpointError(f"Shape mismatch loading {path}:\n  " + "\n  ".join(mismatched))
-    mismatched_keys = {m.split(":")[0] for m in mismatched}
-    report = {"missing": [k for k in own if k not in sd and k not in mismatched_keys],
+    report = {"missing": [k for k in own if k not in sd],  # a mismatched key is in sd: reported once
               "unexpected": [k for k in sd if k not in own], "mismatched": mismatched}
     if not allow_partial and (report["missing"] or report["mismatched"]):
         raise CheckpointError(
@@ -176,7 +207,7 @@ def read_checkpoint_metadata(path: str) -> Dict[str, Any]:
         ``{"config": YAML text of the run's resolved config, "model_info": {...}}`` (each key
         only when stored).
     """
-    data = _read_file(path)
+    data = _read_file(path, mmap=True)  # the metadata only: the weights stay on disk
     meta = data.get("metadata") if isinstance(data, dict) else None
     return dict(meta) if isinstance(meta, dict) else {}
 

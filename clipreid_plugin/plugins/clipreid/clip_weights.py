@@ -231,11 +231,9 @@ def infer_model_config_from_reid_checkpoint(path: str) -> dict:
     """
     from open_clip import tokenizer as clip_tokenizer
 
-    from clipreid_plugin.utils.checkpoint import strip_module_prefix
+    from clipreid_plugin.utils.checkpoint import read_state_dict
 
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    sd = data.get("model", data) if isinstance(data, dict) else {}
-    sd = strip_module_prefix(sd) if isinstance(sd, dict) else {}
+    sd = read_state_dict(path, mmap=True)  # only shapes are read: the weights stay on disk
     mapped: Dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         for prefix, new in _REID_PREFIXES:
