@@ -23,7 +23,9 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from clipreid_plugin.evaluation.results import save_results_json
+# the files every train_net run writes, named where they are written
+from clipreid_plugin.engine.defaults import CONFIG_FILE, RUN_INFO_FILE
+from clipreid_plugin.evaluation.results import RESULTS_FILE, save_results_json
 from clipreid_plugin.utils.errors import InvalidInputError
 
 logger = logging.getLogger("clipreid_plugin.comparison")
@@ -32,9 +34,6 @@ __all__ = ["RECORD_FILE", "RESULTS_FILE", "RUN_INFO_FILE", "CONFIG_FILE", "new_r
            "read_record", "collect_run", "dataset_rows"]
 
 RECORD_FILE = "benchmark_record.json"
-RESULTS_FILE = "results.json"  # what tools/train_net.py writes at the end of every run
-RUN_INFO_FILE = "run_info.json"  # what tools/train_net.py writes once the model is built (backbone as built)
-CONFIG_FILE = "config.yaml"  # the merged config of every run
 STAT_KEYS = ("params_m", "gflops", "train_s", "images_per_s")
 
 

@@ -29,7 +29,7 @@ from . import hooks, run_dir
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training", "maybe_compile",
-           "describe_model", "model_info", "write_run_files", "build_evaluation_model", "RUN_INFO_FILE"]
+           "describe_model", "model_info", "write_run_files", "build_evaluation_model", "CONFIG_FILE", "RUN_INFO_FILE"]
 
 
 class _FlagsAnywhereParser(argparse.ArgumentParser):
@@ -469,7 +469,8 @@ def describe_model(model) -> str:
     return describe() if callable(describe) else type(backbone or model).__name__
 
 
-RUN_INFO_FILE = "run_info.json"
+CONFIG_FILE = "config.yaml"  # the run's resolved config (reproduces the run)
+RUN_INFO_FILE = "run_info.json"  # what the run built (model_info)
 
 
 def model_info(model, cfg: CfgNode) -> Dict:
@@ -490,7 +491,7 @@ def write_run_files(cfg: CfgNode, model) -> None:
 
     if not comm.is_main_process() or not cfg.OUTPUT_DIR:
         return
-    cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    cfg.dump_to(os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE))
     atomic_write_text(os.path.join(cfg.OUTPUT_DIR, RUN_INFO_FILE), json.dumps(model_info(model, cfg), indent=2) + "\n")
 
 

@@ -12,8 +12,10 @@ from tabulate import tabulate
 
 from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
 
-__all__ = ["results_table", "results_csv", "results_markdown", "save_results_json", "save_results_csv",
+__all__ = ["RESULTS_FILE", "results_table", "results_csv", "results_markdown", "save_results_json", "save_results_csv",
            "save_ranking_npz", "NPZ_KEYS"]
+
+RESULTS_FILE = "results.json"  # a run's final results, written by save_run_results
 
 # Keys of <OUTPUT_DIR>/<dataset>_results.npz (see docs/EVALUATION.md).
 NPZ_KEYS = ("query_feats", "gallery_feats", "query_pids", "gallery_pids", "query_camids", "gallery_camids",
@@ -108,7 +110,7 @@ def save_run_results(output_dir: str, results: Mapping[str, Mapping[str, float]]
         output_dir: the run's OUTPUT_DIR.
         results: {dataset_name: {metric: value}}, one row per test set.
     """
-    save_results_json(os.path.join(output_dir, "results.json"), results)
+    save_results_json(os.path.join(output_dir, RESULTS_FILE), results)
     save_results_csv(os.path.join(output_dir, "results.csv"), results)
     atomic_write_text(os.path.join(output_dir, "results.md"), results_markdown(results) + "\n")
 
