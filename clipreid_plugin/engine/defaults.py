@@ -125,11 +125,17 @@ def _prepare_output_dir(cfg: CfgNode, args) -> Tuple[CfgNode, List[str]]:
     """
     eval_only = bool(getattr(args, "eval_only", False))
     out = cfg.OUTPUT_DIR
+    if eval_only and args.resume:
+        # --eval-only --resume evaluates the run folder's last checkpoint: found here, before the
+        # evaluation moves to a sub-folder of its own
+        found = Checkpointer(torch.nn.Module(), out).checkpoints()
+        if found:
+            cfg = _with_weights(cfg, found[0])
     if getattr(args, "fresh_subdir", False):
         out = comm.all_gather(run_dir.fresh_subdir(out) if comm.is_main_process() else None)[0]
     elif eval_only and run_dir.holds_run(out):
         # never mix an evaluation into a training run's folder: its own sub-folder
-        weights = _override(args.opts, "MODEL.WEIGHTS") or cfg.MODEL.WEIGHTS or "last_checkpoint"
+        weights = cfg.MODEL.WEIGHTS or "last_checkpoint"
         out = os.path.join(out, "eval_" + os.path.splitext(os.path.basename(weights))[0])
     run_dir.check_writable(out)
     problem, notes = None, []
@@ -160,6 +166,14 @@ def _prepare_output_dir(cfg: CfgNode, args) -> Tuple[CfgNode, List[str]]:
         cfg.OUTPUT_DIR = out
         cfg.freeze()
     return cfg, notes
+
+
+def _with_weights(cfg: CfgNode, weights: str) -> CfgNode:
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = weights
+    cfg.freeze()
+    return cfg
 
 
 def default_setup(cfg: CfgNode, args) -> CfgNode:
@@ -389,9 +403,10 @@ class DefaultTrainer(TrainerBase):
                 file, the newest readable checkpoint is used (and named in the log).
         """
         logger = logging.getLogger(__name__)
-        if resume and self.checkpointer.has_checkpoint():
-            path = self.checkpointer.resume()["path"]
-            logger.info(f"Resuming from {os.path.basename(path)}: {self.epoch} of {self.max_epochs} epochs done.")
+        state = self.checkpointer.resume() if resume else {}
+        if state:
+            logger.info(f"Resuming from {os.path.basename(state['path'])}: {self.epoch} of {self.max_epochs} epochs "
+                        f"done.")
         else:
             if resume:
                 logger.info(f"No checkpoint in {self.cfg.OUTPUT_DIR}: starting a new run.")
@@ -560,9 +575,9 @@ def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
 
     Args:
         cfg: the frozen config (after :func:`default_setup`).
-        eval_only: evaluate ``MODEL.WEIGHTS`` (or the last checkpoint of OUTPUT_DIR with
-            ``resume``) only.
-        resume: continue from OUTPUT_DIR's last good checkpoint.
+        eval_only: evaluate ``MODEL.WEIGHTS`` only (for ``--eval-only --resume``,
+            :func:`default_setup` sets it to the last checkpoint of the run folder).
+        resume: continue from OUTPUT_DIR's last good checkpoint (training only).
         on_ready: called with the trainer once its weights are loaded, before training (e.g.
             to evaluate the untrained model).
 
@@ -576,10 +591,7 @@ def run_training(cfg: CfgNode, eval_only: bool = False, resume: bool = False,
 
     cfg = validate_config(cfg, training=not eval_only)  # before any data is read or model built
     if eval_only:
-        weights = cfg.MODEL.WEIGHTS
-        if resume:
-            found = Checkpointer(torch.nn.Module(), cfg.OUTPUT_DIR).checkpoints()
-            weights = found[0] if found else weights
+        weights = cfg.MODEL.WEIGHTS  # with --resume, default_setup set it to the run's last checkpoint
         if not weights:
             raise ConfigError("--eval-only needs weights: set MODEL.WEIGHTS to a checkpoint, or add --resume to "
                               "evaluate the last checkpoint of OUTPUT_DIR.")

@@ -270,6 +270,16 @@ def test_evaluation_inside_a_run_folder_goes_to_its_own_subfolder(finished_run, 
     assert (run / "eval_model_0002" / "results.json").is_file() and _digest(run / "results.json") == before
 
 
+def test_eval_only_with_resume_evaluates_the_last_checkpoint_of_the_run(finished_run, data_root, tmp_path):
+    """--eval-only --resume (what the "--eval-only needs weights" message suggests) evaluates the
+    run's model_final.pth in its own sub-folder and reproduces the run's final results."""
+    run = _copy(finished_run, tmp_path)
+    before = _digest(run / "results.json")
+    assert train(run, data_root, "--eval-only", "--resume") == 0
+    assert json.load(open(run / "eval_model_final" / "results.json")) == json.load(open(run / "results.json"))
+    assert _digest(run / "results.json") == before
+
+
 # ----------------------------------------------------------------------------------------- messages
 def test_unwritable_output_dir_is_one_line(data_root, tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
