@@ -10,12 +10,9 @@ from typing import Tuple
 
 from PIL import ImageDraw, ImageFont
 
-from .optional import extra_hint, import_optional
+from .optional import import_optional
 
-__all__ = ["PLOTS_EXTRA_HINT", "require_pyplot", "pil_font", "text_size", "fit_text"]
-
-PLOTS_EXTRA_HINT = extra_hint("plots", "matplotlib")
-
+__all__ = ["require_pyplot", "pil_font", "text_size", "fit_text"]
 
 def require_pyplot(what: str = "This chart"):
     """Import ``matplotlib.pyplot`` with the file-only Agg backend.
