@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from clipreid_plugin.evaluation.results import NPZ_KEYS
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
-from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, text_size
+from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, save_figure, text_size
 
 __all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "LETTERBOX_COLOUR", "StripLayout",
            "draw_rank_strips", "save_png", "load_ranking", "query_scores", "visualize_ranking", "read_metrics",
@@ -569,9 +569,5 @@ def plot_training_curves(metrics: Union[str, Sequence[Dict]], output_path: str,
         MissingDependencyError: matplotlib is not installed (``pip install 'clipreid_plugin[plots]'``).
     """
     fig, titles = curves_figure(metrics, panel_size, groups)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    try:
-        fig.savefig(output_path, format="png", dpi=fig.dpi)
-    finally:
-        require_pyplot().close(fig)
+    save_figure(fig, output_path, format="png", dpi=fig.dpi)
     return titles
