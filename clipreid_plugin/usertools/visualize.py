@@ -378,6 +378,11 @@ def _is_eval_record(rec: Dict) -> bool:
     return any(_is_eval_metric(k) for k in rec)
 
 
+def _has_epochs(records: Sequence[Dict]) -> bool:
+    """Whether every record has a numeric ``epoch`` and ``iteration`` (else x is the record index)."""
+    return all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in records)
+
+
 def epoch_positions(records: Sequence[Dict]) -> List[float]:
     """The x position, in epochs, of each record of one training phase.
 
@@ -397,7 +402,7 @@ def epoch_positions(records: Sequence[Dict]) -> List[float]:
     Returns:
         One x value per record.
     """
-    if not all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in records):
+    if not _has_epochs(records):
         return [float(i) for i in range(len(records))]
     ends: Dict[int, int] = {}
     firsts: Dict[int, int] = {}
@@ -473,8 +478,7 @@ def _panels(records: Sequence[Dict], groups) -> List[_Panel]:
     panels = []
     for phase, recs in phases:
         xs = epoch_positions(recs)
-        counted = all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in recs)
-        xlabel = (f"{phase} epoch" if phase else "epoch") if counted else "record"
+        xlabel = (f"{phase} epoch" if phase else "epoch") if _has_epochs(recs) else "record"
         for title, keep in groups:
             series = _series(recs, xs, keep)
             if series:
