@@ -39,7 +39,6 @@ def main(argv=None) -> None:
         raise InvalidInputError(f"{args.output} exists; pass --force to overwrite it.")
     ours, unmapped = convert_fastreid_config(args.config)
     text = converted_yaml(ours, unmapped, args.config)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     atomic_write_text(args.output, text)
     from clipreid_plugin.config import load_cfg
 

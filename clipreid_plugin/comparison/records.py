@@ -82,12 +82,8 @@ def read_record(path: str) -> Dict:
     Raises:
         ValueError: the file is not a JSON record (message names the file).
     """
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise InvalidInputError(f"Cannot read the benchmark record {path}: {e}") from None
-    if not isinstance(data, dict) or "status" not in data:
+    data = _read_json(path, "a benchmark record")
+    if "status" not in data:
         raise InvalidInputError(f"{path} is not a benchmark record (a JSON object with 'method', 'status', 'results').")
     rec = new_record(data.get("method", ""), data.get("config", ""), data.get("backbone", ""),
                      data.get("datasets", []), data.get("output_dir", os.path.dirname(path)), data["status"])

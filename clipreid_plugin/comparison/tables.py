@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from clipreid_plugin.utils.errors import MissingDependencyError
 from clipreid_plugin.utils.file_io import atomic_write_text
-from clipreid_plugin.utils.plotting import require_pyplot
+from clipreid_plugin.utils.plotting import require_pyplot, save_figure
 
 from .records import dataset_rows
 
@@ -208,17 +208,14 @@ def draw_chart(records: Sequence[Dict], path: str, title: str = "mAP and Rank-1 
 
     Args:
         records: records (see :mod:`.records`).
-        path: the ``.png`` file to write.
+        path: the ``.png`` file to write (its folder is created).
         title: chart title.
 
     Raises:
         MissingDependencyError: matplotlib is not installed (``pip install 'clipreid_plugin[plots]'``).
     """
     fig = chart_figure(records, title)
-    try:
-        fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight")
-    finally:
-        require_pyplot().close(fig)
+    save_figure(fig, path, format="png", dpi=fig.dpi, bbox_inches="tight")
 
 
 def write_outputs(records: Sequence[Dict], folder: str, stem: str = "benchmark") -> Dict[str, str]:

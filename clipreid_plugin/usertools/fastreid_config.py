@@ -73,10 +73,6 @@ def _per_255(value) -> List[float]:
     return [round(float(v) / 255.0, 6) for v in value]
 
 
-def _positive_int(value) -> int:
-    return int(value)
-
-
 SCHEDULERS = {"MultiStepLR": "WarmupMultiStepLR", "CosineAnnealingLR": "WarmupCosineLR"}
 SAMPLERS = {"NaiveIdentitySampler": "PKSampler", "TrainingSampler": "RandomSampler"}
 POOLS = {"GlobalAvgPool": "avg", "GlobalMaxPool": "max", "GeneralizedMeanPooling": "gem"}
@@ -202,13 +198,6 @@ def _literal(value):
         except (ValueError, SyntaxError):
             return value
     return value
-
-
-def _merge(base: Dict, new: Dict) -> Dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def read_fastreid_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]:

@@ -32,6 +32,9 @@ __all__ = ["INDEX_KINDS", "require_faiss", "default_nlist", "GalleryIndex"]
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
+# the GalleryIndex options each kind reads (the others are errors when given)
+_KIND_OPTIONS = {"flat": (), "ivf": ("nlist", "nprobe", "train_size"),
+                 "ivfpq": ("nlist", "nprobe", "pq_m", "pq_bits", "train_size")}
 
 
 def require_faiss():
@@ -81,6 +84,10 @@ class GalleryIndex:
         device: ``"auto"`` (GPUs when this faiss has them), ``"cpu"`` or ``"cuda"``.
         seed: seed of the training sample and of faiss's k-means.
 
+    Raises:
+        InvalidInputError: among others, an option given (not None) that ``kind`` does not use
+            (``nlist``, ``nprobe``, ``train_size`` for flat; ``pq_m``, ``pq_bits`` for flat and ivf).
+
     Attributes:
         build_seconds: wall time of training and adding the gallery.
         on_gpu: whether the index lives on GPUs.
@@ -93,6 +100,11 @@ class GalleryIndex:
         if kind not in INDEX_KINDS:
             raise InvalidInputError(f"Unknown index kind {kind!r}; valid: {', '.join(INDEX_KINDS)} "
                                     f"(or no index for exact search).")
+        given = {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "pq_bits": pq_bits, "train_size": train_size}
+        unused = [name for name, value in given.items() if value is not None and name not in _KIND_OPTIONS[kind]]
+        if unused:
+            raise InvalidInputError(f"Index option{'s' if len(unused) > 1 else ''} {', '.join(unused)} not used by "
+                                    f"index kind {kind!r} (its options: {', '.join(_KIND_OPTIONS[kind]) or 'none'}).")
         if metric not in METRICS:
             raise InvalidInputError(f"Unknown metric {metric!r}; valid: {', '.join(METRICS)}.")
         if device not in ("auto", "cpu", "cuda"):

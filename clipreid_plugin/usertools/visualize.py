@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from clipreid_plugin.evaluation.results import NPZ_KEYS
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
-from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, text_size
+from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, save_figure, text_size
 
 __all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "LETTERBOX_COLOUR", "StripLayout",
            "draw_rank_strips", "save_png", "load_ranking", "query_scores", "visualize_ranking", "read_metrics",
@@ -378,6 +378,11 @@ def _is_eval_record(rec: Dict) -> bool:
     return any(_is_eval_metric(k) for k in rec)
 
 
+def _has_epochs(records: Sequence[Dict]) -> bool:
+    """Whether every record has a numeric ``epoch`` and ``iteration`` (else x is the record index)."""
+    return all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in records)
+
+
 def epoch_positions(records: Sequence[Dict]) -> List[float]:
     """The x position, in epochs, of each record of one training phase.
 
@@ -397,7 +402,7 @@ def epoch_positions(records: Sequence[Dict]) -> List[float]:
     Returns:
         One x value per record.
     """
-    if not all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in records):
+    if not _has_epochs(records):
         return [float(i) for i in range(len(records))]
     ends: Dict[int, int] = {}
     firsts: Dict[int, int] = {}
@@ -473,8 +478,7 @@ def _panels(records: Sequence[Dict], groups) -> List[_Panel]:
     panels = []
     for phase, recs in phases:
         xs = epoch_positions(recs)
-        counted = all(_is_number(r.get("epoch")) and _is_number(r.get("iteration")) for r in recs)
-        xlabel = (f"{phase} epoch" if phase else "epoch") if counted else "record"
+        xlabel = (f"{phase} epoch" if phase else "epoch") if _has_epochs(recs) else "record"
         for title, keep in groups:
             series = _series(recs, xs, keep)
             if series:
@@ -569,9 +573,5 @@ def plot_training_curves(metrics: Union[str, Sequence[Dict]], output_path: str,
         MissingDependencyError: matplotlib is not installed (``pip install 'clipreid_plugin[plots]'``).
     """
     fig, titles = curves_figure(metrics, panel_size, groups)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    try:
-        fig.savefig(output_path, format="png", dpi=fig.dpi)
-    finally:
-        require_pyplot().close(fig)
+    save_figure(fig, output_path, format="png", dpi=fig.dpi)
     return titles

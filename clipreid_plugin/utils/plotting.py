@@ -6,16 +6,14 @@ dependency: ``pip install 'clipreid_plugin[plots]'`` (``make demo`` installs it)
 that says so. Image compositing (rank strips) needs only PIL and uses :func:`pil_font`.
 """
 
+import os
 from typing import Tuple
 
 from PIL import ImageDraw, ImageFont
 
-from .optional import extra_hint, import_optional
+from .optional import import_optional
 
-__all__ = ["PLOTS_EXTRA_HINT", "require_pyplot", "pil_font", "text_size", "fit_text"]
-
-PLOTS_EXTRA_HINT = extra_hint("plots", "matplotlib")
-
+__all__ = ["require_pyplot", "save_figure", "pil_font", "text_size", "fit_text"]
 
 def require_pyplot(what: str = "This chart"):
     """Import ``matplotlib.pyplot`` with the file-only Agg backend.
@@ -34,6 +32,22 @@ def require_pyplot(what: str = "This chart"):
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str, **savefig_kw) -> None:
+    """Write a matplotlib figure to ``path`` (its folder is created), then close the figure,
+    also when writing fails.
+
+    Args:
+        fig: the figure.
+        path: the file to write.
+        savefig_kw: passed to ``fig.savefig`` (``format``, ``dpi``, ``bbox_inches``, ...).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        fig.savefig(path, **savefig_kw)
+    finally:
+        require_pyplot().close(fig)
 
 
 def pil_font(size: int) -> ImageFont.ImageFont:

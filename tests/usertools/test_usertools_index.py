@@ -12,7 +12,7 @@ import torch
 
 from clipreid_plugin.usertools import GalleryIndex, save_features, search
 from clipreid_plugin.usertools.index import default_nlist
-from clipreid_plugin.utils.errors import MissingDependencyError
+from clipreid_plugin.utils.errors import InvalidInputError, MissingDependencyError
 
 from test_usertools_extract import REPO, load_tool
 
@@ -85,6 +85,19 @@ def test_index_defaults_and_errors():
         search(gallery[:2], gallery, nprobe=4)
     with pytest.raises(ValueError, match="dimension 5 but the index 12"):
         GalleryIndex(gallery, "flat").search(np.ones((1, 5), np.float32))
+
+
+def test_index_rejects_options_its_kind_does_not_use():
+    gallery = np.random.RandomState(0).randn(100, 12).astype(np.float32)
+    with pytest.raises(InvalidInputError, match=r"^Index option nprobe not used by index kind 'flat' "
+                                                r"\(its options: none\)\.$"):
+        GalleryIndex(gallery, "flat", nprobe=4)
+    with pytest.raises(InvalidInputError, match=r"^Index options pq_m, pq_bits not used by index kind 'ivf' "
+                                                r"\(its options: nlist, nprobe, train_size\)\.$"):
+        GalleryIndex(gallery, "ivf", nlist=2, pq_m=4, pq_bits=4)
+    with pytest.raises(InvalidInputError, match="nlist not used by index kind 'flat'"):
+        search(gallery[:2], gallery, index="flat", nlist=4, device="cpu")  # search builds it: the same check
+    GalleryIndex(gallery, "ivf", nlist=2, nprobe=None, pq_m=None, device="cpu")  # None is "not given"
 
 
 def test_without_faiss_the_message_names_the_extra(monkeypatch):

@@ -816,12 +816,7 @@ def float64_case_path(case_path: str) -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def case_dtype(case: Dict[str, Any]) -> torch.dtype:
-    """Returns: torch.float64 for a case computed in float64 (``meta.dtype``), else torch.float32."""
-    return torch.float64 if str(case["meta"].get("dtype", "float32")) == "float64" else torch.float32
-
-
-def run_case(case: Dict[str, Any], tiny_clip_dir: str, device: str = "cpu", dtype: Optional[torch.dtype] = None,
+def run_case(case: Dict[str, Any], tiny_clip_dir: str, device: str, dtype: torch.dtype,
              float64_reference: Optional[Dict[str, Any]] = None) -> List[ParityRow]:
     """Replay a reference case with this toolkit and compare every output and schedule it holds.
 
@@ -830,8 +825,8 @@ def run_case(case: Dict[str, Any], tiny_clip_dir: str, device: str = "cpu", dtyp
         tiny_clip_dir: folder holding the case's CLIP weights ``meta.tiny_clip_file`` (normally
             the case file's folder).
         device: torch device to run on.
-        dtype: precision of the replay; None = the case's own (``meta.dtype``). A float64
-            replay of a float32 case is compared with the float64 bound.
+        dtype: precision of the replay. A float64 replay of a float32 case is compared with the
+            float64 bound.
         float64_reference: the same case computed in float64: bounds a float32 replay by the
             reference's own float32 error (see the module doc).
 
@@ -842,7 +837,6 @@ def run_case(case: Dict[str, Any], tiny_clip_dir: str, device: str = "cpu", dtyp
     Raises:
         CaseFormatError: the CLIP weights file is missing.
     """
-    dtype = case_dtype(case) if dtype is None else dtype
     clip_weights = resolve_clip_weights(case["meta"], tiny_clip_dir)
     ours, model, cfg = replay_case(case, clip_weights, device, dtype)
     schedules = _replay_schedules(model, cfg, case["schedules"])
