@@ -15,6 +15,7 @@ from .optional import import_optional
 
 __all__ = ["require_pyplot", "save_figure", "pil_font", "text_size", "fit_text"]
 
+
 def require_pyplot(what: str = "This chart"):
     """Import ``matplotlib.pyplot`` with the file-only Agg backend.
 
