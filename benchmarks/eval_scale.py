@@ -31,6 +31,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 from parity_harness.reference_eval import (reference_euclidean_distance, reference_eval_func,  # noqa: E402
                                            reference_re_ranking)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import write_json  # noqa: E402
 
 
 SIZES = {  # (num_query, num_gallery, num_test_identities, num_cameras)
@@ -179,9 +181,7 @@ def main():
                 print(f"[{ds}] {ours} vs {base}: {b['seconds'] / a['seconds']:.1f}x faster{rest}, peak memory "
                       f"{b['peak_delta_mb'] / max(1.0, a['peak_delta_mb']):.1f}x lower, "
                       f"|dmAP| = {abs(a['mAP'] - b['mAP']):.2e}, |dR1| = {abs(a['rank1'] - b['rank1']):.2e}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_line, sync, write_json  # noqa: E402
 
 from clipreid_plugin.config import get_cfg  # noqa: E402
-from clipreid_plugin.data import build_reid_train_loader, build_transforms  # noqa: E402
+from clipreid_plugin.data import build_reid_train_loader, build_train_samples, build_transforms  # noqa: E402
 from clipreid_plugin.data.common import ReIDImageDataset, collate_batch, read_image  # noqa: E402
 from clipreid_plugin.data.device_augment import DeviceTransform  # noqa: E402
 from clipreid_plugin.utils.env import resolve_device  # noqa: E402
@@ -145,11 +145,11 @@ def main(argv=None):
     cfg = make_cfg(args)
     print(machine_line(str(device)), flush=True)
     t0 = time.perf_counter()
-    probe = build_reid_train_loader(cfg)
-    paths = [s[0] for s in probe.dataset][:args.stage_images]
-    print(f"dataset: {len(probe.dataset)} train JPEGs ({time.perf_counter() - t0:.1f} s incl. generation if it "
+    samples, _ = build_train_samples(cfg)
+    paths = [s[0] for s in samples][:args.stage_images]
+    print(f"dataset: {len(samples)} train JPEGs ({time.perf_counter() - t0:.1f} s incl. generation if it "
           f"was absent); input {args.size[0]}x{args.size[1]}, batch {args.batch}, {args.workers} workers", flush=True)
-    del probe
+    del samples
 
     rows = []
     stages = stage_rates(cfg, paths, device)

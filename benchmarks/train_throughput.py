@@ -210,11 +210,11 @@ def run_setting(args, model_name: str, setting: str, data_root: str, device, res
     labels = torch.randint(0, cfg.MODEL.HEADS.NUM_CLASSES, (s1_batch,), generator=g).to(device)
     for p in eager.stage1_parameters():
         p.requires_grad_(True)
-    s1_step = Stage2Step.__new__(Stage2Step)  # same bookkeeping, another objective
-    s1_step.step = OptimizationStep(build_stage1_optimizer(cfg, eager), 0.0, amp_dtype, device.type)
-    s1_step.sync_every_step, s1_step.log_period, s1_step.monitor, s1_step.i = sync_every_step, log_period, LossMonitor(), 0
-    s1_step.model = lambda batch: eager.stage1_losses(batch["f"], batch["l"])
-    s1_step.batches = itertools.repeat({"images": feats, "f": feats, "l": labels})
+    # the stage-2 step's bookkeeping, another objective
+    s1_step = Stage2Step(lambda batch: eager.stage1_losses(batch["f"], batch["l"]),
+                         build_stage1_optimizer(cfg, eager), amp_dtype, device,
+                         sync_every_step, itertools.repeat({"images": feats, "f": feats, "l": labels}),
+                         log_period)
     measure("stage1-prompt", s1_step)
     for p in eager.stage1_parameters():
         p.requires_grad_(False)

@@ -183,6 +183,8 @@ class TrainLoader:
         self._loader = DataLoader(self.image_dataset, batch_sampler=self._batches,
                                   generator=torch.Generator().manual_seed(cfg.SOLVER.SEED),
                                   **_loader_kwargs(cfg))
+        if self.device_transform is not None:
+            self._loader = DeviceBatches(self._loader, self.device_transform)
 
     @property
     def epoch(self) -> int:
@@ -194,8 +196,6 @@ class TrainLoader:
         self._batches.set_epoch(epoch)
 
     def __iter__(self):
-        if self.device_transform is not None:
-            return map(self.device_transform, iter(self._loader))
         return iter(self._loader)
 
     def __len__(self) -> int:

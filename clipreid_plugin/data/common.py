@@ -10,6 +10,7 @@ from PIL import Image
 
 from .datasets.bases import DatasetError, Sample
 from .decode_cache import DecodeCache
+from .device_augment import AUGMENT_KEYS
 from .transforms import ReIDTransform
 
 __all__ = ["ReIDImageDataset", "read_image", "collate_batch", "drop_unreadable"]
@@ -143,7 +144,7 @@ def collate_batch(items: List[Dict]) -> Dict:
         "img_paths": [it["img_paths"] for it in items],
     }
     if "aug_flip" in items[0]:
-        batch["aug_flip"] = torch.tensor([it["aug_flip"] for it in items], dtype=torch.bool)
-        for key in ("aug_crop", "aug_erase", "aug_seed"):
-            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.int64)
+        for key in AUGMENT_KEYS:
+            dtype = torch.bool if key == "aug_flip" else torch.int64
+            batch[key] = torch.tensor([it[key] for it in items], dtype=dtype)
     return batch

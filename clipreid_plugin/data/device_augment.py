@@ -120,8 +120,8 @@ class DeviceTransform:
 
 class DeviceBatches:
     """A loader whose batches pass through a :class:`DeviceTransform` (what the inference
-    loaders return with ``INPUT.DEVICE_AUGMENT``). ``len`` and any other attribute are the
-    wrapped loader's.
+    loaders return, and what the train loader iterates, with ``INPUT.DEVICE_AUGMENT``). ``len``
+    and any other attribute are the wrapped loader's.
 
     Args:
         loader: the DataLoader (yielding uint8 batches).

@@ -213,10 +213,9 @@ class ReIDTransform:
         top = left = self.padding
         if self.padding > 0:
             h, w = self.size
-            ph, pw = h + 2 * self.padding, w + 2 * self.padding
-            if (ph, pw) != (h, w):  # torchvision draws nothing when sizes are equal
-                top = int(torch.randint(0, ph - h + 1, size=(1,), generator=generator).item())
-                left = int(torch.randint(0, pw - w + 1, size=(1,), generator=generator).item())
+            ph, pw = h + 2 * self.padding, w + 2 * self.padding  # larger than (h, w): torchvision draws
+            top = int(torch.randint(0, ph - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, pw - w + 1, size=(1,), generator=generator).item())
         erase = None
         if self.erasing is not None:
             erase = self.erasing.sample_rect(rng if rng is not None else random._inst, *self.size)

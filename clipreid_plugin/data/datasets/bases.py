@@ -236,22 +236,19 @@ class ReIDDataset:
         return f"{self.name} ({self.kind}):\n" + tabulate(
             rows, headers=["split", "identities", "images", "cameras", "views"], tablefmt="pipe")
 
-    def show_summary(self, once: bool = True) -> str:
-        """Log :meth:`summary` at INFO level.
+    def show_summary(self) -> str:
+        """Log :meth:`summary` at INFO level, once per process for the same table.
 
         A run builds a dataset several times (the training loader, then the test loader of every
-        evaluation); with ``once`` a table already logged by this process for the same dataset
-        class and folder is not logged again.
-
-        Args:
-            once: skip the log line when this dataset's table was already logged.
+        evaluation); a table already logged by this process for the same dataset class and
+        folder is not logged again.
 
         Returns:
             The table string.
         """
         text = self.summary()
         key = (type(self).__name__, str(getattr(self, "dataset_dir", "")), text)
-        if not (once and key in _SHOWN_SUMMARIES):
+        if key not in _SHOWN_SUMMARIES:
             _SHOWN_SUMMARIES.add(key)
             logger.info(text)
         return text
