@@ -54,10 +54,19 @@ def shared_clip_models() -> Iterator[None]:
 
 
 def _quick_gelu(value: str) -> Optional[bool]:
+    """``MODEL.BACKBONE.CLIP.QUICK_GELU`` checked: None ("auto"), True ("on") or False ("off")."""
     key = str(value).lower()
     if key not in ("auto", "on", "off"):
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU must be 'auto', 'on' or 'off', got {value!r}.")
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {value!r}; valid: 'auto', 'on', 'off'.")
     return {"auto": None, "on": True, "off": False}[key]
+
+
+def _stride_size(value) -> Tuple[int, ...]:
+    """``MODEL.BACKBONE.CLIP.STRIDE_SIZE`` checked: (sh, sw), each >= 1."""
+    stride = tuple(value)
+    if len(stride) != 2 or min(stride) < 1:
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(value)}.")
+    return stride
 
 
 def load_clip_from_config(cfg, weights: Optional[str] = None):
@@ -386,9 +395,7 @@ def build_clip_backbone(cfg) -> CLIPImageEncoder:
         CLIPImageEncoder.
     """
     c = cfg.MODEL.BACKBONE.CLIP
-    stride = tuple(c.STRIDE_SIZE)
-    if len(stride) != 2:
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw], got {list(c.STRIDE_SIZE)}.")
+    stride = _stride_size(c.STRIDE_SIZE)
     clip_model = load_clip_from_config(cfg)
     return CLIPImageEncoder(
         clip_model.visual, tuple(cfg.INPUT.SIZE_TRAIN), stride,

@@ -108,13 +108,11 @@ def check_clipreid_config(cfg, training: bool) -> None:
     """
     from clipreid_plugin.modeling import HEAD_REGISTRY, LOSS_REGISTRY
 
+    from .backbone import _quick_gelu, _stride_size
     from .stage1 import check_phases
 
-    c = cfg.MODEL.BACKBONE.CLIP
-    if str(c.QUICK_GELU).lower() not in ("auto", "on", "off"):
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {c.QUICK_GELU!r}; valid: 'auto', 'on', 'off'.")
-    if len(c.STRIDE_SIZE) != 2 or min(c.STRIDE_SIZE) < 1:
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(c.STRIDE_SIZE)}.")
+    _quick_gelu(cfg.MODEL.BACKBONE.CLIP.QUICK_GELU)
+    _stride_size(cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE)
     if cfg.MODEL.META_ARCHITECTURE == "CLIPReID":
         try:
             HEAD_REGISTRY.get(cfg.MODEL.PROMPT.HEAD_NAME)
