@@ -55,8 +55,12 @@ def apply_losses(losses: nn.ModuleList, outputs: Dict[str, object], targets: tor
         The union of the losses' ``{"loss_<name>": scalar}`` dicts.
 
     Raises:
-        ConfigError (a ValueError): two losses return the same name.
+        ConfigError (a ValueError): a classifier in ``cls_outputs`` is None (built with
+            ``MODEL.HEADS.NUM_CLASSES`` 0), or two losses return the same name.
     """
+    if any(z is None for z in outputs.get("cls_outputs", [])):
+        raise ConfigError("The model has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
+                          "training identities (the trainer fills it from the training set).")
     result: Dict[str, torch.Tensor] = {}
     for loss in losses:
         for name, value in loss(outputs, targets).items():
@@ -104,7 +108,4 @@ class Baseline(nn.Module):
         if not self.training:
             return outputs
         targets = batch["targets"].to(self.device, non_blocking=True)
-        if any(z is None for z in outputs.get("cls_outputs", [])):
-            raise ConfigError("The head has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
-                              "training identities (the trainer fills it from the training set).")
         return apply_losses(self.losses, outputs, targets)
