@@ -98,9 +98,8 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
                 "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor MODEL.BACKBONE.CLIP.PRETRAINED_TAG is set."
             )
         weights = b.PRETRAIN_PATH if b.PRETRAIN else ""
-        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
-    else:  # a text tower of its own: its file, else the tag (when pretrained weights are wanted at all)
-        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
+    # no file: the tag (when pretrained weights are wanted at all); a text tower of its own likewise
+    tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
     from_checkpoint = not (c.MODEL_NAME or weights or tag) and bool(cfg.MODEL.WEIGHTS)
     key = (c.MODEL_NAME, weights, tag, qg, cfg.MODEL.WEIGHTS if from_checkpoint else "")
     if _SHARED is not None and key in _SHARED:
