@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, patch_grid,
-                                                resize_pos_embed)
+from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range,
+                                                patch_grid, resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
@@ -262,14 +262,9 @@ class CLIPImageEncoder(Backbone):
         return self.sie_coe * self.cv_embed[idx]
 
     def _check_ids(self, ids: torch.Tensor, n: int, what: str) -> torch.Tensor:
-        # The range check reads the ids on the host: free for the loader's CPU tensors, but a device
-        # sync every step (and a graph break under torch.compile) for ids already on an accelerator,
-        # so it is skipped there; an id out of range then fails in the table lookup itself.
-        if ids.device.type == "cpu" and not torch.compiler.is_compiling() and ids.numel() and \
-                (int(ids.min()) < 0 or int(ids.max()) >= n):
-            raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
-                              f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
-                              f"must use the training set's {what} ids).")
+        check_ids_in_range(ids, n, what, f"the SIE table was sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_"
+                                         f"{what.upper()}S; the evaluation set must use the training set's "
+                                         f"{what} ids).")
         return ids.to(self.cv_embed.device, non_blocking=True).long()
 
     # ----------------------------------------------------------------------------- forward
