@@ -24,7 +24,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.plugins import import_plugins, load_entry_point_plugins, resolve_plugin_spec
 
-from .extensions import apply_config_extensions
+from .extensions import apply_config_extensions, lookup_key
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
            "config_text_of_checkpoint"]
@@ -81,12 +81,8 @@ def _coerce_literal(value: Any) -> Any:
 
 def _default_of(full_key: str) -> Any:
     """The default value of ``full_key`` in a fresh :func:`get_cfg` (for messages)."""
-    node: Any = get_cfg()
-    for part in full_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    node, leaf = lookup_key(get_cfg(), full_key)
+    return None if node is None else node[leaf]
 
 
 def _is_list_of_names(value: Any) -> bool:

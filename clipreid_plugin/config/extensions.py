@@ -19,11 +19,11 @@ Example (one file of a third-party loss)::
         cfg.MODEL.LOSSES.CENTER.SCALE = 5e-4
 """
 
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 __all__ = ["register_config_extension", "apply_config_extensions", "registered_config_extensions",
            "DataInfo", "DATA_SOURCES", "declare_data_dependent_key", "data_dependent_keys",
-           "fill_data_dependent_keys", "register_config_check", "registered_config_checks"]
+           "fill_data_dependent_keys", "register_config_check", "registered_config_checks", "lookup_key"]
 
 # name (module.qualname) -> function(cfg) adding keys; insertion order = application order
 _EXTENSIONS: Dict[str, Callable[[Any], None]] = {}
@@ -129,14 +129,24 @@ def data_dependent_keys() -> Dict[str, str]:
     return dict(_DATA_KEYS)
 
 
-def _lookup(cfg, key: str):
+def lookup_key(cfg, key: str) -> Tuple[Optional[dict], Optional[str]]:
+    """Find a full dotted key in a config, or in any nested dict (e.g. a config read as YAML).
+
+    Args:
+        cfg: a CfgNode or a dict of dicts.
+        key: full dotted key, e.g. ``"MODEL.HEADS.NUM_CLASSES"``.
+
+    Returns:
+        ``(node, leaf)`` with ``node[leaf]`` the key's value (assignable), or ``(None, None)``
+        when the key is absent (a part is missing or the path runs through a non-dict value).
+    """
     node = cfg
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if p not in node:
+    *path, leaf = key.split(".")
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
             return None, None
-        node = node[p]
-    return (node, parts[-1]) if parts[-1] in node else (None, None)
+        node = node[part]
+    return (node, leaf) if isinstance(node, dict) and leaf in node else (None, None)
 
 
 def fill_data_dependent_keys(cfg, info: DataInfo):
@@ -155,7 +165,7 @@ def fill_data_dependent_keys(cfg, info: DataInfo):
     cfg = cfg.clone()
     cfg.defrost()
     for key, source in _DATA_KEYS.items():
-        node, leaf = _lookup(cfg, key)
+        node, leaf = lookup_key(cfg, key)
         value = getattr(info, source)
         if node is None or value is None or node[leaf] not in (0, ""):
             continue

@@ -1,6 +1,7 @@
 """Baseline meta-architecture: losses and embeddings vs hand computation, and the batch contract."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -122,3 +123,18 @@ def test_training_without_classes_says_what_to_set():
     model.heads.neck.classifier = None  # as built with MODEL.HEADS.NUM_CLASSES = 0
     with pytest.raises(ValueError, match="MODEL.HEADS.NUM_CLASSES"):
         model.train()(_batch())
+
+
+def test_side_ids_are_range_checked_on_the_host_only():
+    """check_ids_in_range (both SIE backbones use it) checks host tensors; ids already on another
+    device are not read back (a sync per step), nor are empty batches."""
+    from clipreid_plugin.config import ConfigError
+    from clipreid_plugin.modeling.backbones import check_ids_in_range
+
+    check_ids_in_range(torch.tensor([0, 2]), 3, "camera", "fix it.")
+    check_ids_in_range(torch.tensor([], dtype=torch.long), 3, "camera", "fix it.")
+    check_ids_in_range(torch.tensor([7], device="meta"), 3, "camera", "fix it.")
+    for bad in ([0, 3], [-1, 0]):
+        message = f"A view id in the batch ({bad}) is outside 0..2: fix it."
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            check_ids_in_range(torch.tensor(bad), 3, "view", "fix it.")

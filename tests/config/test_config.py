@@ -95,3 +95,20 @@ def test_dump_reloads_identically(tmp_path):
     again = get_cfg()
     again.merge_from_file(str(path))
     assert again == cfg
+
+
+def test_lookup_key_finds_a_dotted_key_in_configs_and_plain_dicts():
+    from clipreid_plugin.config import lookup_key
+
+    cfg = get_cfg()
+    node, leaf = lookup_key(cfg, "MODEL.HEADS.NUM_CLASSES")
+    assert node is cfg.MODEL.HEADS and leaf == "NUM_CLASSES"
+    assert lookup_key({"A": {"B": 1}}, "A.B") == ({"B": 1}, "B")
+    for missing in ("MODEL.HEADS.NO_SUCH_KEY", "NO.SUCH", "MODEL.META_ARCHITECTURE.x"):  # the last: through a str
+        assert lookup_key(cfg, missing) == (None, None)
+
+
+def test_a_wrong_type_names_the_default():
+    cfg = get_cfg()
+    with pytest.raises(ConfigError, match=r"'MODEL.HEADS.NUM_CLASSES' expects a int \(default 0\)"):
+        cfg.merge_from_list(["MODEL.HEADS.NUM_CLASSES", "'many'"])

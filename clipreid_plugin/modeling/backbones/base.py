@@ -21,7 +21,9 @@ from typing import Iterator, NamedTuple, Optional
 import torch
 from torch import nn
 
-__all__ = ["BackboneOutput", "Backbone", "global_pool", "eval_mode"]
+from clipreid_plugin.utils.errors import ConfigError
+
+__all__ = ["BackboneOutput", "Backbone", "global_pool", "eval_mode", "check_ids_in_range"]
 
 
 class BackboneOutput(NamedTuple):
@@ -93,3 +95,25 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+def check_ids_in_range(ids: torch.Tensor, n: int, what: str, hint: str) -> None:
+    """Check side-information ids (camera / view) against the size of an embedding table.
+
+    The check reads the ids on the host: free for the loader's CPU tensors, but a device sync
+    every step (and a graph break under ``torch.compile``) for ids already on an accelerator,
+    so it runs only on CPU tensors and not while compiling. An id out of range is then left to
+    fail in the table lookup itself. Backbones call it before moving the ids to their device.
+
+    Args:
+        ids: (B,) 0-based ids.
+        n: number of rows of the table (valid ids are 0..n-1).
+        what: "camera" or "view" (for the message).
+        hint: what to fix, ending the message.
+
+    Raises:
+        ConfigError: an id outside 0..n-1.
+    """
+    if ids.device.type == "cpu" and not torch.compiler.is_compiling() and ids.numel() and \
+            (int(ids.min()) < 0 or int(ids.max()) >= n):
+        raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: {hint}")

@@ -31,7 +31,7 @@ from torchvision.models.vision_transformer import Encoder
 from clipreid_plugin.utils.checkpoint import CheckpointError
 from clipreid_plugin.utils.errors import ConfigError
 
-from .base import Backbone, BackboneOutput
+from .base import Backbone, BackboneOutput, check_ids_in_range
 from .build import BACKBONE_REGISTRY
 from .pos_embed import patch_grid, resize_pos_embed
 from .torchvision_weights import local_torchvision_weights, torchvision_weights_file_name
@@ -117,10 +117,9 @@ class ViTBackbone(Backbone):
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.encoder.pos_embedding
         if self.uses_camids and camids is not None:
+            check_ids_in_range(camids, self.sie_embed.shape[0], "camera",
+                               "MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
             camids = camids.to(x.device)
-            if camids.min() < 0 or camids.max() >= self.sie_embed.shape[0]:
-                raise ConfigError(f"A camera id in the batch ({camids.tolist()}) is outside 0..{self.sie_embed.shape[0] - 1}"
-                                  f": MODEL.BACKBONE.VIT.NUM_CAMERAS is smaller than the data's camera count.")
             x = x + self.sie_coe * self.sie_embed[camids]  # (B, 1, D): the same vector on every token
         # the encoder's own forward would add pos_embedding again: run its parts
         x = self.encoder.layers(self.encoder.dropout(x))

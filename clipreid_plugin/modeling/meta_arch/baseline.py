@@ -41,25 +41,31 @@ def backbone_inputs(backbone: nn.Module, batch: Dict[str, torch.Tensor], device:
     return images, ids[0], ids[1]
 
 
-def apply_losses(losses: nn.ModuleList, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+def apply_losses(losses: nn.ModuleList, outputs: Dict[str, object], targets: torch.Tensor,
+                 names_key: str = "MODEL.LOSSES.NAMES") -> Dict[str, torch.Tensor]:
     """Apply every loss module to a meta-architecture's training outputs.
 
     Args:
         losses: the loss modules (``build_losses``).
         outputs: the training dict the losses read (``cls_outputs``, ``triplet_features``, ...).
         targets: (B,) identity labels 0..C-1.
+        names_key: the config key that named ``losses`` (for the message below).
 
     Returns:
         The union of the losses' ``{"loss_<name>": scalar}`` dicts.
 
     Raises:
-        ValueError: two losses return the same name.
+        ConfigError (a ValueError): a classifier in ``cls_outputs`` is None (built with
+            ``MODEL.HEADS.NUM_CLASSES`` 0), or two losses return the same name.
     """
+    if any(z is None for z in outputs.get("cls_outputs", [])):
+        raise ConfigError("The model has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
+                          "training identities (the trainer fills it from the training set).")
     result: Dict[str, torch.Tensor] = {}
     for loss in losses:
         for name, value in loss(outputs, targets).items():
             if name in result:
-                raise ConfigError(f"Two losses in MODEL.LOSSES.NAMES both return {name!r}; list each loss once.")
+                raise ConfigError(f"Two losses in {names_key} both return {name!r}; list each loss once.")
             result[name] = value
     return result
 
@@ -102,7 +108,4 @@ class Baseline(nn.Module):
         if not self.training:
             return outputs
         targets = batch["targets"].to(self.device, non_blocking=True)
-        if any(z is None for z in outputs.get("cls_outputs", [])):
-            raise ConfigError("The head has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
-                              "training identities (the trainer fills it from the training set).")
         return apply_losses(self.losses, outputs, targets)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, patch_grid,
-                                                resize_pos_embed)
+from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range,
+                                                patch_grid, resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
@@ -54,10 +54,19 @@ def shared_clip_models() -> Iterator[None]:
 
 
 def _quick_gelu(value: str) -> Optional[bool]:
+    """``MODEL.BACKBONE.CLIP.QUICK_GELU`` checked: None ("auto"), True ("on") or False ("off")."""
     key = str(value).lower()
     if key not in ("auto", "on", "off"):
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU must be 'auto', 'on' or 'off', got {value!r}.")
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {value!r}; valid: 'auto', 'on', 'off'.")
     return {"auto": None, "on": True, "off": False}[key]
+
+
+def _stride_size(value) -> Tuple[int, ...]:
+    """``MODEL.BACKBONE.CLIP.STRIDE_SIZE`` checked: (sh, sw), each >= 1."""
+    stride = tuple(value)
+    if len(stride) != 2 or min(stride) < 1:
+        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(value)}.")
+    return stride
 
 
 def load_clip_from_config(cfg, weights: Optional[str] = None):
@@ -89,9 +98,8 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
                 "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor MODEL.BACKBONE.CLIP.PRETRAINED_TAG is set."
             )
         weights = b.PRETRAIN_PATH if b.PRETRAIN else ""
-        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
-    else:  # a text tower of its own: its file, else the tag (when pretrained weights are wanted at all)
-        tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
+    # no file: the tag (when pretrained weights are wanted at all); a text tower of its own likewise
+    tag = c.PRETRAINED_TAG if b.PRETRAIN and not weights else ""
     from_checkpoint = not (c.MODEL_NAME or weights or tag) and bool(cfg.MODEL.WEIGHTS)
     key = (c.MODEL_NAME, weights, tag, qg, cfg.MODEL.WEIGHTS if from_checkpoint else "")
     if _SHARED is not None and key in _SHARED:
@@ -254,14 +262,9 @@ class CLIPImageEncoder(Backbone):
         return self.sie_coe * self.cv_embed[idx]
 
     def _check_ids(self, ids: torch.Tensor, n: int, what: str) -> torch.Tensor:
-        # The range check reads the ids on the host: free for the loader's CPU tensors, but a device
-        # sync every step (and a graph break under torch.compile) for ids already on an accelerator,
-        # so it is skipped there; an id out of range then fails in the table lookup itself.
-        if ids.device.type == "cpu" and not torch.compiler.is_compiling() and ids.numel() and \
-                (int(ids.min()) < 0 or int(ids.max()) >= n):
-            raise ConfigError(f"A {what} id in the batch ({ids.tolist()}) is outside 0..{n - 1}: the SIE table was "
-                              f"sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_{what.upper()}S; the evaluation set "
-                              f"must use the training set's {what} ids).")
+        check_ids_in_range(ids, n, what, f"the SIE table was sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_"
+                                         f"{what.upper()}S; the evaluation set must use the training set's "
+                                         f"{what} ids).")
         return ids.to(self.cv_embed.device, non_blocking=True).long()
 
     # ----------------------------------------------------------------------------- forward
@@ -386,9 +389,7 @@ def build_clip_backbone(cfg) -> CLIPImageEncoder:
         CLIPImageEncoder.
     """
     c = cfg.MODEL.BACKBONE.CLIP
-    stride = tuple(c.STRIDE_SIZE)
-    if len(stride) != 2:
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw], got {list(c.STRIDE_SIZE)}.")
+    stride = _stride_size(c.STRIDE_SIZE)
     clip_model = load_clip_from_config(cfg)
     return CLIPImageEncoder(
         clip_model.visual, tuple(cfg.INPUT.SIZE_TRAIN), stride,

@@ -139,10 +139,10 @@ class CLIPBaseline(nn.Module):
 
         Returns:
             ``{"loss_<name>": scalar}``, already weighted.
+
+        Raises:
+            ConfigError: the model was built without classifiers (``MODEL.HEADS.NUM_CLASSES`` 0).
         """
-        if any(z is None for z in outputs.get("cls_outputs", [])):
-            raise ValueError("The model has no classifier: MODEL.HEADS.NUM_CLASSES is 0. Set it to the number of "
-                             "training identities (the trainer fills it from the training set).")
         return apply_losses(self.losses, outputs, targets)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Union[Dict[str, torch.Tensor], torch.Tensor]:

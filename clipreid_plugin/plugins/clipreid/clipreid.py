@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from clipreid_plugin.modeling import LOSS_REGISTRY, META_ARCH_REGISTRY, build_backbone
-from clipreid_plugin.modeling.meta_arch import weights_replace_pretrained
+from clipreid_plugin.modeling.meta_arch import apply_losses, weights_replace_pretrained
 from clipreid_plugin.modeling.backbones import eval_mode
 from clipreid_plugin.modeling.heads import build_head
 from clipreid_plugin.utils.errors import ConfigError
@@ -171,10 +171,7 @@ class CLIPReID(CLIPBaseline):
         labels = labels.to(self.device, non_blocking=True)
         outputs = {"image_features": image_features.to(self.device, non_blocking=True),
                    "text_features": self.text_features(labels)}
-        losses: Dict[str, torch.Tensor] = {}
-        for loss in self.stage1_loss_modules:
-            losses.update(loss(outputs, labels))
-        return losses
+        return apply_losses(self.stage1_loss_modules, outputs, labels, names_key="CLIPREID.STAGE1.LOSS_NAMES")
 
     def compute_all_text_features(self, batch_size: int = 64) -> torch.Tensor:
         """Text features of every identity, ``batch_size`` identities per pass, no gradient.

@@ -108,11 +108,11 @@ def check_clipreid_config(cfg, training: bool) -> None:
     """
     from clipreid_plugin.modeling import HEAD_REGISTRY, LOSS_REGISTRY
 
-    c = cfg.MODEL.BACKBONE.CLIP
-    if str(c.QUICK_GELU).lower() not in ("auto", "on", "off"):
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {c.QUICK_GELU!r}; valid: 'auto', 'on', 'off'.")
-    if len(c.STRIDE_SIZE) != 2 or min(c.STRIDE_SIZE) < 1:
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(c.STRIDE_SIZE)}.")
+    from .backbone import _quick_gelu, _stride_size
+    from .stage1 import check_phases
+
+    _quick_gelu(cfg.MODEL.BACKBONE.CLIP.QUICK_GELU)
+    _stride_size(cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE)
     if cfg.MODEL.META_ARCHITECTURE == "CLIPReID":
         try:
             HEAD_REGISTRY.get(cfg.MODEL.PROMPT.HEAD_NAME)
@@ -125,14 +125,10 @@ def check_clipreid_config(cfg, training: bool) -> None:
         logging.getLogger(__name__).warning(
             f"MODEL.LOSSES.NAMES is {list(cfg.MODEL.LOSSES.NAMES)}: CLIPReID's stage 2 will train without the "
             f"image-to-text loss (add ImageTextCrossEntropyLoss unless this is an ablation).")
-    if cfg.CLIPREID.PHASES not in ("both", "stage2"):
-        raise ConfigError(f"CLIPREID.PHASES is {cfg.CLIPREID.PHASES!r}; valid: 'both', 'stage2' (stage 1 alone: "
-                          f"SOLVER.MAX_EPOCHS 0).")
-    if "CLIPReIDStage1Hook" in cfg.TRAINER.HOOKS:
+    stage1_hook = "CLIPReIDStage1Hook" in cfg.TRAINER.HOOKS
+    check_phases(cfg, check_epochs=stage1_hook)
+    if stage1_hook:
         s1 = cfg.CLIPREID.STAGE1
-        if cfg.CLIPREID.PHASES == "both" and s1.MAX_EPOCHS <= 0:
-            raise ConfigError(f"CLIPREID.STAGE1.MAX_EPOCHS is {s1.MAX_EPOCHS}; stage 1 needs at least one epoch (to "
-                              f"skip it: CLIPREID.PHASES stage2 with a stage-1 checkpoint in MODEL.WEIGHTS).")
         if s1.IMS_PER_BATCH < 1:
             raise ConfigError(f"CLIPREID.STAGE1.IMS_PER_BATCH is {s1.IMS_PER_BATCH}; it must be >= 1.")
         for name in s1.LOSS_NAMES:

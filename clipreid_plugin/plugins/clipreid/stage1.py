@@ -39,11 +39,35 @@ from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.logger import log_every_n_seconds
 
 __all__ = ["PromptLearningModel", "CLIPReIDStage1Hook", "CachedFeatureBatches", "build_stage1_optimizer",
-           "build_stage1_scheduler"]
+           "build_stage1_scheduler", "check_phases"]
 
 logger = logging.getLogger(__name__)
 
 PHASES = ("both", "stage2")
+
+
+def check_phases(cfg, check_epochs: bool = True) -> None:
+    """Check ``CLIPREID.PHASES`` and, when stage 1 is to run, ``CLIPREID.STAGE1.MAX_EPOCHS``.
+
+    Used by the plugin's config check and by :class:`CLIPReIDStage1Hook` (built without that
+    check, e.g. in a test or a user's own trainer).
+
+    Args:
+        cfg: the config.
+        check_epochs: also check the stage-1 epochs (False when ``TRAINER.HOOKS`` does not
+            name the stage-1 hook: nothing runs stage 1 then).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    phases = cfg.CLIPREID.PHASES
+    if phases not in PHASES:
+        raise ConfigError(f"CLIPREID.PHASES is {phases!r}; valid: {', '.join(map(repr, PHASES))} (stage 1 alone: "
+                          f"CLIPREID.PHASES both with SOLVER.MAX_EPOCHS 0).")
+    epochs = cfg.CLIPREID.STAGE1.MAX_EPOCHS
+    if check_epochs and phases == "both" and epochs <= 0:
+        raise ConfigError(f"CLIPREID.STAGE1.MAX_EPOCHS is {epochs}; stage 1 needs at least one epoch (to skip it: "
+                          f"CLIPREID.PHASES stage2 with a stage-1 checkpoint in MODEL.WEIGHTS).")
 
 
 @runtime_checkable
@@ -170,13 +194,7 @@ class CLIPReIDStage1Hook(PhaseHook):
     phase_name = "stage1"
 
     def __init__(self, cfg):
-        if cfg.CLIPREID.PHASES not in PHASES:
-            raise ConfigError(f"CLIPREID.PHASES must be one of {PHASES}, got {cfg.CLIPREID.PHASES!r} (stage 1 "
-                              f"alone: CLIPREID.PHASES both with SOLVER.MAX_EPOCHS 0).")
-        if cfg.CLIPREID.PHASES == "both" and cfg.CLIPREID.STAGE1.MAX_EPOCHS <= 0:
-            raise ConfigError(f"CLIPREID.STAGE1.MAX_EPOCHS is {cfg.CLIPREID.STAGE1.MAX_EPOCHS}; stage 1 needs at least "
-                              f"one epoch (to skip it: CLIPREID.PHASES stage2 with a stage-1 checkpoint in "
-                              f"MODEL.WEIGHTS).")
+        check_phases(cfg)
         self.cfg = cfg
         self.num_epochs = 0 if cfg.CLIPREID.PHASES == "stage2" else int(cfg.CLIPREID.STAGE1.MAX_EPOCHS)
         self.done = False

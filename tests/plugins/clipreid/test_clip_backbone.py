@@ -118,3 +118,20 @@ def test_pretrain_without_source_is_explained():
     cfg.MODEL.BACKBONE.PRETRAIN = True
     with pytest.raises(ValueError, match="PRETRAIN_PATH.*PRETRAINED_TAG"):
         build_clip_backbone(cfg)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("STRIDE_SIZE", [0, 16], r"STRIDE_SIZE must be \[sh, sw\] >= 1, got \[0, 16\]"),
+    ("STRIDE_SIZE", [16], r"STRIDE_SIZE must be \[sh, sw\] >= 1, got \[16\]"),
+    ("QUICK_GELU", "yes", r"QUICK_GELU is 'yes'; valid: 'auto', 'on', 'off'"),
+])
+def test_config_check_and_builder_give_one_message(key, value, message):
+    """The plugin's config check and the backbone builder use the same validators."""
+    from clipreid_plugin.plugins.clipreid.config import check_clipreid_config
+
+    cfg = get_cfg()
+    setattr(cfg.MODEL.BACKBONE.CLIP, key, value)
+    with pytest.raises(ValueError, match=message):
+        check_clipreid_config(cfg, False)
+    with pytest.raises(ValueError, match=message):
+        build_clip_backbone(cfg)

@@ -75,6 +75,14 @@ def test_stage1_trains_only_cls_ctx(vit_model):
     assert all(p.grad is None for n, p in model.named_parameters() if n != "text_head.prompt_learner.cls_ctx")
 
 
+def test_stage1_loss_listed_twice_names_its_key(vit_model):
+    """Stage-1 losses go through the host's apply_losses: a duplicate is an error naming the stage-1 key."""
+    model = copy.deepcopy(vit_model)
+    model.stage1_loss_modules.append(copy.deepcopy(model.stage1_loss_modules[0]))
+    with pytest.raises(ConfigError, match=r"Two losses in CLIPREID.STAGE1.LOSS_NAMES both return 'loss_supcon_i2t'"):
+        model.stage1_losses(torch.randn(4, 64), torch.tensor([1, 1, 4, 4]))
+
+
 @pytest.mark.parametrize("kind", ["vit", "rn"])
 def test_stage1_extraction_restores_modes_and_ignores_sie(kind):
     """Stage-1 features are the projected feature of the backbone in eval mode (RN: BN running
