@@ -263,8 +263,8 @@ def _read_yaml(path: str, referrer: Optional[str], allow_unsafe: bool) -> Dict[s
     return data
 
 
-def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[str] = None
-                      ) -> Tuple[Dict[str, Any], List[str]]:
+def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[str] = None,
+                      _chain: Tuple[str, ...] = ()) -> Tuple[Dict[str, Any], List[str]]:
     """Read a YAML config with its ``_BASE_`` files merged (bases first, the file wins).
 
     Args:
@@ -278,9 +278,11 @@ def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[
 
     Raises:
         ConfigError: a missing file (naming the file that refers to it), invalid YAML, not a
-            mapping, or a ``PLUGINS`` value that is not a list of names.
+            mapping, a ``_BASE_`` loop, or a ``PLUGINS`` value that is not a list of names.
     """
     path = os.path.expanduser(path)
+    if os.path.abspath(path) in _chain:  # without this check a loop ends in a RecursionError
+        raise ConfigError(f"_BASE_ loop: {' -> '.join(_chain + (os.path.abspath(path),))}.")
     data = _read_yaml(path, referrer, allow_unsafe)
     here = os.path.dirname(os.path.abspath(path))
     merged: Dict[str, Any] = {}
@@ -289,7 +291,8 @@ def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[
     for base in ([bases] if isinstance(bases, str) else list(bases or [])):
         base = os.path.expanduser(str(base))
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        base_data, base_plugins = read_config_chain(base_path, allow_unsafe, referrer=path)
+        base_data, base_plugins = read_config_chain(base_path, allow_unsafe, referrer=path,
+                                                    _chain=_chain + (os.path.abspath(path),))
         _merge_into(base_data, merged)
         plugins += base_plugins
     own = data.pop(PLUGINS_KEY, None) or []

@@ -3,6 +3,7 @@ installed entry points, config extensions, data-dependent keys, and the messages
 cannot be loaded."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,14 @@ def test_missing_base_names_the_file_that_refers_to_it(tmp_path):
     (tmp_path / "child.yml").write_text("_BASE_: nothere/base.yml\n")
     with pytest.raises(ConfigError, match=r"nothere/base.yml \(the _BASE_ of .*child.yml\)"):
         load_cfg(str(tmp_path / "child.yml"))
+
+
+def test_a_base_loop_is_one_line_naming_the_files(tmp_path):
+    (tmp_path / "a.yml").write_text("_BASE_: b.yml\n")
+    (tmp_path / "b.yml").write_text("_BASE_: a.yml\n")
+    a, b = str(tmp_path / "a.yml"), str(tmp_path / "b.yml")
+    with pytest.raises(ConfigError, match=re.escape(f"_BASE_ loop: {a} -> {b} -> {a}.")):
+        load_cfg(a)
 
 
 def _site_with_entry_point(tmp_path, module_source):
