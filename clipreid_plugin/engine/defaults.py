@@ -528,7 +528,7 @@ def build_evaluation_model(cfg: CfgNode, weights: str):
     """
     import yaml
 
-    from clipreid_plugin.config import DataInfo, data_dependent_keys
+    from clipreid_plugin.config import DataInfo, data_dependent_keys, lookup_key
     from clipreid_plugin.data import DatasetError, build_train_samples, train_data_info
     from clipreid_plugin.modeling import build_model
     from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
@@ -541,13 +541,11 @@ def build_evaluation_model(cfg: CfgNode, weights: str):
     if stored:
         saved = yaml.safe_load(stored) or {}
         for key in data_dependent_keys():
-            node, saved_node = cfg, saved
-            *path, leaf = key.split(".")
-            for part in path:
-                node = node.get(part, {}) if isinstance(node, dict) else {}
-                saved_node = saved_node.get(part, {}) if isinstance(saved_node, dict) else {}
-            if leaf in node and node[leaf] in (0, "") and saved_node.get(leaf) not in (None, 0, ""):
-                node[leaf] = saved_node[leaf]
+            node, leaf = lookup_key(cfg, key)
+            saved_node, saved_leaf = lookup_key(saved, key)
+            if node is not None and node[leaf] in (0, "") and saved_node is not None \
+                    and saved_node[saved_leaf] not in (None, 0, ""):
+                node[leaf] = saved_node[saved_leaf]
         cfg.freeze()
     else:
         cfg.freeze()
