@@ -27,7 +27,7 @@ from clipreid_plugin.utils.plugins import import_plugins, load_entry_point_plugi
 from .extensions import apply_config_extensions, lookup_key
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
-           "config_text_of_checkpoint"]
+           "config_text_of_checkpoint", "as_name_list"]
 
 BASE_KEY = "_BASE_"
 PLUGINS_KEY = "PLUGINS"
@@ -83,6 +83,14 @@ def _default_of(full_key: str) -> Any:
     """The default value of ``full_key`` in a fresh :func:`get_cfg` (for messages)."""
     node, leaf = lookup_key(get_cfg(), full_key)
     return None if node is None else node[leaf]
+
+
+def as_name_list(value: Any) -> List[str]:
+    """Returns: a config value that names one thing or several as a list (``"VeRi"`` ->
+    ``["VeRi"]``; a list or tuple as a list; None -> [])."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _is_list_of_names(value: Any) -> bool:
@@ -214,7 +222,7 @@ class CfgNode(_FvCfgNode):
                                   f"KEY VALUE overrides, not between a key and its value.")
             if full == PLUGINS_KEY:
                 specs = _coerce_literal(value)
-                specs = [specs] if isinstance(specs, str) else list(specs)
+                specs = as_name_list(specs)
                 specs = [resolve_plugin_spec(s, os.getcwd()) for s in specs]
                 self._load_plugins(specs, None, "the PLUGINS override")
                 value = list(dict.fromkeys(list(self.get(PLUGINS_KEY, ())) + specs))
@@ -288,7 +296,7 @@ def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[
     merged: Dict[str, Any] = {}
     plugins: List[str] = []
     bases = data.pop(BASE_KEY, None)
-    for base in ([bases] if isinstance(bases, str) else list(bases or [])):
+    for base in as_name_list(bases):
         base = os.path.expanduser(str(base))
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         base_data, base_plugins = read_config_chain(base_path, allow_unsafe, referrer=path,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from clipreid_plugin.config import DataInfo
+from clipreid_plugin.config import DataInfo, as_name_list
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.env import resolve_device
 
@@ -40,10 +40,6 @@ __all__ = ["TrainLoader", "build_reid_train_loader", "build_reid_test_loader", "
            "build_train_samples", "train_data_info"]
 
 logger = logging.getLogger(__name__)
-
-
-def _names(value) -> List[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _loader_kwargs(cfg) -> dict:
@@ -85,7 +81,7 @@ def build_train_samples(cfg) -> Tuple[List[Sample], List[ReIDDataset]]:
     Returns:
         (samples, dataset objects).
     """
-    names = _names(cfg.DATASETS.NAMES)
+    names = as_name_list(cfg.DATASETS.NAMES)
     if not names:
         raise DatasetError("DATASETS.NAMES is empty; name at least one registered dataset "
                            f"({', '.join(DATASET_REGISTRY.names())}).")

@@ -12,16 +12,12 @@ import logging
 import os
 from typing import Callable, List
 
-from clipreid_plugin.config import CfgNode, registered_config_checks
+from clipreid_plugin.config import CfgNode, as_name_list, registered_config_checks
 from clipreid_plugin.utils.errors import ConfigError, ToolkitError
 
 __all__ = ["validate_config"]
 
 logger = logging.getLogger(__name__)
-
-
-def _names(value) -> List[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _registry_checks(cfg: CfgNode, training: bool):
@@ -35,24 +31,17 @@ def _registry_checks(cfg: CfgNode, training: bool):
     checks = [("MODEL.META_ARCHITECTURE", META_ARCH_REGISTRY, [cfg.MODEL.META_ARCHITECTURE]),
               ("MODEL.BACKBONE.NAME", BACKBONE_REGISTRY, [cfg.MODEL.BACKBONE.NAME]),
               ("MODEL.HEADS.NAME", HEAD_REGISTRY, [cfg.MODEL.HEADS.NAME]),
-              ("DATASETS.TESTS", DATASET_REGISTRY, _names(cfg.DATASETS.TESTS)),
+              ("DATASETS.TESTS", DATASET_REGISTRY, as_name_list(cfg.DATASETS.TESTS)),
               ("TEST.EVALUATOR", EVALUATOR_REGISTRY, [cfg.TEST.EVALUATOR])]
     if training:
-        checks += [("MODEL.LOSSES.NAMES", LOSS_REGISTRY, _names(cfg.MODEL.LOSSES.NAMES)),
-                   ("DATASETS.NAMES", DATASET_REGISTRY, _names(cfg.DATASETS.NAMES)),
+        checks += [("MODEL.LOSSES.NAMES", LOSS_REGISTRY, as_name_list(cfg.MODEL.LOSSES.NAMES)),
+                   ("DATASETS.NAMES", DATASET_REGISTRY, as_name_list(cfg.DATASETS.NAMES)),
                    ("DATALOADER.SAMPLER", SAMPLER_REGISTRY, [cfg.DATALOADER.SAMPLER]),
                    ("SOLVER.SCHED.NAME", LR_SCHEDULER_REGISTRY, [cfg.SOLVER.SCHED.NAME]),
-                   ("TRAINER.HOOKS", HOOK_REGISTRY, _names(cfg.TRAINER.HOOKS))]
+                   ("TRAINER.HOOKS", HOOK_REGISTRY, as_name_list(cfg.TRAINER.HOOKS))]
     for key, registry, names in checks:
         for name in names:
-            yield lambda key=key, registry=registry, name=name: _resolve(key, registry, name)
-
-
-def _resolve(key: str, registry, name: str) -> None:
-    try:
-        registry.get(name)
-    except KeyError as e:
-        raise ConfigError(f"{key}: {e}") from None
+            yield lambda key=key, registry=registry, name=name: registry.get_for_key(name, key)
 
 
 def _choice(key: str, value, valid) -> Callable[[], None]:
@@ -111,10 +100,10 @@ def _dataset_folder_checks(cfg: CfgNode, training: bool):
         with test_splits_only():
             DATASET_REGISTRY.get(name).from_config(cfg)
 
-    train_names = _names(cfg.DATASETS.NAMES) if training else []
+    train_names = as_name_list(cfg.DATASETS.NAMES) if training else []
     for name in train_names:
         yield lambda name=name: open_full(name)
-    for name in _names(cfg.DATASETS.TESTS):
+    for name in as_name_list(cfg.DATASETS.TESTS):
         if name not in train_names:
             yield lambda name=name: open_test_set(name)
 

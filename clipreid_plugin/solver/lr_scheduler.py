@@ -288,9 +288,5 @@ def build_lr_scheduler(cfg, optimizer: Optimizer, iters_per_epoch: int) -> _Posi
         A :class:`~torch.optim.lr_scheduler.LRScheduler` (``state_dict``/``load_state_dict``
         work) with ``unit`` and ``lr_at(position)``.
     """
-    name = cfg.SOLVER.SCHED.NAME
-    try:
-        cls = LR_SCHEDULER_REGISTRY.get(name)
-    except KeyError as e:
-        raise ConfigError(f"SOLVER.SCHED.NAME: {e.args[0]}") from None
+    cls = LR_SCHEDULER_REGISTRY.get_for_key(cfg.SOLVER.SCHED.NAME, "SOLVER.SCHED.NAME")
     return cls.from_config(cfg, optimizer, iters_per_epoch)

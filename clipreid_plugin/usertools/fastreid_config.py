@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
+from clipreid_plugin.config import as_name_list
 from clipreid_plugin.modeling.backbones.resnet import RESNET_ARCHS
 from clipreid_plugin.modeling.backbones.torchvision_weights import torchvision_weights_file_name
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
@@ -60,7 +61,7 @@ def _names(table: Dict[str, str], what: str) -> Callable[[Any], Any]:
 
 
 def _loss_names(value) -> List[str]:
-    names = [value] if isinstance(value, str) else list(value)
+    names = as_name_list(value)
     known = ("CrossEntropyLoss", "TripletLoss")
     missing = [n for n in names if n not in known]
     if missing:

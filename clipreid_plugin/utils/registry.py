@@ -11,7 +11,7 @@ from typing import Any
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
-from .errors import UnknownComponentError
+from .errors import ConfigError, UnknownComponentError
 
 __all__ = ["Registry"]
 
@@ -61,6 +61,24 @@ class Registry(_FvcoreRegistry):
                 f"found once the plugin is imported (PLUGINS in the config)."
             )
         return obj
+
+    def get_for_key(self, name: str, key: str) -> Any:
+        """:meth:`get` for a name a config key gives: the error names the key too.
+
+        Args:
+            name: registered name.
+            key: the config key that names it (e.g. ``"SOLVER.SCHED.NAME"``).
+
+        Returns:
+            The registered object.
+
+        Raises:
+            ConfigError: ``"<key>: <the get error>"``.
+        """
+        try:
+            return self.get(name)
+        except UnknownComponentError as e:
+            raise ConfigError(f"{key}: {e}") from None
 
     def names(self):
         """Returns: the sorted list of registered names."""

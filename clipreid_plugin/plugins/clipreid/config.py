@@ -114,10 +114,7 @@ def check_clipreid_config(cfg, training: bool) -> None:
     _quick_gelu(cfg.MODEL.BACKBONE.CLIP.QUICK_GELU)
     _stride_size(cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE)
     if cfg.MODEL.META_ARCHITECTURE == "CLIPReID":
-        try:
-            HEAD_REGISTRY.get(cfg.MODEL.PROMPT.HEAD_NAME)
-        except KeyError as e:
-            raise ConfigError(f"MODEL.PROMPT.HEAD_NAME: {e}") from None
+        HEAD_REGISTRY.get_for_key(cfg.MODEL.PROMPT.HEAD_NAME, "MODEL.PROMPT.HEAD_NAME")
     if not training:
         return
     if cfg.MODEL.META_ARCHITECTURE == "CLIPReID" and "ImageTextCrossEntropyLoss" not in cfg.MODEL.LOSSES.NAMES:
@@ -132,10 +129,7 @@ def check_clipreid_config(cfg, training: bool) -> None:
         if s1.IMS_PER_BATCH < 1:
             raise ConfigError(f"CLIPREID.STAGE1.IMS_PER_BATCH is {s1.IMS_PER_BATCH}; it must be >= 1.")
         for name in s1.LOSS_NAMES:
-            try:
-                LOSS_REGISTRY.get(name)
-            except KeyError as e:
-                raise ConfigError(f"CLIPREID.STAGE1.LOSS_NAMES: {e}") from None
+            LOSS_REGISTRY.get_for_key(name, "CLIPREID.STAGE1.LOSS_NAMES")
         if 0 < s1.MAX_EPOCHS <= s1.WARMUP_EPOCHS:
             logging.getLogger(__name__).warning(
                 f"CLIPREID.STAGE1.WARMUP_EPOCHS ({s1.WARMUP_EPOCHS}) is not shorter than CLIPREID.STAGE1.MAX_EPOCHS "
