@@ -80,6 +80,25 @@ class Registry(_FvcoreRegistry):
         except UnknownComponentError as e:
             raise ConfigError(f"{key}: {e}") from None
 
+    def build(self, name: str, cfg, *, key: str = "", **context) -> Any:
+        """Build the component registered as ``name``: the one way every builder constructs one.
+
+        Every kind follows :func:`~clipreid_plugin.config.configurable`: the registered class
+        (or function) is called as ``obj(cfg, **context)``, ``context`` being what the kind's
+        builder knows besides the config (listed in each registry's docstring).
+
+        Args:
+            name: registered name.
+            cfg: the config.
+            key: the config key that named it, for the unknown-name message ("" = none).
+            **context: keyword arguments of the kind (``in_dim`` of a head, ...).
+
+        Returns:
+            The built component.
+        """
+        obj = self.get_for_key(name, key) if key else self.get(name)
+        return obj(cfg, **context)
+
     def names(self):
         """Returns: the sorted list of registered names."""
         return sorted(self._obj_map)
