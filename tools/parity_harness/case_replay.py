@@ -193,7 +193,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
             with its key.
     """
     ref = dict(meta["config"])
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     solver, clipreid = _solver_prefix(ref)
 
     def get(key: str) -> Any:
@@ -221,7 +221,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
     m.BACKBONE.NAME = "build_clip_backbone"
     m.BACKBONE.PRETRAIN = bool(clip_weights)
     m.BACKBONE.PRETRAIN_PATH = clip_weights
-    c = m.BACKBONE.CLIP
+    c = cfg.CLIPREID.BACKBONE
     c.MODEL_NAME = _MODEL_NAMES[name]
     c.STRIDE_SIZE = [int(s) for s in get("MODEL.STRIDE_SIZE")]
     c.SIE_CAMERA = bool(get("MODEL.SIE_CAMERA"))

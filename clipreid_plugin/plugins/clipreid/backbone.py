@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range,
-                                                patch_grid, resize_pos_embed)
+from clipreid_plugin.modeling import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range, patch_grid,
+                                      resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
@@ -89,7 +89,7 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
         source inside :func:`shared_clip_models`.
     """
     b = cfg.MODEL.BACKBONE
-    c = b.CLIP
+    c = cfg.CLIPREID.BACKBONE
     qg = _quick_gelu(c.QUICK_GELU)
     if weights is None:
         if b.PRETRAIN and not (b.PRETRAIN_PATH or c.PRETRAINED_TAG):

@@ -24,10 +24,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from clipreid_plugin.modeling import META_ARCH_REGISTRY, build_backbone, build_losses
-from clipreid_plugin.modeling.backbones import check_backbone_output, global_pool
-from clipreid_plugin.modeling.heads import BNNeck
-from clipreid_plugin.modeling.meta_arch import apply_losses, backbone_inputs
+from clipreid_plugin.modeling import (META_ARCH_REGISTRY, apply_losses, backbone_inputs, BNNeck, build_backbone,
+                                      build_losses, check_backbone_output, global_pool)
 from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["CLIPBaseline"]

@@ -29,10 +29,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from clipreid_plugin.modeling import LOSS_REGISTRY, META_ARCH_REGISTRY, build_backbone
-from clipreid_plugin.modeling.meta_arch import apply_losses, weights_replace_pretrained
-from clipreid_plugin.modeling.backbones import eval_mode
-from clipreid_plugin.modeling.heads import build_head
+from clipreid_plugin.modeling import (LOSS_REGISTRY, META_ARCH_REGISTRY, apply_losses, build_backbone, build_head,
+                                      eval_mode, weights_replace_pretrained)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import CLIPImageEncoder, load_clip_from_config, shared_clip_models

@@ -61,7 +61,7 @@ def add_clipreid_config(cfg: CN) -> None:
     # ----- CLIP-ReID method (prompt learner, image-text losses, two-phase schedule) -----
     # Test feature of CLIPBaseline / CLIPReID: "before" = concat of the pre-BN [feat, feat_proj] (the
     # reference's TEST.NECK_FEAT), "after" = the post-BNNeck features.
-    _C.CLIPREID.NECK_FEAT = "before"
+    _C.CLIPREID.NECK_FEAT = "after"
     _C.CLIPREID.PROMPT = CN()
     # Learnable identity-specific tokens per identity (the "X X X X" of the template).
     _C.CLIPREID.PROMPT.N_CTX = 4

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipreid_plugin.modeling.losses import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
+from clipreid_plugin.modeling import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
 from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["supcon_loss", "ImageTextSupConLoss", "ImageTextCrossEntropyLoss"]

@@ -14,7 +14,7 @@ import torch
 from open_clip import tokenizer as clip_tokenizer
 from torch import nn
 
-from clipreid_plugin.modeling.heads import HEAD_REGISTRY
+from clipreid_plugin.modeling import HEAD_REGISTRY
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import load_clip_from_config

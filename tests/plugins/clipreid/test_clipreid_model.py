@@ -163,7 +163,7 @@ def test_evaluation_only_model_has_no_text_side():
     """NUM_CLASSES 0: no text side; the embedding is concat(feature, projected) of the backbone
     (NECK_FEAT "before"); asking for text features names the key."""
     cfg = tiny_clip_cfg("vit", "CLIPReID", 0)
-    cfg.MODEL.HEADS.NECK_FEAT = "before"
+    cfg.CLIPREID.NECK_FEAT = "before"
     model = CLIPReID(cfg).eval()
     assert model.text_head is None and not model.has_text_features()
     images = random_batch(2)["images"]
