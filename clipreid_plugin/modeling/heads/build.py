@@ -1,6 +1,6 @@
 """Head registry: a head maps backbone features to embeddings and class scores.
 
-A head class may declare ``HEAD_KIND``: ``"feature"`` (the default; built as ``cls(cfg, in_dim)``
+A head class may declare ``HEAD_KIND``: ``"feature"`` (the default; built as ``cls(cfg, in_dim=...)``
 and called on the backbone's feature) or another kind such as the CLIP-ReID plugin's
 ``"text"`` heads, which map identity labels to text features. A meta-architecture asks for
 the kind it can use, so a head of the wrong kind fails when the model is built.
@@ -12,7 +12,7 @@ from clipreid_plugin.utils.registry import Registry
 __all__ = ["HEAD_REGISTRY", "build_heads", "build_head"]
 
 HEAD_REGISTRY = Registry("HEAD")
-HEAD_REGISTRY.__doc__ = "Registry for heads; a registered class is constructed as ``cls(cfg, in_dim)``."
+HEAD_REGISTRY.__doc__ = "Registry for heads; a registered class is constructed as ``cls(cfg, in_dim=...)``."
 
 
 def build_head(name: str, cfg, in_dim: int, kind: str = "feature", key: str = "MODEL.HEADS.NAME", **kwargs):
@@ -37,7 +37,7 @@ def build_head(name: str, cfg, in_dim: int, kind: str = "feature", key: str = "M
     if found != kind:
         raise ConfigError(f"{key} {name!r} is a {found!r} head, but {cfg.MODEL.META_ARCHITECTURE} needs a {kind!r} "
                           f"head here (e.g. EmbeddingHead for backbone features).")
-    return cls(cfg, in_dim, **kwargs)
+    return cls(cfg, in_dim=in_dim, **kwargs)
 
 
 def build_heads(cfg, in_dim: int):

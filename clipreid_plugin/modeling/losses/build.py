@@ -10,6 +10,10 @@ weight from the config; a loss with keys of its own registers them
 give them a parameter group of their own (``optimizer_overrides``, see
 :mod:`clipreid_plugin.solver.optimizer`). Adding a loss is one file plus its name in
 ``MODEL.LOSSES.NAMES``.
+
+A loss that consumes one output list declares it as ``reads`` (``"cls_outputs"`` or
+``"triplet_features"``): a multi-branch meta-architecture (MGN) then calls it once per branch
+with a one-entry list and weights each result.
 """
 
 from torch import nn
@@ -37,4 +41,4 @@ def build_losses(cfg, feat_dim: int = 0) -> nn.ModuleList:
         cfg.defrost()
         cfg.MODEL.BACKBONE.FEAT_DIM = int(feat_dim)
         cfg.freeze()
-    return nn.ModuleList(LOSS_REGISTRY.get(name)(cfg) for name in cfg.MODEL.LOSSES.NAMES)
+    return nn.ModuleList(LOSS_REGISTRY.build(name, cfg, key="MODEL.LOSSES.NAMES") for name in cfg.MODEL.LOSSES.NAMES)
