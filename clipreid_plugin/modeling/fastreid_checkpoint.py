@@ -125,10 +125,14 @@ def backbone_differences(file_shapes: Dict[str, Tuple[int, ...]], model_shapes: 
         out.append(f"its stages have {fb} blocks, the model's {mb}: set MODEL.BACKBONE.DEPTH to the file's")
     elif not out:
         wrong = [k for k in sorted(f & m) if tuple(file_shapes[k]) != tuple(model_shapes[k])]
-        if ("backbone.layer1.0.conv3.weight" in f) != ("backbone.layer1.0.conv3.weight" in m) or wrong:
-            out.append("its block widths differ (" + (f"{wrong[0]}: {tuple(file_shapes[wrong[0]])} in the file vs "
-                                                       f"{tuple(model_shapes[wrong[0]])}" if wrong else
-                                                       "bottleneck vs basic blocks") + "): set MODEL.BACKBONE.DEPTH")
+        bottleneck = "backbone.layer1.0.conv3.weight"
+        if (bottleneck in f) != (bottleneck in m):
+            out.append(f"its blocks are {'bottleneck' if bottleneck in f else 'basic'} blocks, the model's "
+                       f"{'bottleneck' if bottleneck in m else 'basic'} (bottleneck vs basic blocks: ResNet-50 and "
+                       f"deeper vs 18 / 34): set MODEL.BACKBONE.DEPTH")
+        elif wrong:
+            out.append(f"its block widths differ ({wrong[0]}: {tuple(file_shapes[wrong[0]])} in the file vs "
+                       f"{tuple(model_shapes[wrong[0]])}): set MODEL.BACKBONE.DEPTH (ResNet vs ResNeXt?)")
         else:
             extra, missing = sorted(f - m), sorted(m - f)
             out.append(f"its tensors differ ({len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unexpected, "
@@ -158,7 +162,7 @@ def convert_fastreid_state_dict(sd: Dict[str, torch.Tensor], model: nn.Module
     diffs = backbone_differences({k: tuple(v.shape) for k, v in new_sd.items() if k.startswith("backbone.")},
                                  {k: tuple(v.shape) for k, v in own.items() if k.startswith("backbone.")})
     if diffs:
-        raise CheckpointError(f"This fast-reid checkpoint's backbone is another architecture than the config "
+        raise CheckpointError(f"The checkpoint's backbone (fast-reid names) is another architecture than the config "
                               f"builds: {'; '.join(diffs)}.")
     return new_sd, unmatched
 
