@@ -316,7 +316,7 @@ def collapse_rows(rows: List[ParityRow]) -> List[ParityRow]:
         errors = [m.max_abs_err if not math.isnan(m.max_abs_err) else math.inf for m in members]
         worst = members[int(np.argmax(errors))]
         failed = [m for m in members if not m.passed]
-        note = f"{len(members)} tensors, worst {worst.name.rsplit('.', 1)[0].split('.', 2)[-1]}"
+        note = f"{len(members)} tensors, worst {worst.name[len(row.name) - 1:]}"
         if failed:
             note = f"{len(failed)}/{len(members)} fail, e.g. {failed[0].name}: {failed[0].note}"
         result.append(ParityRow(row.name, max(errors), worst.tolerance, not failed, note))
@@ -364,4 +364,7 @@ def run_peer_case(case: dict, case_path: str, device: str = "cpu", dtype: torch.
     """
     if device != "cpu":
         raise ValueError(f"the fast-reid replay runs on the CPU (the peer cases were made there), not {device!r}")
+    made_in = str(case["meta"].get("dtype", "float32"))
+    if made_in != str(dtype).replace("torch.", ""):
+        raise ValueError(f"the case was made in {made_in}: replay it with --dtype {made_in}")
     return collapse_rows(model_rows(case, case_path, dtype))
