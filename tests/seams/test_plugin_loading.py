@@ -158,10 +158,10 @@ def test_data_dependent_keys_are_filled_only_when_empty():
     cfg.MODEL.BACKBONE.VIT.NUM_CAMERAS = 4  # set by the user: kept
     filled = fill_data_dependent_keys(cfg, DataInfo(num_classes=751, num_cameras=6, num_views=1, kind="person"))
     assert filled.MODEL.HEADS.NUM_CLASSES == 751 and filled.MODEL.BACKBONE.VIT.NUM_CAMERAS == 4
-    assert filled.MODEL.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
-    assert filled.MODEL.BACKBONE.CLIP.NUM_CAMERAS == 6 and filled.is_frozen()
+    assert filled.CLIPREID.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
+    assert filled.CLIPREID.BACKBONE.NUM_CAMERAS == 6 and filled.is_frozen()
     unknown_kind = fill_data_dependent_keys(get_cfg(), DataInfo(3, 2, 1, None))
-    assert unknown_kind.MODEL.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
+    assert unknown_kind.CLIPREID.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
     with pytest.raises(ValueError, match="source must be one of num_classes, num_cameras, num_views, kind"):
         declare_data_dependent_key("X.Y", "num_people")
 
