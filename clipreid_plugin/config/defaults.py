@@ -97,9 +97,8 @@ _C.MODEL.HEADS.NUM_CLASSES = 0
 declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
 # fast-reid's meaning: the feature the metric losses (triplet, circle, cosface) see in training,
 # "before" = pooled (pre-BNNeck) feature (fast-reid's default, bag of tricks), "after" = post-neck
-# feature. The CLIP-ReID plugin's CLIPBaseline reads it as CLIP-ReID's TEST.NECK_FEAT (its
-# evaluation feature), whose default "after" this default keeps.
-_C.MODEL.HEADS.NECK_FEAT = "after"
+# feature. (The evaluation feature is EVAL_FEAT; the CLIP-ReID plugin's is CLIPREID.NECK_FEAT.)
+_C.MODEL.HEADS.NECK_FEAT = "before"
 # The feature EmbeddingHead returns in evaluation: "after" = post-neck (fast-reid, bag of tricks),
 # "before" = pooled feature (TransReID's test convention).
 _C.MODEL.HEADS.EVAL_FEAT = "after"

@@ -15,8 +15,8 @@ imports it). For one case file (format: ``peers/README.md``) it
 4. compares every model-side output: ``eval`` (feature, per-head pooled / neck features or their
    digests, the cosine distance), ``train`` (module training flags, per-head outputs, every loss
    and the total, full gradients, gradient digests and strided samples, BN buffers after the
-   forward) and ``train_freeze_phase`` (the same with the ``LayerFreeze`` children in eval
-   mode). The solver rows (optimizer groups, LR schedules, one optimizer step) come from
+   forward) and ``train_freeze_phase`` (the same at iteration 0 of the trainer's ``LayerFreeze``
+   hook: the ``MODEL.FREEZE_LAYERS`` children in eval mode). The solver rows (optimizer groups, LR schedules, one optimizer step) come from
    :mod:`.fastreid_solver_replay` on the same model and gradients.
 
 Tolerances (``peers/README.md``): float64 ``|ours - ref| <= 1e-9 * max(1, |ref|)`` elementwise;
@@ -30,7 +30,8 @@ import importlib.util
 import math
 import os
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ import yaml
 from torch import nn
 
 from clipreid_plugin.config import get_cfg
+from clipreid_plugin.engine.layer_freeze import LayerFreeze
 from clipreid_plugin.evaluation.distance import normalize_features
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.modeling.fastreid_checkpoint import convert_fastreid_state_dict, fastreid_key_rules, to_model_key
@@ -229,27 +231,27 @@ def _eval_rows(model: nn.Module, case: dict, images: torch.Tensor, cmp: _Compare
     return rows
 
 
-def _set_train_mode(model: nn.Module, frozen: Sequence[str]) -> None:
-    """Training mode, with the named children in eval mode (fast-reid's LayerFreeze hook)."""
+def _enter_regime(model: nn.Module, cfg, regime: str) -> List[str]:
+    """Training mode; for the freeze phase, iteration 0 of the trainer's LayerFreeze hook on top.
+
+    Returns:
+        The children left in eval mode.
+    """
     model.train()
-    for name, child in model.named_children():
-        if name in frozen:
-            child.eval()
+    if regime == "train_freeze_phase":
+        hook = LayerFreeze(cfg)
+        hook.trainer = SimpleNamespace(model=model, iter=0)
+        hook.before_step()
+    return [n for n, c in model.named_children() if not c.training]
 
 
-def _frozen_children(model: nn.Module, cfg) -> List[str]:
-    """Children the LayerFreeze hook puts in eval mode: exact child names listed in MODEL.FREEZE_LAYERS."""
-    names = [n for n, _ in model.named_children()]
-    return [n for n in cfg.MODEL.FREEZE_LAYERS if n in names] if int(cfg.SOLVER.FREEZE_ITERS) > 0 else []
-
-
-def _train_rows(model: nn.Module, case: dict, regime: str, images: torch.Tensor, to_peer: Dict[str, str],
-                frozen: Sequence[str], cmp: _Comparer) -> List[ParityRow]:
+def _train_rows(model: nn.Module, cfg, case: dict, regime: str, images: torch.Tensor, to_peer: Dict[str, str],
+                cmp: _Comparer) -> List[ParityRow]:
     """Forward, losses, backward of one training regime ("train" or "train_freeze_phase")."""
     ref = case[regime]
-    rows = [cmp.exact(f"{regime}.frozen_by_layerfreeze", list(frozen), list(ref.get("frozen_by_layerfreeze", [])))]
     model.zero_grad(set_to_none=True)
-    _set_train_mode(model, frozen)
+    frozen = _enter_regime(model, cfg, regime)
+    rows = [cmp.exact(f"{regime}.frozen_by_layerfreeze", frozen, list(ref.get("frozen_by_layerfreeze", [])))]
     batch = {"images": images, "targets": case["inputs"]["targets"], "camids": case["inputs"]["camids"]}
     outputs, targets = model.training_outputs(batch)
     flags = {n: c.training for n, c in model.named_children()}
@@ -335,16 +337,16 @@ def model_rows(case: dict, case_path: str, dtype: torch.dtype = torch.float64,
     """
     torch.manual_seed(0)
     cmp = _Comparer(dtype)
+    cfg = replay_cfg(case)
     model, state, to_peer, weights_row = build_peer_model(case, load_peer_weights_module(case_path), dtype)
     peer_name: Callable[[str], str] = lambda n: to_peer.get(n, n)  # noqa: E731
     images = model_images(case, dtype)
     rows = [weights_row] + _eval_rows(model, case, images, cmp)
-    regimes = [("train", [])]
-    if "train_freeze_phase" in case:
-        regimes.append(("train_freeze_phase", _frozen_children(model, replay_cfg(case))))
-    for regime, frozen in regimes:
+    for regime in ("train", "train_freeze_phase"):
+        if regime not in case:
+            continue
         model.load_state_dict(state, strict=True)  # each regime starts from the case's weights and buffers
-        rows += _train_rows(model, case, regime, images, to_peer, frozen, cmp)
+        rows += _train_rows(model, cfg, case, regime, images, to_peer, cmp)
         if solver_rows and dtype == torch.float64:
             rows += solver_replay.step_rows(case, model, peer_name, regime=regime)
     if solver_rows and dtype == torch.float64:

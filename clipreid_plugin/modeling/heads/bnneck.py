@@ -5,17 +5,17 @@ from torch import nn
 
 from clipreid_plugin.utils.errors import ConfigError
 
-__all__ = ["BNNeck", "NECK_FEATS", "check_neck_feat"]
+__all__ = ["BNNeck", "NECK_FEATS", "EVAL_FEATS", "check_neck_feat"]
 
 NECK_FEATS = ("before", "after")
+EVAL_FEATS = ("after", "before")
 
 
 def check_neck_feat(value: str) -> str:
     """Returns: ``value`` if it is a valid ``MODEL.HEADS.NECK_FEAT``; else ConfigError.
 
-    The host's :class:`~.embedding_head.EmbeddingHead` reads the key as fast-reid does (the
-    feature the metric losses see in training); the CLIP-ReID plugin's CLIPBaseline reads it as
-    CLIP-ReID's ``TEST.NECK_FEAT`` (its evaluation feature).
+    :class:`~.embedding_head.EmbeddingHead` reads the key as fast-reid does: the feature the
+    metric losses see in training (the evaluation feature is ``MODEL.HEADS.EVAL_FEAT``).
     """
     if value not in NECK_FEATS:
         raise ConfigError(f"MODEL.HEADS.NECK_FEAT must be 'before' (pre-BN feature) or 'after' "

@@ -26,7 +26,7 @@ from torch import nn
 from clipreid_plugin.config import configurable
 from clipreid_plugin.utils.errors import ConfigError
 
-from .bnneck import check_neck_feat
+from .bnneck import EVAL_FEATS, check_neck_feat
 from .build import HEAD_REGISTRY
 from .cls_layers import build_cls_layer
 from .pooling import build_pool_layer
@@ -71,7 +71,7 @@ class EmbeddingHead(nn.Module):
                  cls_init_std: float = 0.001):
         super().__init__()
         self.neck_feat = check_neck_feat(neck_feat)
-        if eval_feat not in ("before", "after"):
+        if eval_feat not in EVAL_FEATS:
             raise ConfigError(f"MODEL.HEADS.EVAL_FEAT must be 'after' (post-neck feature) or 'before' (pooled "
                               f"feature), got {eval_feat!r}.")
         self.eval_feat = eval_feat

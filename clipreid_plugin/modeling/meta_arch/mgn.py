@@ -55,10 +55,9 @@ def chunk_count(size: int, parts: int) -> int:
 def _stride_one(layer: nn.Module) -> nn.Module:
     """A copy of a ResNet stage whose first block does not downsample (fast-reid's ``res_p_conv5``)."""
     layer = copy.deepcopy(layer)
-    first = layer[0]
-    first.conv2.stride = (1, 1)
-    if getattr(first, "downsample", None) is not None:
-        first.downsample[0].stride = (1, 1)
+    for module in layer[0].modules():  # the strided 3x3 (conv2 of a bottleneck, conv1 of a basic block), the shortcut
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
     return layer
 
 
