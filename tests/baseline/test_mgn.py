@@ -39,8 +39,8 @@ def _batch(seed=0):
 def test_branches_stripes_and_names():
     torch.manual_seed(0)
     model = build_model(_cfg(last_stride=2))
-    assert [n for n, _ in model.named_children()] == ["backbone", "b1", "b2", "b3", "b1_head", "b2_head", "b21_head",
-                                                      "b22_head", "b3_head", "b31_head", "b32_head", "b33_head",
+    assert [n for n, _ in model.named_children()] == ["backbone", "b1", "b1_head", "b2", "b2_head", "b21_head",
+                                                      "b22_head", "b3", "b3_head", "b31_head", "b32_head", "b33_head",
                                                       "losses"]
     keys = model.state_dict().keys()
     # fast-reid's MGN names: the trunk as a Sequential (layer3[0] at index 6), branches = (layer3[1:], layer4)

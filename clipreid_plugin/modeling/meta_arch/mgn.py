@@ -85,12 +85,14 @@ class MGN(nn.Module):
         self.backbone = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
                                       backbone.layer1, backbone.layer2, backbone.layer3[0])
         res_conv4 = nn.Sequential(*backbone.layer3[1:])
-        self.b1 = nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(backbone.layer4))
-        self.b2 = nn.Sequential(copy.deepcopy(res_conv4), _stride_one(backbone.layer4))
-        self.b3 = nn.Sequential(copy.deepcopy(res_conv4), _stride_one(backbone.layer4))
         feat_dim = backbone.out_features
-        for name in HEAD_NAMES:
-            setattr(self, f"{name}_head", head_factory(feat_dim))
+        # registered in fast-reid's order (each branch, then its heads): parameter order = a fast-reid state dict's
+        self.b1 = nn.Sequential(copy.deepcopy(res_conv4), copy.deepcopy(backbone.layer4))
+        self.b1_head = head_factory(feat_dim)
+        self.b2 = nn.Sequential(copy.deepcopy(res_conv4), _stride_one(backbone.layer4))
+        self.b2_head, self.b21_head, self.b22_head = (head_factory(feat_dim) for _ in range(3))
+        self.b3 = nn.Sequential(copy.deepcopy(res_conv4), _stride_one(backbone.layer4))
+        self.b3_head, self.b31_head, self.b32_head, self.b33_head = (head_factory(feat_dim) for _ in range(4))
         for loss in losses:
             if getattr(loss, "reads", None) not in ("cls_outputs", "triplet_features"):
                 raise ConfigError(f"MGN composes losses per branch and cannot use {type(loss).__name__} "
