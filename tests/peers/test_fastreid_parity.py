@@ -47,7 +47,8 @@ def test_float64_every_model_output(reference_dir, name):
                 "train.bn_buffers_after_forward.", "train.parameters_with_gradient"]
     if "train_freeze_phase" in case:
         expected += ["train_freeze_phase.frozen_by_layerfreeze", "train_freeze_phase.losses.",
-                     "train_freeze_phase.grad_digest.", "train_freeze_phase.bn_buffers_after_forward."]
+                     "train_freeze_phase.grad_digest.", "train_freeze_phase.bn_buffers_after_forward.",
+                     "train_freeze_phase.bn_buffers_unchanged_by_forward"]
     _check(rows, expected)
     # every reference tensor has its row (nothing skipped)
     assert sum(r.name.startswith("train.grad_digest.") for r in rows) == len(case["train"]["grad_digest"])

@@ -286,8 +286,8 @@ def _enter_regime(model: nn.Module, cfg, regime: str) -> List[str]:
 
 
 def _train_rows(model: nn.Module, cfg, case: dict, regime: str, images: torch.Tensor, to_peer: Dict[str, str],
-                cmp: _Comparer) -> List[ParityRow]:
-    """Forward, losses, backward of one training regime ("train" or "train_freeze_phase")."""
+                state: Dict[str, torch.Tensor], cmp: _Comparer) -> List[ParityRow]:
+    """Forward, losses, backward of one training regime ("train" or "train_freeze_phase"), from ``state``."""
     ref = case[regime]
     model.zero_grad(set_to_none=True)
     frozen = _enter_regime(model, cfg, regime)
@@ -318,6 +318,11 @@ def _train_rows(model: nn.Module, cfg, case: dict, regime: str, images: torch.Te
     buffers = {to_peer.get(n, n): b for n, b in model.named_buffers()}
     for name, value in ref["bn_buffers_after_forward"].items():
         rows.append(cmp.tensor(f"{regime}.bn_buffers_after_forward.{name}", buffers.get(name), value, "bn"))
+    if "bn_buffers_unchanged_by_forward" in ref:  # the frozen children's statistics must not move
+        before = {to_peer.get(n, n): v for n, v in state.items()}
+        moved = sorted(n for n in ref["bn_buffers_unchanged_by_forward"]
+                       if n not in buffers or not torch.equal(buffers[n], before[n]))
+        rows.append(cmp.exact(f"{regime}.bn_buffers_unchanged_by_forward (moved here)", moved, []))
     if cmp.dtype != torch.float64:
         return rows  # float32 gradients are not reproducible by the peer itself
     total.backward()
@@ -386,7 +391,7 @@ def model_rows(case: dict, case_path: str, dtype: torch.dtype = torch.float64,
         if regime not in case:
             continue
         model.load_state_dict(state, strict=True)  # each regime starts from the case's weights and buffers
-        rows += _train_rows(model, cfg, case, regime, images, to_peer, cmp)
+        rows += _train_rows(model, cfg, case, regime, images, to_peer, state, cmp)
         if solver_rows and dtype == torch.float64:
             rows += solver_replay.step_rows(case, model, peer_name, regime=regime)
     if solver_rows and dtype == torch.float64:
