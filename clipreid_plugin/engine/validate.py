@@ -57,12 +57,13 @@ def _at_least(key: str, value, minimum) -> Callable[[], None]:
 def _value_checks(cfg: CfgNode, training: bool):
     from clipreid_plugin.data import build_transforms
     from clipreid_plugin.evaluation.distance import METRICS
-    from clipreid_plugin.modeling.heads.bnneck import NECK_FEATS
+    from clipreid_plugin.modeling.heads.bnneck import EVAL_FEATS, NECK_FEATS
     from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
 
     s = cfg.SOLVER
     yield _choice("TEST.METRIC", cfg.TEST.METRIC, METRICS)
     yield _choice("MODEL.HEADS.NECK_FEAT", cfg.MODEL.HEADS.NECK_FEAT, NECK_FEATS)
+    yield _choice("MODEL.HEADS.EVAL_FEAT", cfg.MODEL.HEADS.EVAL_FEAT, EVAL_FEATS)
     yield _choice("DATALOADER.DECODE_CACHE", cfg.DATALOADER.DECODE_CACHE, ("", "ram", "mmap"))
     yield _at_least("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH, 1)
     yield lambda: build_transforms(cfg, is_train=False)

@@ -202,8 +202,8 @@ def test_data_dependent_keys_are_filled_only_when_empty():
 
 def test_config_messages():
     cfg = get_cfg()
-    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.WARMUP_EPOCHS, "
-                                          r"SOLVER.STEPS_EPOCHS\.$"):  # each key once
+    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.DELAY_EPOCHS, "
+                                          r"SOLVER.WARMUP_EPOCHS\.$"):  # each key once
         cfg.merge_from_list(["SOLVER.MAX_EPOCH", "3"])
     with pytest.raises(ConfigError, match=r"'SOLVER.MAX_EPOCHS' expects a int \(default 120\), got str 'ten'"):
         cfg.merge_from_list(["SOLVER.MAX_EPOCHS", "ten"])
