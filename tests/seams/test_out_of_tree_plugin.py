@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from training_checks import assert_loss_fell, assert_trained
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MY_PLUGIN = '''
@@ -44,7 +46,7 @@ from clipreid_plugin.utils.checkpoint import unwrap_model
 def add_my_plugin_config(cfg):
     cfg.MY_PLUGIN = CN()
     cfg.MY_PLUGIN.WIDTH = 16
-    cfg.MY_PLUGIN.WARMUP_EPOCHS = 1
+    cfg.MY_PLUGIN.WARMUP_EPOCHS = 2
 
 
 @DATASET_REGISTRY.register()
@@ -174,7 +176,7 @@ DATASETS: {{NAMES: [TinyFolderReID], TESTS: [TinyFolderReID], ROOT_DIR: {tmp_pat
 TRAINER: {{HOOKS: [HeadWarmupHook]}}
 INPUT: {{SIZE_TRAIN: [32, 16], SIZE_TEST: [32, 16], PADDING: {{SIZE: 2}}}}
 DATALOADER: {{NUM_WORKERS: 0, NUM_INSTANCE: 2, SAMPLER: EpochCycleSampler}}
-SOLVER: {{MAX_EPOCHS: 2, IMS_PER_BATCH: 8, CHECKPOINT_PERIOD: 2, WARMUP_EPOCHS: 1, STEPS_EPOCHS: [5], LOG_PERIOD_ITERS: 1}}
+SOLVER: {{MAX_EPOCHS: 2, IMS_PER_BATCH: 8, CHECKPOINT_PERIOD: 1, WARMUP_EPOCHS: 1, STEPS_EPOCHS: [5], LOG_PERIOD_ITERS: 1}}
 TEST: {{EVAL_PERIOD: 2, IMS_PER_BATCH: 8, EVALUATOR: CountingReidEvaluator}}
 OUTPUT_DIR: {out}
 """)
@@ -189,10 +191,14 @@ OUTPUT_DIR: {out}
     assert results["TinyFolderReID"]["images_seen"] == 3 + 6  # the plugin's evaluator: query + gallery
     assert "EpochCycleSampler: epoch 1 starts at sample 1" in p.stdout  # the plugin's sampler
     log = (out / "log.txt").read_text()
-    assert "Training schedule: head_warmup 1 epoch, then main 2 epochs" in log
+    assert "Training schedule: head_warmup 2 epochs, then main 2 epochs" in log
     records = [json.loads(line) for line in open(out / "metrics.json")]
     assert any(r.get("phase") == "head_warmup" and "loss_cls" in r for r in records)
     assert any("phase" not in r and "loss_center" in r for r in records)
+    # both loops trained: the plugin's phase (the classifier alone) and the main loop (the plugin's
+    # backbone and the README's centers, in their own parameter group)
+    assert_loss_fell(str(out), phase="head_warmup", loss="loss_cls")
+    assert_trained(str(out), loss="loss_cls", modules=["backbone", "losses.2.centers"])
     saved = (out / "config.yaml").read_text()
     assert "MY_PLUGIN" in saved and re.search(r"CENTER:\n\s+LR: 0.5\n\s+SCALE: 0.001", saved)
     assert str(tmp_path / "center_loss.py") in saved and str(tmp_path / "my_plugin.py") in saved
