@@ -74,9 +74,9 @@ def test_meta_architecture_trains_and_evaluates_with_backbone(meta, backbone, da
     expected = {"loss_cls", "loss_triplet"} | ({"loss_i2t", "loss_supcon_i2t", "loss_supcon_t2i"}
                                                if meta == "CLIPReID" else set())
     assert losses == expected
-    # two epochs of two steps: the identity loss falls in every combination, while the batch-hard
-    # triplet term depends on which identities share a batch (it rises in some); the backbone moved
-    assert_trained(str(tmp_path), loss="loss_cls", modules=["backbone"])
+    # two epochs of two steps: the loss fell (the identity loss in every combination; the batch-hard
+    # triplet term, and with it the total, rises in some) and the backbone moved
+    assert_trained(str(tmp_path), modules=["backbone"])
     model = run["trainer"].model
     if meta != "Baseline":
         # two necks: on the backbone's feature and on the projected one (learned when the backbone has none)
