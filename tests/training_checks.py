@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = ["NOT_TRAINED", "FALLING", "assert_trained", "assert_loss_fell", "assert_weights_moved", "loss_curve",
-           "phase_checkpoints", "load_model_weights"]
+           "phase_checkpoints", "checkpoint_weights"]
 
 #: the start of every failure message of these checks (the mutation check looks for it)
 NOT_TRAINED = "TRAINING DID NOT HAPPEN"
@@ -58,7 +58,8 @@ def loss_curve(run_dir: str, phase: str = "", loss: str = "total_loss") -> List[
     return [sum(values) / len(values) for _, values in sorted(per_epoch.items())]
 
 
-def assert_loss_fell(run_dir: str, phase: str = "", loss: Union[str, Sequence[str]] = FALLING) -> Dict[str, List[float]]:
+def assert_loss_fell(run_dir: str, phase: str = "",
+                     loss: Union[str, Sequence[str]] = FALLING) -> Dict[str, List[float]]:
     """Assert the first epoch's mean loss of ``phase`` is positive and the last epoch's is lower.
 
     Args:
@@ -75,14 +76,15 @@ def assert_loss_fell(run_dir: str, phase: str = "", loss: Union[str, Sequence[st
     curves = {k: c for k in keys if (c := loss_curve(run_dir, phase, k))}
     assert curves, f"{NOT_TRAINED}? none of {keys} is logged for {where}"
     first_key, first = next(iter(curves.items()))
-    assert len(first) >= 2, f"{NOT_TRAINED}? {first_key} of {where} has {len(first)} epoch(s) logged; a training test needs two"
+    assert len(first) >= 2, \
+        f"{NOT_TRAINED}? {first_key} of {where} has {len(first)} epoch(s) logged; a training test needs two"
     assert first[0] > 0, f"{NOT_TRAINED}: {first_key} of {where} starts at {first[0]} (every loss weighted 0?): {first}"
     assert any(c[-1] < c[0] for c in curves.values()), \
         f"{NOT_TRAINED}: no loss of {where} fell (epoch means: {curves})"
     return curves
 
 
-def load_model_weights(path: str) -> StateDict:
+def checkpoint_weights(path: str) -> StateDict:
     """The model's state dict from a checkpoint of this project (``{"model": ...}``) or a plain one."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     return data["model"] if isinstance(data, dict) and "model" in data else data
@@ -117,11 +119,12 @@ def assert_weights_moved(before: Union[str, StateDict], after: Union[str, StateD
             must exist and have at least one tensor (BatchNorm statistics aside) that differs.
     """
     label = f"{before} -> {after}" if isinstance(before, str) else "the model"
-    before = load_model_weights(before) if isinstance(before, str) else before
-    after = load_model_weights(after) if isinstance(after, str) else after
+    before = checkpoint_weights(before) if isinstance(before, str) else before
+    after = checkpoint_weights(after) if isinstance(after, str) else after
     for prefix in modules:
         total, moved = _changed(before, after, prefix)
-        assert total, f"no tensor named {prefix}.* in {label} (the modules: {sorted({n.split('.')[0] for n in before})})"
+        tops = sorted({n.split(".")[0] for n in before})
+        assert total, f"no tensor named {prefix}.* in {label} (its modules: {tops})"
         assert moved, f"{NOT_TRAINED}: none of the {total} tensors of {prefix} changed ({label})"
 
 

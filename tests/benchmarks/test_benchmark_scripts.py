@@ -84,7 +84,8 @@ def test_throughput_ratio_is_ours_over_reference_style(monkeypatch, tmp_path, ca
 
     monkeypatch.setattr(throughput, "run_setting", fake_run_setting)
     out_json = tmp_path / "rows.json"
-    code = throughput.main(["--models", "rn50", "--parts", "stage2,extract", "--device", "cpu", "--json", str(out_json)])
+    code = throughput.main(["--models", "rn50", "--parts", "stage2,extract", "--device", "cpu",
+                            "--json", str(out_json)])
     assert code == 1
     rows = json.loads(out_json.read_text())
     assert rows[0] == {"model": "rn50", "part": "stage2", "reference_style": 20.0, "ours": 30.0,

@@ -30,8 +30,9 @@ def tiny_clip(kind):
 
     The ViT configs' base LR, 5e-6, fine-tunes OpenAI's weights; a random tiny ViT barely moves at
     it in two epochs, so it trains at the CNN configs' 3.5e-4."""
+    lr = ["SOLVER.BASE_LR", "3.5e-4"] if kind == "vit" else []
     return ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.CLIP.MODEL_NAME",
-            {"vit": "ReID-Tiny-ViT-16", "rn": "ReID-Tiny-RN"}[kind]] + (["SOLVER.BASE_LR", "3.5e-4"] if kind == "vit" else [])
+            {"vit": "ReID-Tiny-ViT-16", "rn": "ReID-Tiny-RN"}[kind]] + lr
 
 
 def reference_tiny_weights(reference_dir, kind):
