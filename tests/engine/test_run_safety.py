@@ -17,6 +17,7 @@ import train_net  # tools/train_net.py (tools/ is on the test path)
 from clipreid_plugin.config import load_cfg
 from clipreid_plugin.engine import validate_config
 from clipreid_plugin.utils.checkpoint import Checkpointer
+from training_checks import assert_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
@@ -60,6 +61,7 @@ def finished_run(tmp_path_factory, data_root):
     """A finished 3-epoch run with a checkpoint after every epoch (model_0001, model_0002, model_final)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     assert train(out, data_root) == 0
+    assert_trained(str(out), modules=["backbone", "heads"])  # else equal weights after a resume prove nothing
     return out
 
 
