@@ -21,7 +21,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
+from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
 from clipreid_plugin.utils.errors import ConfigError, PluginError
+from clipreid_plugin.utils.file_io import atomic_write_text
 from clipreid_plugin.utils.plugins import active_roots, import_plugins, is_path_spec, plugin_root, resolve_plugin_spec
 
 from .extensions import apply_config_extensions, lookup_key, plugin_providing_group
@@ -241,8 +243,6 @@ class CfgNode(_FvCfgNode):
 
     def dump_to(self, path: str) -> None:
         """Write this config as YAML to ``path`` (atomically)."""
-        from clipreid_plugin.utils.file_io import atomic_write_text
-
         atomic_write_text(path, self.dump())
 
 
@@ -329,7 +329,7 @@ def get_cfg(plugins: Sequence[str] = ()) -> CfgNode:
     Returns:
         The (unfrozen) config.
     """
-    from .defaults import _C
+    from .defaults import _C  # noqa: PLC0415 - defaults.py builds its CfgNode with this module
 
     cfg = _C.clone()
     apply_config_extensions(cfg)
@@ -355,8 +355,6 @@ def config_text_of_checkpoint(path: str) -> str:
     Raises:
         ConfigError: the file holds no config (a reference checkpoint, a plain state dict).
     """
-    from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
-
     text = read_checkpoint_metadata(path).get("config")
     if not text:
         raise ConfigError(f"{path} holds no config (it is not a checkpoint written by this toolkit's trainer): give "
