@@ -12,6 +12,7 @@ comparisons read).
 import math
 import os
 import re
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -100,9 +101,10 @@ def _mean_camera_pairs(records: Sequence[Dict]) -> Dict:
                 and t["gallery_cameras"] == first["gallery_cameras"]]
         merged = dict(first)
         for key in ("mAP", "Rank-1"):
-            with np.errstate(invalid="ignore"):
-                stack = np.array([[[np.nan if v is None else v for v in row] for row in t[key]] for t in same], float)
-                mean = np.nanmean(stack, axis=0) if np.isfinite(stack).any() else stack[0]
+            stack = np.array([[[np.nan if v is None else v for v in row] for row in t[key]] for t in same], float)
+            with warnings.catch_warnings():  # a cell empty in every seed stays empty (NaN), silently
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(stack, axis=0)
             merged[key] = [[None if not np.isfinite(v) else float(v) for v in row] for row in mean]
         out[ds] = merged
     return out
