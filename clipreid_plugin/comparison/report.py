@@ -43,7 +43,7 @@ logger = logging.getLogger("clipreid_plugin.comparison")
 
 REPORT_FILE = "report.html"
 RANKED_QUERIES = 4  # queries shown per comparison, where the methods disagree most
-RANKED_TOPK = 8
+RANKED_TOPK = 6
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'DejaVu Sans', sans-serif; margin: 24px auto; max-width: 1300px;
@@ -57,6 +57,8 @@ th { background: #f3f3f3; } td.name, th.name { text-align: left; }
 .neg { font-weight: bold; color: #a01010; } img { max-width: 100%; }
 .strip { margin: 4px 0 14px 0; } .strip figcaption { font-size: 13px; }
 details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
+.wide { overflow-x: auto; } figure { margin: 0; } .row { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+.query h4 { margin: 10px 0 2px 0; font-size: 14px; }
 """
 
 
@@ -95,7 +97,7 @@ def _results_table(records: Sequence[Dict]) -> str:
     for row, cells in zip(rows, table_cells(rows, cols)):
         tds = "".join(f'<td class="{"name" if i < 4 else ""}">{_esc(v)}</td>' for i, v in enumerate(cells))
         body.append(f'<tr data-method="{_esc(row["method"])}">{tds}</tr>')
-    return f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="wide"><table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _interval_cell(m: Dict) -> str:
@@ -149,13 +151,13 @@ def _camera_pairs_html(records: Sequence[Dict]) -> str:
                 body = "".join(f'<tr><td class="name">q cam {qc}</td>'
                                + "".join("<td>-</td>" if v is None else f"<td>{v:.1f}</td>" for v in row) + "</tr>"
                                for qc, row in zip(table["query_cameras"], table[metric]))
-                parts.append(f'<h3>{_esc(rec["method"])} on {_esc(ds)}: {metric} (%)</h3>'
-                             f'<table class="camera-pairs"><thead>{head}</thead><tbody>{body}</tbody></table>')
+                parts.append(f'<div><h3>{_esc(rec["method"])} on {_esc(ds)}: {metric} (%)</h3>'
+                             f'<table class="camera-pairs"><thead>{head}</thead><tbody>{body}</tbody></table></div>')
     if not parts:
         return '<p class="note">No camera-pair breakdown (evaluate with TEST.PER_QUERY.CAMERA_PAIRS True).</p>'
     return ('<p class="note">Each query ranked against the gallery images of one camera alone (rows: query camera, '
             'columns: gallery camera; seed means). Under the Market-1501 protocol a query\'s own camera holds none '
-            'of its matches, hence the empty diagonal.</p>' + "".join(parts))
+            'of its matches, hence the empty diagonal.</p><div class="row">' + "".join(parts) + "</div>")
 
 
 def _strip_uri(per_query: Dict, q: int) -> str:
@@ -186,7 +188,7 @@ def _disagreements_html(comparisons: Sequence[Dict]) -> str:
                            f'{_img(uri, c[side] + " top-k")}</figure>' for side, ap, uri in strips)
             name = os.path.basename(str(c["runs_a"]["query_paths"][q]))
             rows.append(f'<div class="query"><h4>query {q} ({_esc(name)}, identity '
-                        f'{int(c["runs_a"]["query_pids"][q])})</h4>{figs}</div>')
+                        f'{int(c["runs_a"]["query_pids"][q])})</h4><div class="row">{figs}</div></div>')
         parts.append(f'<h3>{title}</h3>' + ("".join(rows) or '<p class="note">The methods agree on every query.</p>'))
     if not parts:
         return '<p class="note">No comparison.</p>'
