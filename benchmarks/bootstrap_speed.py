@@ -73,8 +73,8 @@ def main() -> None:
     start = time.perf_counter()
     low_high = loop_bootstrap(values, clusters, args.loop_resamples)
     loop = (time.perf_counter() - start) * args.resamples / args.loop_resamples
-    print(f"vectorised: {vec:.3f} s (best of {args.repeats}: {', '.join(f'{t:.3f}' for t in times)})")
-    print(f"loop:       {loop:.3f} s ({args.loop_resamples} resamples timed, scaled to {args.resamples})")
+    print(f"vectorised: {vec:.4g} s (best of {args.repeats}: {', '.join(f'{t:.4g}' for t in times)})")
+    print(f"loop:       {loop:.4g} s ({args.loop_resamples} resamples timed, scaled to {args.resamples})")
     print(f"ratio loop / vectorised: {loop / vec:.1f}x")
     print(f"interval of the first metric: vectorised [{res['low'][0]:.2f}, {res['high'][0]:.2f}], "
           f"loop ({args.loop_resamples} resamples) [{low_high[0, 0]:.2f}, {low_high[1, 0]:.2f}]")
