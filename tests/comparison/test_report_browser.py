@@ -11,7 +11,6 @@ broken image, a console error and an exception shows that the recorder catches e
 """
 
 import json
-import os
 import re
 import shutil
 import subprocess
