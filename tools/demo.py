@@ -21,7 +21,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import clipreid_plugin  # noqa: E402,F401  (registers components)
-from clipreid_plugin.comparison import MethodSpec, run_benchmark, table_text, write_outputs  # noqa: E402
+from clipreid_plugin.comparison import (MethodSpec, compare_and_report, run_benchmark, table_text,  # noqa: E402
+                                       write_outputs)
 from clipreid_plugin.utils.cli import run_tool  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     records = run_benchmark(methods, args.output_dir, args.opts, evaluate_untrained=True)
     write_outputs(records, args.output_dir, stem="demo_results")
     print("\nResults on the synthetic dataset (percent):\n" + table_text(records))
+    print(f"\nReport (open it in a browser): {compare_and_report(records, args.output_dir, title='Demo')[1]['report.html']}")
     return 1 if any(r["status"] != "ok" for r in records) else 0
 
 

@@ -359,6 +359,13 @@ _C.TEST.RERANK.LAMBDA = 0.3
 # Save query/gallery features, ids and top-k rankings to OUTPUT_DIR for visualisation.
 _C.TEST.SAVE_RESULTS = False
 _C.TEST.SAVE_TOPK = 20
+# Per-query results (OUTPUT_DIR/<dataset>_per_query.npz: AP, first-match rank, INP of every query)
+# are always written. Optional extras, for tools/benchmark.py's report (each adds ranking work):
+_C.TEST.PER_QUERY = CN()
+# also keep the TOPK best gallery items of every query (0 = off)
+_C.TEST.PER_QUERY.TOPK = 0
+# also rank every query against each gallery camera alone (Rank-1 / mAP per camera pair)
+_C.TEST.PER_QUERY.CAMERA_PAIRS = False
 # VehicleID protocol: number of random gallery draws (averaged) and their seed.
 _C.TEST.NUM_TRIALS = 10
 _C.TEST.TRIAL_SEED = 1234

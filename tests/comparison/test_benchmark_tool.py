@@ -115,3 +115,4 @@ def test_demo_table_and_chart_show_the_untrained_model(tmp_path, monkeypatch):
     assert labels == ["mAP untrained", "mAP", "Rank-1 untrained", "Rank-1"]
     with Image.open(out / "demo_results.png") as im:
         assert im.format == "PNG"
+    assert (out / "report.html").is_file()  # the demo ends by printing its path
