@@ -20,6 +20,7 @@ import traceback
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from clipreid_plugin.config import CfgNode, load_cfg
+from clipreid_plugin.config.extensions import plugin_providing_group
 from clipreid_plugin.engine.run_dir import holds_run
 from clipreid_plugin.evaluation.results import load_per_query
 from clipreid_plugin.utils.errors import InputFileError
@@ -109,7 +110,32 @@ def build_run_cfg(spec: MethodSpec, opts: Sequence[str], output_dir: Optional[st
         extra += ["SOLVER.SEED", int(seed)]
     if output_dir:
         extra += ["OUTPUT_DIR", output_dir]
-    return load_cfg(spec.config, list(BENCHMARK_DEFAULTS) + list(opts) + extra)
+    return load_cfg(spec.config, list(BENCHMARK_DEFAULTS) + overrides_for(spec, opts) + extra)
+
+
+def overrides_for(spec: MethodSpec, opts: Sequence[str]) -> List[str]:
+    """The shared overrides that apply to one method: a key of a plugin the method does not
+    activate (``CLIPREID.STAGE1.MAX_EPOCHS`` for a bag-of-tricks method) is left out for it, with a
+    note; every other key applies, and a typo still fails as usual.
+
+    Args:
+        spec: the method.
+        opts: flat ``KEY VALUE`` overrides shared by every method.
+
+    Returns:
+        The overrides for this method.
+    """
+    pairs = list(zip(list(opts)[0::2], list(opts)[1::2]))
+    plugins = [x for key, value in pairs if key == "PLUGINS" for x in (key, value)]
+    groups = set(load_cfg(spec.config, plugins, freeze=False).keys())
+    kept: List[str] = []
+    for key, value in pairs:
+        group = key.split(".")[0]
+        if group not in groups and plugin_providing_group(group):
+            logger.info(f"{spec.name}: {key} belongs to a plugin this method does not use; not applied to it.")
+            continue
+        kept += [key, value]
+    return kept
 
 
 def run_output_dir(root: str, method: str, datasets: Sequence[str], train: Optional[Sequence[str]] = None) -> str:
