@@ -47,6 +47,10 @@ _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
 _C.MODEL.BACKBONE.DEPTH = "50x"
 # Stride of ResNet layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16), 2 = torchvision.
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
+# build_osnet_backbone: OSNet-AIN (instance normalisation in the stem and inside the residual of
+# torchreid's "INin" blocks) instead of OSNet; DEPTH is then an OSNet width "x1_0" (also "x0_75",
+# "x0_5", "x0_25").
+_C.MODEL.BACKBONE.WITH_AIN = False
 # Width of the main (pre-BN) feature the heads and losses see; 0 = the built backbone's
 # out_features (the meta-architecture fills it into the config its losses are built with).
 _C.MODEL.BACKBONE.FEAT_DIM = 0
@@ -78,8 +82,17 @@ declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
 _C.MODEL.HEADS.NECK_FEAT = "after"
 # Global pooling of the backbone's feature map: "avg" or "max" or "gem".
 _C.MODEL.HEADS.POOL_LAYER = "avg"
-# Initialisation std of the bias-free classifier weights.
+# Initialisation std of the bias-free classifier weights (TorchreidHead: of its fc and classifier
+# weights; torchreid uses 0.01).
 _C.MODEL.HEADS.CLS_INIT_STD = 0.001
+# Width of the embedding layer a head adds before its neck (fast-reid's key; 0 = none).
+# TorchreidHead: the width of its fc (Linear + BN1d + ReLU; torchreid's OSNet: 512).
+_C.MODEL.HEADS.EMBEDDING_DIM = 0
+
+# Modules trained during the first SOLVER.FIXBASE_EPOCHS epochs (torchreid's open_layers): a module
+# path of the model ("heads.classifier") or its last component ("classifier" = every module of that
+# name). Every other module is in eval mode with requires_grad False meanwhile.
+_C.MODEL.OPEN_LAYERS = ("classifier",)
 
 _C.MODEL.LOSSES = CN()
 # Registered names in LOSS_REGISTRY; each loss reads its own sub-node below.
@@ -177,7 +190,7 @@ _C.DATALOADER.DECODE_CACHE = ""
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
 _C.SOLVER.SEED = 1234
-_C.SOLVER.OPTIMIZER_NAME = "Adam"  # "Adam", "AdamW" or "SGD"
+_C.SOLVER.OPTIMIZER_NAME = "Adam"  # "Adam", "AdamW", "SGD" or "AMSGrad" (Adam with amsgrad=True, torchreid's)
 _C.SOLVER.BASE_LR = 3.5e-4
 _C.SOLVER.BIAS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9
@@ -192,6 +205,9 @@ _C.SOLVER.PARAM_GROUPS = "merged"
 # Global batch size (all processes together).
 _C.SOLVER.IMS_PER_BATCH = 64
 _C.SOLVER.MAX_EPOCHS = 120
+# torchreid's fixbase_epoch: the first N epochs train only MODEL.OPEN_LAYERS (the rest frozen, its
+# BatchNorm statistics too); counted in MAX_EPOCHS. 0 = off.
+_C.SOLVER.FIXBASE_EPOCHS = 0
 _C.SOLVER.SCHED = CN()
 # "WarmupMultiStepLR" (warmup, then x GAMMA at each of STEPS_EPOCHS) or "WarmupCosineLR" (warmup,
 # then timm-style cosine over MAX_EPOCHS down to ETA_MIN_LR, not shifted by the warmup).

@@ -41,6 +41,11 @@ def _adam(groups, lr, cfg):
     return torch.optim.Adam(groups, lr=lr, **_kernels(groups, cfg))
 
 
+def _amsgrad(groups, lr, cfg):
+    # torchreid's "amsgrad": torch.optim.Adam with amsgrad=True, coupled L2 weight decay.
+    return torch.optim.Adam(groups, lr=lr, amsgrad=True, **_kernels(groups, cfg))
+
+
 def _adamw(groups, lr, cfg):
     # Decoupled weight decay; each group carries its own weight_decay.
     return torch.optim.AdamW(groups, lr=lr, **_kernels(groups, cfg))
@@ -77,7 +82,7 @@ def merge_param_groups(groups: List[dict]) -> List[dict]:
 
 
 # Name (SOLVER.OPTIMIZER_NAME) -> builder(param_groups, default_lr, cfg).
-OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd}
+OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd, "AMSGrad": _amsgrad}
 
 
 def module_overrides(model: nn.Module) -> Dict[str, dict]:

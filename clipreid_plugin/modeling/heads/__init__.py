@@ -2,5 +2,6 @@
 
 from .build import HEAD_REGISTRY, build_head, build_heads
 from .bnneck import BNNeck, EmbeddingHead
+from .torchreid_head import TorchreidHead
 
-__all__ = ["HEAD_REGISTRY", "build_head", "build_heads", "BNNeck", "EmbeddingHead"]
+__all__ = ["HEAD_REGISTRY", "build_head", "build_heads", "BNNeck", "EmbeddingHead", "TorchreidHead"]

@@ -37,7 +37,7 @@ def build_head(name: str, cfg, in_dim: int, kind: str = "feature", key: str = "M
     if found != kind:
         raise ConfigError(f"{key} {name!r} is a {found!r} head, but {cfg.MODEL.META_ARCHITECTURE} needs a {kind!r} "
                           f"head here (e.g. EmbeddingHead for backbone features).")
-    return cls(cfg, in_dim, **kwargs)
+    return cls(cfg, in_dim=in_dim, **kwargs)  # by keyword: the @configurable convention's context
 
 
 def build_heads(cfg, in_dim: int):
