@@ -38,6 +38,11 @@ _C.MODEL.WEIGHTS = ""
 # Accept MODEL.WEIGHTS that fill only part of the model (the rest keeps its initialisation);
 # False makes that an error naming the missing / mismatched tensors.
 _C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
+# fast-reid's freeze: for the first SOLVER.FREEZE_ITERS optimizer steps, parameters whose name
+# matches one of these patterns from its start (re.match, e.g. "backbone", "b1") are not updated, and
+# the model's direct children named here run in eval mode (their BN statistics do not move).
+# Empty or FREEZE_ITERS 0 = no freeze.
+_C.MODEL.FREEZE_LAYERS = ()
 
 _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
@@ -128,6 +133,12 @@ _C.INPUT.REA.ENABLED = True
 _C.INPUT.REA.PROB = 0.5
 _C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
 _C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
+# fast-reid's AutoAugment (the ImageNet "original" policy of the AutoAugment paper, timm's magnitudes):
+# applied with probability PROB to the resized image, before flip / pad / crop (fast-reid applies it
+# before the resize; applying it after keeps the decoded-and-resized image cacheable).
+_C.INPUT.AUTOAUG = CN()
+_C.INPUT.AUTOAUG.ENABLED = False
+_C.INPUT.AUTOAUG.PROB = 0.0
 # Augment on the model's device: loader workers only decode and resize (or read DATALOADER.DECODE_CACHE)
 # and return uint8 batches with each sample's random draws; flip, pad + crop, normalisation and random
 # erasing then run per sample on the device (test loaders only normalise there). Same draws as the host
@@ -220,8 +231,32 @@ _C.SOLVER.WARMUP_EPOCHS = 10
 _C.SOLVER.WARMUP_FACTOR = 0.01  # LR multiplier at position 0, rising linearly to 1 at WARMUP_EPOCHS
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor (absolute LR, all param groups); reached at MAX_EPOCHS
+# fast-reid's schedules ("MultiStepLR", "CosineAnnealingLR"; stepped every iteration whatever
+# SCHED.UNIT says): a linear warmup over WARMUP_ITERS iterations (0 = none; WARMUP_EPOCHS is then the
+# warmup length in epochs), then the epoch schedule, which starts counting once warmup is over and
+# DELAY_EPOCHS have passed: STEPS_EPOCHS count those counted epochs (fast-reid's SOLVER.STEPS), and the
+# cosine runs T_max = MAX_EPOCHS - max(ceil(WARMUP_ITERS / iters per epoch), DELAY_EPOCHS) epochs.
+_C.SOLVER.WARMUP_ITERS = 0
+_C.SOLVER.DELAY_EPOCHS = 0
+# LR multiplier of the parameters of the model's child named "heads" (fast-reid's HEADS_LR_FACTOR;
+# it multiplies BIAS_LR_FACTOR for head biases).
+_C.SOLVER.HEADS_LR_FACTOR = 1.0
+# Weight decay of the parameters of normalisation layers (BN, GN, IN, LN); a negative value = the
+# parameter's usual WEIGHT_DECAY / WEIGHT_DECAY_BIAS (fast-reid's configs set it, 5e-4).
+_C.SOLVER.WEIGHT_DECAY_NORM = -1.0
+# Optimizer steps during which the parameters matched by MODEL.FREEZE_LAYERS are not updated (the
+# count is stored with the optimizer's state, so a resumed run does not freeze again).
+_C.SOLVER.FREEZE_ITERS = 0
 # Gradient clipping by global norm (0 = off).
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
+# fast-reid's gradient clipping, inside the optimizer step, separately for each param group (fast-reid's
+# groups are flat buffers: the norm is the group's): CLIP_TYPE "norm" (clip_grad_norm_ with CLIP_VALUE
+# and NORM_TYPE) or "value" (clip_grad_value_ with CLIP_VALUE). Not together with CLIP_GRAD_NORM.
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False
 # "float16" (with a GradScaler; the reference's choice) or "bfloat16" (no scaler needed; same range
