@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check this toolkit against tensors produced by the reference CLIP-ReID code.
+"""Check this toolkit against tensors produced by the reference CLIP-ReID code and by its peers.
 
 For each case file (format: ../shared/reference/README.md) the equivalent model is built from
 this toolkit's config (the reference config values of ``meta.config`` translated), the
@@ -16,6 +16,12 @@ cases the reference computed in float64. In float32 (the default; published chec
 case with a float64 twin in ``float64/`` beside it is bounded by the reference's own float32
 error (2 x |ref32 - ref64| per output), since float32 results depend on the CPU's summation
 order; without one the fixed bounds of ``parity_harness.case_replay`` apply.
+
+The peers' cases (``../shared/reference/peers``: fast-reid, torchreid) are recognised by their
+``meta.peer`` and replayed by the harness :data:`PEER_REPLAYS` names (torchreid:
+``parity_harness.torchreid_replay``), with the bounds of that folder's README:
+
+    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/torchreid_osnet_x1_0.pt
 
 The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file (and
 in its parent folder, for the float64 cases) unless ``--tiny-clip-dir`` says where it is.
@@ -35,9 +41,24 @@ from typing import List, Optional
 import torch
 from tabulate import tabulate
 
+from parity_harness import torchreid_replay
 from parity_harness.case_replay import CaseFormatError, ParityRow, float64_case_path, load_case, run_case
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+# meta.peer of a peer case (../shared/reference/peers) -> its replay: run_case(path, device, dtype)
+# returning (rows, what was compared). Files without meta.peer are reference CLIP-ReID cases.
+PEER_REPLAYS = {"torchreid": torchreid_replay.run_case}
+
+
+def case_meta(path: str) -> dict:
+    """Returns: the case's ``meta`` dict ({} for a missing or unreadable file: ``load_case`` reports it)."""
+    try:
+        case = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # every pickle / zip / OS error: the file is not a case
+        return {}
+    meta = case.get("meta") if isinstance(case, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def format_rows(rows: List[ParityRow]) -> str:
@@ -62,11 +83,17 @@ def _clip_dir(case: dict, path: str, tiny_clip_dir: Optional[str]) -> str:
 def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torch.dtype) -> int:
     """Check one case file and print its table. Returns: an exit status (see the module doc)."""
     start = time.perf_counter()
+    twin, what = None, ""
     try:
-        case = load_case(path)
-        twin = float64_case_path(path) if dtype == torch.float32 else None
-        reference64 = load_case(twin) if twin else None
-        rows = run_case(case, _clip_dir(case, path, tiny_clip_dir), device, dtype, reference64)
+        meta = case_meta(path)
+        if meta.get("peer") in PEER_REPLAYS:
+            rows, what = PEER_REPLAYS[meta["peer"]](path, device, dtype)
+            case = {"meta": meta}
+        else:
+            case = load_case(path)
+            twin = float64_case_path(path) if dtype == torch.float32 else None
+            reference64 = load_case(twin) if twin else None
+            rows = run_case(case, _clip_dir(case, path, tiny_clip_dir), device, dtype, reference64)
     except CaseFormatError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -77,7 +104,8 @@ def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torc
     description = case["meta"].get("description", "")
     print(f"\n== {path}" + (f"  ({description})" if description else "")
           + f"\n   replayed in {str(dtype).replace('torch.', '')}"
-          + (f"; float32 bounds from the reference's own rounding ({twin})" if twin else ""))
+          + (f"; float32 bounds from the reference's own rounding ({twin})" if twin else "")
+          + (f"; compared: {what}" if what else ""))
     print(format_rows(rows))
     print(f"{path}: {len(rows) - len(failed)}/{len(rows)} passed, {len(failed)} failed "
           f"({time.perf_counter() - start:.1f} s)")
