@@ -203,3 +203,22 @@ def test_another_architectures_checkpoint_is_one_line_error(reference_dir, tmp_p
     with pytest.raises(CheckpointError, match=r"fills only .*\(missing: heads\.neck"):
         load_model_weights(build_model(_peer_cfg(case, "MODEL.HEADS.NAME", "EmbeddingHead")), path,
                            allow_partial=False)
+
+
+def test_imagenet_file_initialises_backbone_and_fc_as_torchreid(reference_dir, tmp_path):
+    """torchreid's pretrained loading keeps every tensor of the ImageNet file whose name and size fit:
+    the backbone and the fc; the 1000-class classifier is discarded."""
+    case, sd = _peer(reference_dir, "torchreid_osnet_x1_0.pt")
+    sd["classifier.weight"], sd["classifier.bias"] = torch.randn(1000, 512), torch.randn(1000)
+    path = tmp_path / "osnet_x1_0_imagenet.pth"
+    torch.save(sd, path)
+    model = build_model(_peer_cfg(case, "MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", str(path)))
+    own = model.state_dict()
+    for key, value in sd.items():
+        if key.startswith("classifier."):
+            assert own[f"heads.{key}"].shape[0] == 6
+        else:
+            assert torch.equal(own[("heads." if key.startswith("fc.") else "backbone.") + key], value), key
+    with pytest.raises(CheckpointError, match=r"holds no torchreid fc of width 256"):
+        build_model(_peer_cfg(case, "MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", str(path),
+                              "MODEL.HEADS.EMBEDDING_DIM", "256"))

@@ -7,7 +7,13 @@ the same ``fc`` output ``v`` (no BNNeck); torchreid evaluates on it too.
 
 Parameter names ``fc.0`` (Linear), ``fc.1`` (BatchNorm1d) and ``classifier`` are torchreid's
 (``fc.2`` is the ReLU), so a torchreid checkpoint maps onto ``heads.fc.*`` / ``heads.classifier.*``.
+
+torchreid's ImageNet OSNet files hold an ImageNet-trained ``fc`` too, and torchreid starts from it
+(only the 1000-class classifier is discarded). So when ``MODEL.BACKBONE.PRETRAIN`` loads such a
+file, this head takes its ``fc`` tensors from the same file (``pretrained_fc_path``).
 """
+
+import os
 
 from typing import Dict, Union
 
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipreid_plugin.config.configurable import configurable
+from clipreid_plugin.utils.checkpoint import CheckpointError, read_state_dict
 
 from .build import HEAD_REGISTRY
 
@@ -35,10 +42,13 @@ class TorchreidHead(nn.Module):
         num_classes: training identities (0 = no classifier, evaluation only).
         init_std: std of the normal initialisation of the ``fc`` and classifier weights (torchreid:
             0.01; biases 0, BN weight 1).
+        pretrained_fc_path: a torchreid ImageNet file whose ``fc.*`` tensors initialise ``fc``
+            ("" = none; a file without them, or of another width, is an error).
     """
 
     @configurable
-    def __init__(self, *, in_dim: int, embedding_dim: int = 512, num_classes: int = 0, init_std: float = 0.01):
+    def __init__(self, *, in_dim: int, embedding_dim: int = 512, num_classes: int = 0, init_std: float = 0.01,
+                 pretrained_fc_path: str = ""):
         super().__init__()
         self.fc = None
         if embedding_dim > 0:
@@ -50,12 +60,25 @@ class TorchreidHead(nn.Module):
         if self.classifier is not None:
             nn.init.normal_(self.classifier.weight, 0, init_std)
             nn.init.zeros_(self.classifier.bias)
+        if pretrained_fc_path and self.fc is not None:
+            self._load_fc(pretrained_fc_path)
+
+    def _load_fc(self, path: str) -> None:
+        sd = read_state_dict(os.path.expandvars(os.path.expanduser(path)))
+        fc = {k[len("fc."):]: v for k, v in sd.items() if k.startswith("fc.")}
+        own = self.fc.state_dict()
+        if set(fc) != set(own) or any(tuple(fc[k].shape) != tuple(own[k].shape) for k in own):
+            raise CheckpointError(f"{path} holds no torchreid fc of width {self.out_dim} (fc.0 / fc.1 tensors): "
+                                  f"MODEL.HEADS.EMBEDDING_DIM must be the file's fc width (torchreid: 512).")
+        self.fc.load_state_dict(fc)
 
     @classmethod
     def from_config(cls, cfg, in_dim: int) -> dict:
-        h = cfg.MODEL.HEADS
+        h, b = cfg.MODEL.HEADS, cfg.MODEL.BACKBONE
+        # torchreid's ImageNet OSNet files carry the fc this head starts from (see the module doc)
+        from_imagenet = b.PRETRAIN and b.PRETRAIN_PATH and b.NAME == "build_osnet_backbone"
         return {"in_dim": in_dim, "embedding_dim": h.EMBEDDING_DIM, "num_classes": h.NUM_CLASSES,
-                "init_std": h.CLS_INIT_STD}
+                "init_std": h.CLS_INIT_STD, "pretrained_fc_path": b.PRETRAIN_PATH if from_imagenet else ""}
 
     def forward(self, x: torch.Tensor) -> Union[Dict[str, object], torch.Tensor]:
         """Args: x (B, C, h, w) feature map or (B, C) vector.
