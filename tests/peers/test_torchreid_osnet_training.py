@@ -3,6 +3,8 @@ and the first SOLVER.FIXBASE_EPOCHS epochs train only the classifier (torchreid'
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -74,3 +76,21 @@ def test_osnet_config_trains_with_fixbase(config, data_root, tmp_path):
     assert len(means) == 5 and means[-1] < means[0], means
     assert {k for line in open(tmp_path / "metrics.json") for k in json.loads(line) if k.startswith("loss")} == \
         {"loss_cls"}  # torchreid's softmax recipe: one term
+
+
+def test_fixbase_under_ddp_two_cpu_processes(data_root, tmp_path):
+    """Under DistributedDataParallel the frozen layers get no gradient during the fixbase epochs; the
+    trainer builds DDP with find_unused_parameters then (without it the second step fails: "Expected to
+    have finished reduction in the prior iteration")."""
+    out = tmp_path / "out"
+    opts = [o for o in TINY]
+    opts[opts.index("SOLVER.MAX_EPOCHS") + 1] = "2"
+    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--num-gpus", "2",
+                        "--config-file", os.path.join(REPO, "configs", "Market1501", "osnet_x1_0.yml")]
+                       + opts + ["DATASETS.ROOT_DIR", data_root, "OUTPUT_DIR", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = open(out / "log.txt").read()
+    assert "Fixbase: epochs 1-1 train only heads.classifier." in log and "Fixbase over: every layer trains." in log
+    assert json.load(open(out / "results.json"))["SyntheticReID"]["num_valid_query"] > 0
