@@ -18,7 +18,7 @@ from clipreid_plugin.config import ConfigError, load_cfg
 from clipreid_plugin.engine import FixBaseHook, build_evaluation_model, validate_config
 from clipreid_plugin.engine.fixbase import open_specified_layers, resolve_open_layers, restore_requires_grad
 from clipreid_plugin.modeling import build_model
-from clipreid_plugin.modeling.backbones import OSNetBackbone, build_osnet_backbone
+from clipreid_plugin.modeling.backbones import build_osnet_backbone
 from clipreid_plugin.modeling.heads import TorchreidHead
 from clipreid_plugin.modeling.losses.loss_weights import check_listed_losses_have_weight
 from clipreid_plugin.solver import build_optimizer

@@ -37,7 +37,7 @@ from clipreid_plugin.engine.fixbase import FixBaseHook, resolve_open_layers
 from clipreid_plugin.engine.train_loop import OptimizationStep
 from clipreid_plugin.evaluation.distance import normalize_features, squared_euclidean_block
 from clipreid_plugin.modeling import build_model
-from clipreid_plugin.modeling.torchreid_checkpoint import convert_torchreid_state_dict, torchreid_prefixes
+from clipreid_plugin.modeling.torchreid_checkpoint import convert_torchreid_state_dict, to_model_key, torchreid_prefixes
 from clipreid_plugin.solver import build_lr_scheduler, build_optimizer
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -51,9 +51,9 @@ FLOAT64_RTOL = 1e-9
 FLOAT32_RTOL = 1e-4
 FLOAT32_TRAIN_RTOL = 1e-3
 CASE_KEYS = ("meta", "weights", "inputs", "eval", "train", "train_fixbase_phase", "optimizer", "schedule")
-# torchreid loss name -> (our registered loss, the torchreid engine's weight key, our SCALE key)
-_LOSSES = {"loss_t": ("TripletLoss", "weight_t", "MODEL.LOSSES.TRI.SCALE"),
-           "loss_x": ("CrossEntropyLoss", "weight_x", "MODEL.LOSSES.CE.SCALE")}
+# torchreid loss name -> (our registered loss, the key of its weight: torchreid's weight_t / weight_x)
+_LOSSES = {"loss_t": ("TripletLoss", "MODEL.LOSSES.TRI.SCALE"),
+           "loss_x": ("CrossEntropyLoss", "MODEL.LOSSES.CE.SCALE")}
 _OPTIMIZERS = {"amsgrad": "AMSGrad", "adam": "Adam", "sgd": "SGD"}
 
 
@@ -167,11 +167,7 @@ class TorchreidReplay:
         self.digest = pw.digest(self.values)
         self.model = self.fresh_model()
         self.prefixes = torchreid_prefixes(self.model)
-        self.to_peer = {self._ours(k): k for k in w["shapes"]}
-
-    def _ours(self, key: str) -> str:
-        backbone, head = self.prefixes
-        return (head if key.split(".", 1)[0] in ("fc", "classifier") else backbone) + key
+        self.to_peer = {to_model_key(self.prefixes, k): k for k in w["shapes"]}
 
     def fresh_model(self) -> nn.Module:
         """The model built from the config, filled with the case's weights through the converter."""
@@ -199,7 +195,7 @@ class TorchreidReplay:
         """The ``.training`` flag of our module for each torchreid child (None: no module here)."""
         flags = {}
         for child in peer_children:
-            path = self._ours(child)
+            path = to_model_key(self.prefixes, child)
             try:
                 flags[child] = model.get_submodule(path).training
             except AttributeError:  # torchreid's parameter-free global_avgpool is TorchreidHead's pooling call
@@ -291,7 +287,7 @@ def _unweighted_losses(cfg: CfgNode, model: nn.Module, head_outputs: Dict[str, A
     """torchreid's ``loss_t`` / ``loss_x`` (unweighted): each of the model's loss modules applied to the
     head's training outputs, divided by its weight (torchreid's weight_t / weight_x here are SCALE keys)."""
     out = {}
-    for peer_key, (loss_name, _, scale_key) in _LOSSES.items():
+    for peer_key, (loss_name, scale_key) in _LOSSES.items():
         node = cfg
         for part in scale_key.split("."):
             node = node[part]
@@ -404,7 +400,8 @@ def _collection_row(name: str, mine: Dict[str, Any], ref: Dict[str, Any], rtol: 
             if math.isnan(worst):
                 break
     tol = f"{rtol:.0e} max(1,|ref|)"
-    return ParityRow(f"{name} ({len(ref)})", worst, tol, ok, f"worst: {worst_name}" if ok else f"fails at {worst_name}")
+    note = "" if not ref else f"worst: {worst_name}" if ok else f"fails at {worst_name}"
+    return ParityRow(f"{name} ({len(ref)})", worst, tol, ok, note)
 
 
 def _exact_row(name: str, mine: Any, ref: Any) -> ParityRow:
