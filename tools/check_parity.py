@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check this toolkit against tensors produced by the reference CLIP-ReID code and by its peers.
+"""Check this toolkit against tensors produced by the reference CLIP-ReID code or by a peer toolkit.
 
 For each case file (format: ../shared/reference/README.md) the equivalent model is built from
 this toolkit's config (the reference config values of ``meta.config`` translated), the
@@ -17,14 +17,16 @@ case with a float64 twin in ``float64/`` beside it is bounded by the reference's
 error (2 x |ref32 - ref64| per output), since float32 results depend on the CPU's summation
 order; without one the fixed bounds of ``parity_harness.case_replay`` apply.
 
-The peers' cases (``../shared/reference/peers``: fast-reid, torchreid) are recognised by their
-``meta.peer`` and replayed by the harness :data:`PEER_REPLAYS` names (torchreid:
-``parity_harness.torchreid_replay``), with the bounds of that folder's README:
-
-    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/torchreid_osnet_x1_0.pt
-
 The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file (and
 in its parent folder, for the float64 cases) unless ``--tiny-clip-dir`` says where it is.
+
+A peer case (``meta.peer``: ``fast-reid`` or ``torchreid``; format ``../shared/reference/peers/README.md``) is
+replayed by that peer's module in :data:`PEER_REPLAYS` (the case's own config converted, the
+peer's weights through the checkpoint converter) with one row per output (families of many
+tensors, e.g. the gradients, as one row naming the worst):
+
+    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/fastreid_sbs_r50_ibn.pt
+    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/torchreid_osnet_x1_0.pt
 
 Exit status: 0 when every row of every case passes, 1 when a row fails (or the model cannot be
 rebuilt from the case), 2 when a case file cannot be used (missing, unreadable, or lacking keys
@@ -32,6 +34,7 @@ of the format, or its CLIP weights are not found).
 """
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -41,24 +44,33 @@ from typing import List, Optional
 import torch
 from tabulate import tabulate
 
-from parity_harness import torchreid_replay
 from parity_harness.case_replay import CaseFormatError, ParityRow, float64_case_path, load_case, run_case
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
-# meta.peer of a peer case (../shared/reference/peers) -> its replay: run_case(path, device, dtype)
-# returning (rows, what was compared). Files without meta.peer are reference CLIP-ReID cases.
-PEER_REPLAYS = {"torchreid": torchreid_replay.run_case}
+# meta.peer of a peer case -> the module replaying it (its run_peer_case(case, path, device, dtype) -> rows)
+PEER_REPLAYS = {"fast-reid": "parity_harness.fastreid_replay", "torchreid": "parity_harness.torchreid_replay"}
 
 
-def case_meta(path: str) -> dict:
-    """Returns: the case's ``meta`` dict ({} for a missing or unreadable file: ``load_case`` reports it)."""
+def read_peer_case(path: str) -> Optional[dict]:
+    """The case dict when ``path`` is a peer case (it has ``meta.peer``), else None (a CLIP-ReID
+    reference case, or a file :func:`load_case` will report)."""
+    if not os.path.isfile(path):
+        return None
     try:
         case = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # every pickle / zip / OS error: the file is not a case
-        return {}
+    except Exception:  # not a torch file: load_case reports it
+        return None
     meta = case.get("meta") if isinstance(case, dict) else None
-    return meta if isinstance(meta, dict) else {}
+    return case if isinstance(meta, dict) and "peer" in meta else None
+
+
+def peer_rows(case: dict, path: str, device: str, dtype: torch.dtype) -> List[ParityRow]:
+    """Replay a peer case with its module from :data:`PEER_REPLAYS`."""
+    peer = case["meta"]["peer"]
+    if peer not in PEER_REPLAYS:
+        raise CaseFormatError(f"{path}: meta.peer {peer!r} has no replay here (known: {', '.join(PEER_REPLAYS)}).")
+    return importlib.import_module(PEER_REPLAYS[peer]).run_peer_case(case, path, device, dtype)
 
 
 def format_rows(rows: List[ParityRow]) -> str:
@@ -83,12 +95,11 @@ def _clip_dir(case: dict, path: str, tiny_clip_dir: Optional[str]) -> str:
 def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torch.dtype) -> int:
     """Check one case file and print its table. Returns: an exit status (see the module doc)."""
     start = time.perf_counter()
-    twin, what = None, ""
+    twin = None
     try:
-        meta = case_meta(path)
-        if meta.get("peer") in PEER_REPLAYS:
-            rows, what = PEER_REPLAYS[meta["peer"]](path, device, dtype)
-            case = {"meta": meta}
+        case = read_peer_case(path)
+        if case is not None:
+            rows = peer_rows(case, path, device, dtype)
         else:
             case = load_case(path)
             twin = float64_case_path(path) if dtype == torch.float32 else None
@@ -104,8 +115,7 @@ def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torc
     description = case["meta"].get("description", "")
     print(f"\n== {path}" + (f"  ({description})" if description else "")
           + f"\n   replayed in {str(dtype).replace('torch.', '')}"
-          + (f"; float32 bounds from the reference's own rounding ({twin})" if twin else "")
-          + (f"; compared: {what}" if what else ""))
+          + (f"; float32 bounds from the reference's own rounding ({twin})" if twin else ""))
     print(format_rows(rows))
     print(f"{path}: {len(rows) - len(failed)}/{len(rows)} passed, {len(failed)} failed "
           f"({time.perf_counter() - start:.1f} s)")

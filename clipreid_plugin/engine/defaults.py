@@ -26,6 +26,7 @@ from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, Tensor
 from clipreid_plugin.utils.logger import setup_logger
 
 from . import hooks, run_dir
+from .layer_freeze import LayerFreeze
 from .fixbase import FixBaseHook
 from .train_loop import SimpleTrainer, TrainerBase
 
@@ -347,6 +348,8 @@ class DefaultTrainer(TrainerBase):
         """
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        if cfg.SOLVER.FREEZE_ITERS > 0 and len(cfg.MODEL.FREEZE_LAYERS) > 0:  # fast-reid's freeze (layer_freeze.py)
+            ret.append(LayerFreeze(cfg))
         if cfg.SOLVER.FIXBASE_EPOCHS > 0:  # torchreid's fixbase epochs (engine/fixbase.py)
             ret.append(FixBaseHook(cfg))
         ret.extend(hooks.build_hook(cfg, name) for name in cfg.TRAINER.HOOKS)

@@ -10,9 +10,10 @@ Here (:class:`FixBaseHook`, added by the trainer when ``SOLVER.FIXBASE_EPOCHS`` 
 
 * ``MODEL.OPEN_LAYERS`` names modules by their path in the model (``heads.classifier``) or by
   the path's last part (``classifier``: every module so named), since a meta-architecture nests
-  torchreid's children (``backbone.conv1``, ``heads.fc``). The ancestors of an open module stay
-  in train mode (the meta-architecture and the head must still compute their training outputs);
-  every other module is frozen as torchreid freezes its children.
+  torchreid's children (``backbone.conv1``, ``heads.fc``); a parameter's name works too
+  (fast-reid's ``EmbeddingHead`` keeps its classifier as ``heads.weight``). The ancestors of an
+  open module stay in train mode (the meta-architecture and the head must still compute their
+  training outputs); everything else is frozen as torchreid freezes its children.
 * After the fixbase epochs each parameter gets back the ``requires_grad`` it had before, instead
   of torchreid's "every parameter True": a parameter the model keeps frozen on purpose (the
   BNNeck's bias) stays frozen. For torchreid's own models the two are the same.
@@ -38,40 +39,43 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_open_layers(model: nn.Module, names: Sequence[str]) -> List[str]:
-    """The module paths ``names`` designate in ``model``.
+    """The module (or parameter) paths ``names`` designate in ``model``.
 
     Args:
         model: the model.
-        names: module paths, or last parts of paths (every module whose path ends with it).
+        names: module paths, or last parts of paths (every module whose path ends with it); a
+            parameter's name works too (fast-reid's ``EmbeddingHead`` holds its classifier as the
+            parameter ``heads.weight``).
 
     Returns:
-        The matching module paths, in the model's order.
+        The matching paths, in the model's order (modules, then parameters).
 
     Raises:
-        ConfigError: a name matches no module (the message lists the model's top-level modules).
+        ConfigError: a name matches nothing (the message lists the model's top-level modules).
     """
-    paths = [p for p, _ in model.named_modules() if p]
+    paths = [p for p, _ in model.named_modules() if p] + [n for n, _ in model.named_parameters()]
     found: List[str] = []
     for name in names:
         hits = [p for p in paths if p == name or p.endswith("." + name)]
         if not hits:
             tops = sorted({p.split(".")[0] for p in paths})
             raise ConfigError(f"MODEL.OPEN_LAYERS: no module of the model is named {name!r}; give a module path "
-                              f"(e.g. 'heads.classifier') or its last part. Top-level modules: {', '.join(tops)}.")
+                              f"(e.g. 'heads.classifier'), its last part, or a parameter's name. Top-level "
+                              f"modules: {', '.join(tops)}.")
         found.extend(h for h in hits if h not in found)
     return [p for p in paths if p in found]
 
 
 def open_specified_layers(model: nn.Module, open_paths: Sequence[str]) -> Dict[str, bool]:
-    """Freeze every module of ``model`` except ``open_paths``, their sub-modules and ancestors.
+    """Freeze everything of ``model`` except ``open_paths``: modules, their sub-modules, or parameters.
 
-    Frozen modules are put in eval mode and their parameters get ``requires_grad = False``;
-    open modules are put in train mode with trainable parameters; ancestors of open modules are
-    left in train mode (their other children are frozen).
+    Frozen modules are put in eval mode and their parameters get ``requires_grad = False``; open
+    modules are put in train mode with the ``requires_grad`` they were built with. Ancestors of
+    open paths stay in train mode; their other children and their own parameters are frozen.
 
     Args:
         model: the model (in train mode).
-        open_paths: module paths (:func:`resolve_open_layers`).
+        open_paths: paths from :func:`resolve_open_layers`.
 
     Returns:
         ``{parameter name: requires_grad before}``, for :func:`restore_requires_grad`.
@@ -80,17 +84,22 @@ def open_specified_layers(model: nn.Module, open_paths: Sequence[str]) -> Dict[s
     model.train()
     open_set = set(open_paths)
 
+    def set_all(module: nn.Module, prefix: str, is_open: bool) -> None:
+        module.train(is_open)
+        for name, p in module.named_parameters(prefix=prefix.rstrip(".")):
+            p.requires_grad_(before[name] if is_open else False)
+
     def visit(module: nn.Module, prefix: str) -> None:
+        for name, p in module.named_parameters(prefix=prefix.rstrip("."), recurse=False):
+            p.requires_grad_(before[name] if name in open_set else False)
         for name, child in module.named_children():
             path = f"{prefix}{name}"
             if path in open_set:
-                child.train()
-                child.requires_grad_(True)
+                set_all(child, path + ".", True)
             elif any(o.startswith(path + ".") for o in open_set):
                 visit(child, path + ".")  # an ancestor: stays in train mode
             else:
-                child.eval()
-                child.requires_grad_(False)
+                set_all(child, path + ".", False)
 
     visit(model, "")
     return before

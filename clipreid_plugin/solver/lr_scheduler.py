@@ -26,12 +26,12 @@ of the iteration index too (the trainer steps them after every iteration).
 import bisect
 import math
 import warnings
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from clipreid_plugin.config.configurable import configurable, is_configurable
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.registry import Registry
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -51,11 +51,10 @@ __all__ = [
     "build_lr_scheduler",
 ]
 
-LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER")
+LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER", training_keys=["SOLVER.SCHED.NAME"])
 LR_SCHEDULER_REGISTRY.__doc__ = """
-Registry for LR schedules (``SOLVER.SCHED.NAME``). A registered class is built by its
-``from_config(cfg, optimizer, iters_per_epoch)`` class method; a class following the
-construction convention (``@configurable``) is built as ``Cls(cfg, optimizer=..., iters_per_epoch=...)``.
+Registry for LR schedules (``SOLVER.SCHED.NAME``). A registered class is built as
+``cls(cfg, optimizer=..., iters_per_epoch=...)`` (the configurable convention).
 """
 
 WARMUP_METHODS = ("linear", "constant")
@@ -199,6 +198,7 @@ class WarmupMultiStepLR(_PositionScheduler):
         last_epoch: -1 for a fresh schedule.
     """
 
+    @configurable
     def __init__(self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1,
                  warmup_factor: float = 0.01, warmup_length: int = 10, warmup_method: str = "linear",
                  unit: str = "epoch", last_epoch: int = -1):
@@ -221,13 +221,14 @@ class WarmupMultiStepLR(_PositionScheduler):
                                    self.warmup_length, self.warmup_factor, self.warmup_method)
 
     @classmethod
-    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupMultiStepLR":
-        """Build from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
+        """Arguments from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
         _no_warmup_iters(cfg, "WarmupMultiStepLR")
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
-        return cls(optimizer, [m * k for m in s.STEPS_EPOCHS], s.GAMMA, s.WARMUP_FACTOR,
-                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+        return {"optimizer": optimizer, "milestones": [m * k for m in s.STEPS_EPOCHS], "gamma": s.GAMMA,
+                "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
+                "warmup_method": s.WARMUP_METHOD, "unit": s.SCHED.UNIT}
 
 
 @LR_SCHEDULER_REGISTRY.register()
@@ -245,6 +246,7 @@ class WarmupCosineLR(_PositionScheduler):
         last_epoch: -1 for a fresh schedule.
     """
 
+    @configurable
     def __init__(self, optimizer: Optimizer, total_length: int, lr_min: float = 0.0,
                  warmup_factor: float = 0.01, warmup_length: int = 0, warmup_method: str = "linear",
                  unit: str = "epoch", last_epoch: int = -1):
@@ -266,13 +268,14 @@ class WarmupCosineLR(_PositionScheduler):
                                 self.warmup_length, self.warmup_factor, self.warmup_method)
 
     @classmethod
-    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupCosineLR":
-        """Build from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
+        """Arguments from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
         _no_warmup_iters(cfg, "WarmupCosineLR")
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
-        return cls(optimizer, s.MAX_EPOCHS * k, s.ETA_MIN_LR, s.WARMUP_FACTOR,
-                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+        return {"optimizer": optimizer, "total_length": s.MAX_EPOCHS * k, "lr_min": s.ETA_MIN_LR,
+                "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
+                "warmup_method": s.WARMUP_METHOD, "unit": s.SCHED.UNIT}
 
 
 def _no_warmup_iters(cfg, name: str) -> None:
@@ -490,8 +493,5 @@ def build_lr_scheduler(cfg, optimizer: Optimizer, iters_per_epoch: int) -> _Posi
         A :class:`~torch.optim.lr_scheduler.LRScheduler` (``state_dict``/``load_state_dict``
         work) with ``unit`` and ``lr_at(position)``.
     """
-    cls = LR_SCHEDULER_REGISTRY.get_for_key(cfg.SOLVER.SCHED.NAME, "SOLVER.SCHED.NAME")
-    if is_configurable(cls):
-        return LR_SCHEDULER_REGISTRY.build(cfg.SOLVER.SCHED.NAME, cfg, key="SOLVER.SCHED.NAME", optimizer=optimizer,
-                                           iters_per_epoch=iters_per_epoch)
-    return cls.from_config(cfg, optimizer, iters_per_epoch)
+    return LR_SCHEDULER_REGISTRY.build(cfg.SOLVER.SCHED.NAME, cfg, key="SOLVER.SCHED.NAME", optimizer=optimizer,
+                                       iters_per_epoch=iters_per_epoch)

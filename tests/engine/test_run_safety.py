@@ -353,7 +353,7 @@ def test_a_clip_checkpoint_evaluates_and_extracts_without_its_clip_file_or_train
     run = tmp_path / "run"
     cfg = os.path.join(REPO, "projects", "CLIPReID", "configs", "veri_vit.yml")
     assert train_net.cli(["--config-file", cfg, "MODEL.BACKBONE.PRETRAIN_PATH", str(clip_file),
-                          "MODEL.BACKBONE.CLIP.MODEL_NAME", "", "DATASETS.ROOT_DIR", data, "OUTPUT_DIR", str(run),
+                          "CLIPREID.BACKBONE.MODEL_NAME", "", "DATASETS.ROOT_DIR", data, "OUTPUT_DIR", str(run),
                           "INPUT.SIZE_TRAIN", "[32, 32]", "INPUT.SIZE_TEST", "[32, 32]", "SOLVER.MAX_EPOCHS", "1",
                           "SOLVER.IMS_PER_BATCH", "8", "TEST.IMS_PER_BATCH", "8", "CLIPREID.STAGE1.MAX_EPOCHS", "1",
                           "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",

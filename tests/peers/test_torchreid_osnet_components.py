@@ -85,22 +85,27 @@ def test_torchreid_head_outputs_and_no_fc():
 # ---------------------------------------------------------------------------------------------
 # fixbase, AMSGrad, loss weights
 # ---------------------------------------------------------------------------------------------
-def test_open_specified_layers_freezes_all_but_the_classifier_and_restores_flags():
+def test_open_specified_layers_freezes_all_but_the_open_ones_and_restores_flags():
+    """Under fast-reid's EmbeddingHead (1x1-conv embedding, BNNeck with a frozen bias): open the
+    embedding conv only; its ancestors keep training, its sibling BN and the backbone freeze."""
     model = build_model(_cfg("MODEL.HEADS.NAME", "EmbeddingHead")).train()
-    assert not model.heads.neck.bn.bias.requires_grad  # BNNeck: frozen on purpose
-    paths = resolve_open_layers(model, ["classifier"])
-    assert paths == ["heads.neck.classifier"]
+    frozen_on_purpose = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen_on_purpose == {"heads.bottleneck.1.bias"}  # the BNNeck's bias
+    paths = resolve_open_layers(model, ["bottleneck.0"])
+    assert paths == ["heads.bottleneck.0"]
     saved = open_specified_layers(model, paths)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ["heads.neck.classifier.weight"]
-    assert model.training and model.heads.training and model.heads.neck.training  # ancestors keep training
-    assert not model.backbone.training and not model.heads.neck.bn.training and model.heads.neck.classifier.training
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["heads.bottleneck.0.weight"]
+    assert model.training and model.heads.training and model.heads.bottleneck.training  # ancestors keep training
+    assert not model.backbone.training and not model.heads.bottleneck[1].training
     restore_requires_grad(model, saved)
-    assert model.backbone.training and model.heads.neck.bn.training
-    assert not model.heads.neck.bn.bias.requires_grad  # not torchreid's "everything True"
-    assert model.backbone.conv1.conv.weight.requires_grad
+    assert model.backbone.training and model.heads.bottleneck[1].training
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen_on_purpose  # not torchreid's "all"
     with pytest.raises(ConfigError, match=r"MODEL.OPEN_LAYERS: no module of the model is named 'clasifier'"):
         resolve_open_layers(model, ["clasifier"])
+    # fast-reid's classifier is the head's own parameter: it can be opened by name, the rest of the head stays shut
+    open_specified_layers(model, resolve_open_layers(model, ["heads.weight"]))
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["heads.weight"]
+    assert model.heads.training and not model.heads.bottleneck.training
 
 
 def test_fixbase_hook_follows_the_epoch():
@@ -200,7 +205,7 @@ def test_another_architectures_checkpoint_is_one_line_error(reference_dir, tmp_p
             load_model_weights(build_model(cfg), path, allow_partial=False)
         assert "\n" not in str(info.value)
     # under the BNNeck head the backbone loads and the missing neck is named
-    with pytest.raises(CheckpointError, match=r"fills only .*\(missing: heads\.neck"):
+    with pytest.raises(CheckpointError, match=r"fills only .*\(missing: heads\.weight, heads\.bottleneck"):
         load_model_weights(build_model(_peer_cfg(case, "MODEL.HEADS.NAME", "EmbeddingHead")), path,
                            allow_partial=False)
 

@@ -158,18 +158,18 @@ def test_data_dependent_keys_are_filled_only_when_empty():
     cfg.MODEL.BACKBONE.VIT.NUM_CAMERAS = 4  # set by the user: kept
     filled = fill_data_dependent_keys(cfg, DataInfo(num_classes=751, num_cameras=6, num_views=1, kind="person"))
     assert filled.MODEL.HEADS.NUM_CLASSES == 751 and filled.MODEL.BACKBONE.VIT.NUM_CAMERAS == 4
-    assert filled.MODEL.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
-    assert filled.MODEL.BACKBONE.CLIP.NUM_CAMERAS == 6 and filled.is_frozen()
+    assert filled.CLIPREID.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
+    assert filled.CLIPREID.BACKBONE.NUM_CAMERAS == 6 and filled.is_frozen()
     unknown_kind = fill_data_dependent_keys(get_cfg(), DataInfo(3, 2, 1, None))
-    assert unknown_kind.MODEL.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
+    assert unknown_kind.CLIPREID.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
     with pytest.raises(ValueError, match="source must be one of num_classes, num_cameras, num_views, kind"):
         declare_data_dependent_key("X.Y", "num_people")
 
 
 def test_config_messages():
     cfg = get_cfg()
-    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.WARMUP_EPOCHS, "
-                                          r"SOLVER.STEPS_EPOCHS\.$"):  # each key once
+    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.DELAY_EPOCHS, "
+                                          r"SOLVER.WARMUP_EPOCHS\.$"):  # each key once
         cfg.merge_from_list(["SOLVER.MAX_EPOCH", "3"])
     with pytest.raises(ConfigError, match=r"'SOLVER.MAX_EPOCHS' expects a int \(default 120\), got str 'ten'"):
         cfg.merge_from_list(["SOLVER.MAX_EPOCHS", "ten"])

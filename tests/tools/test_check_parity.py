@@ -200,7 +200,7 @@ def test_class_word_follows_the_reference_exact_compare(dataset, word):
     """Only the exact strings "VehicleID" and "veri" give the vehicle prompt, as the reference compares."""
     cfg = reference_to_cfg(_meta(**{"MODEL.NAME": "RN50", "DATALOADER.SAMPLER": "softmax_triplet",
                                     "DATASETS.NAMES": dataset}))
-    assert cfg.MODEL.PROMPT.CLASS_WORD == word and cfg.DATASETS.NAMES == (dataset,)
+    assert cfg.CLIPREID.PROMPT.CLASS_WORD == word and cfg.DATASETS.NAMES == (dataset,)
 
 
 def test_translation_of_options_and_baselines():

@@ -192,7 +192,7 @@ def schedule_rows(case: dict, model: nn.Module, key: str = "schedule") -> List[P
         rows.append(_row_exact(f"{key}.cosine_T_max", getattr(scheduler, "t_max", None), int(ref["cosine_T_max"])))
     freeze_iters = int(cfg.SOLVER.FREEZE_ITERS) if len(cfg.MODEL.FREEZE_LAYERS) else 0
     if "layerfreeze_frozen_iters" in ref:
-        rows.append(_row_exact(f"{key}.layerfreeze_frozen_iters", [0, freeze_iters],
+        rows.append(_row_exact(f"{key}.layerfreeze_frozen_iters", [0, freeze_iters] if freeze_iters > 0 else [],
                                list(ref["layerfreeze_frozen_iters"])))
         # the hook freezes the model's direct children named in FREEZE_LAYERS (exact names)
         children = [c for c, _ in model.named_children()]

@@ -43,8 +43,8 @@ from clipreid_plugin.utils.errors import ConfigError
 
 from .case_replay import CaseFormatError, ParityRow
 
-__all__ = ["REPO", "FLOAT64_RTOL", "FLOAT32_RTOL", "FLOAT32_TRAIN_RTOL", "load_torchreid_case", "torchreid_to_cfg",
-           "TorchreidReplay", "replay", "compare", "run_case"]
+__all__ = ["REPO", "FLOAT64_RTOL", "FLOAT32_RTOL", "FLOAT32_TRAIN_RTOL", "check_torchreid_case", "torchreid_to_cfg",
+           "TorchreidReplay", "replay", "compare", "run_peer_case"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLOAT64_RTOL = 1e-9
@@ -60,18 +60,8 @@ _OPTIMIZERS = {"amsgrad": "AMSGrad", "adam": "Adam", "sgd": "SGD"}
 # ---------------------------------------------------------------------------------------------
 # Case and config
 # ---------------------------------------------------------------------------------------------
-def load_torchreid_case(path: str) -> Dict[str, Any]:
-    """Read a torchreid case file and check its top-level keys.
-
-    Raises:
-        CaseFormatError: missing / unreadable file, or keys of the format missing.
-    """
-    if not os.path.isfile(path):
-        raise CaseFormatError(f"{path}: no such case file.")
-    try:
-        case = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of every kind: the file is not a case
-        raise CaseFormatError(f"{path}: not a readable torch file ({type(e).__name__}: {e}).") from None
+def check_torchreid_case(case: Any, path: str) -> Dict[str, Any]:
+    """Returns: ``case`` after checking its top-level keys (CaseFormatError naming the missing ones)."""
     missing = [k for k in CASE_KEYS if not isinstance(case, dict) or k not in case]
     if missing or case["meta"].get("peer") != "torchreid":
         raise CaseFormatError(f"{path}: not a torchreid peer case (lacks {', '.join(missing) or 'meta.peer torchreid'}; "
@@ -497,14 +487,19 @@ def compare(case: Dict[str, Any], ours: Dict[str, Any], dtype: torch.dtype) -> L
     return rows
 
 
-def run_case(path: str, device: str = "cpu", dtype: torch.dtype = torch.float64) -> Tuple[List[ParityRow], str]:
-    """Replay the torchreid case at ``path`` and compare.
+def run_peer_case(case: Dict[str, Any], path: str, device: str = "cpu",
+                  dtype: torch.dtype = torch.float64) -> List[ParityRow]:
+    """Replay a torchreid case and compare (``tools/check_parity.py``'s entry point for ``meta.peer`` torchreid).
+
+    Args:
+        case: the loaded case (checked here: :func:`check_torchreid_case`).
+        path: its file (``peer_weights.py`` is found beside it).
+        device, dtype: where and in which precision to replay; float32 compares forward, losses
+            and BN buffers only (float32 gradients are not reproducible, even by torchreid).
 
     Returns:
-        (rows, description of the comparison for the table's header).
+        One row per output (:func:`compare`).
     """
-    case = load_torchreid_case(path)
+    check_torchreid_case(case, path)
     ours, _ = replay(case, path, device, dtype)
-    what = "every output" if dtype == torch.float64 else \
-        "forward, losses, BN buffers (float32 gradients are not reproducible, even by torchreid)"
-    return compare(case, ours, dtype), what
+    return compare(case, ours, dtype)

@@ -15,7 +15,7 @@ file, this head takes its ``fc`` tensors from the same file (``pretrained_fc_pat
 
 import os
 
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -80,17 +80,17 @@ class TorchreidHead(nn.Module):
         return {"in_dim": in_dim, "embedding_dim": h.EMBEDDING_DIM, "num_classes": h.NUM_CLASSES,
                 "init_std": h.CLS_INIT_STD, "pretrained_fc_path": b.PRETRAIN_PATH if from_imagenet else ""}
 
-    def forward(self, x: torch.Tensor) -> Union[Dict[str, object], torch.Tensor]:
-        """Args: x (B, C, h, w) feature map or (B, C) vector.
+    def forward(self, x: torch.Tensor, targets: Optional[torch.Tensor] = None
+                ) -> Union[Dict[str, object], torch.Tensor]:
+        """Args: x (B, C, h, w) feature map or (B, C) vector; targets: unused (a plain linear classifier).
 
         Returns:
-            Training: ``{"feat": v, "cls_outputs": [logits], "triplet_features": [v]}`` with ``v`` the
-            ``fc`` output (logits None without a classifier). Eval: ``v`` (B, out_dim).
+            Training: ``{"pool_feat": pooled, "feat": v, "cls_outputs": [logits], "triplet_features": [v]}``
+            with ``v`` the ``fc`` output (logits None without a classifier). Eval: ``v`` (B, out_dim).
         """
-        v = F.adaptive_avg_pool2d(x, 1).flatten(1) if x.dim() == 4 else x
-        if self.fc is not None:
-            v = self.fc(v)
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1) if x.dim() == 4 else x
+        v = self.fc(pooled) if self.fc is not None else pooled
         if not self.training:
             return v
         logits = self.classifier(v) if self.classifier is not None else None
-        return {"feat": v, "cls_outputs": [logits], "triplet_features": [v]}
+        return {"pool_feat": pooled, "feat": v, "cls_outputs": [logits], "triplet_features": [v]}

@@ -103,8 +103,8 @@ def test_other_vit_patch_sizes_build(tiny_openclip_names):
     """Any open_clip ViT builds (ViT-L-14-like patch 14): the grid follows the real patch size,
     (256 - 14) // 14 + 1 = 18 by (128 - 14) // 14 + 1 = 9."""
     cfg = get_cfg()
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = "cliptest-vit-p14"
-    cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [14, 14]
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = "cliptest-vit-p14"
+    cfg.CLIPREID.BACKBONE.STRIDE_SIZE = [14, 14]
     enc = build_clip_backbone(cfg).eval()
     assert enc.grid_size == (18, 9) and enc.visual.positional_embedding.shape == (1 + 18 * 9, 64)
     with torch.no_grad():
@@ -130,7 +130,7 @@ def test_config_check_and_builder_give_one_message(key, value, message):
     from clipreid_plugin.plugins.clipreid.config import check_clipreid_config
 
     cfg = get_cfg()
-    setattr(cfg.MODEL.BACKBONE.CLIP, key, value)
+    setattr(cfg.CLIPREID.BACKBONE, key, value)
     with pytest.raises(ValueError, match=message):
         check_clipreid_config(cfg, False)
     with pytest.raises(ValueError, match=message):

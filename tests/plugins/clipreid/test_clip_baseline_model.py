@@ -150,10 +150,10 @@ def test_full_size_parameter_counts(name, stride, sie_cams, encoder_params, tota
     """CLIPREID_SPEC.md 2.7 (Market-1501: 751 classes, 256x128), random init, no download."""
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = name
-    cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [stride, stride]
-    cfg.MODEL.BACKBONE.CLIP.SIE_CAMERA = sie_cams > 0
-    cfg.MODEL.BACKBONE.CLIP.NUM_CAMERAS = sie_cams
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = name
+    cfg.CLIPREID.BACKBONE.STRIDE_SIZE = [stride, stride]
+    cfg.CLIPREID.BACKBONE.SIE_CAMERA = sie_cams > 0
+    cfg.CLIPREID.BACKBONE.NUM_CAMERAS = sie_cams
     cfg.MODEL.HEADS.NUM_CLASSES = 751
     model = CLIPBaseline(cfg)
     assert sum(p.numel() for p in model.backbone.visual.parameters()) == encoder_params

@@ -32,7 +32,7 @@ def clip():
 def _cfg():
     cfg = get_cfg()
     cfg.MODEL.HEADS.NUM_CLASSES = NUM_CLASSES
-    cfg.MODEL.PROMPT.CLASS_WORD = "person"
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "person"
     return cfg
 
 
@@ -55,14 +55,14 @@ def test_tokenize_templates(word):
 def test_class_word_from_config():
     """TEMPLATE "auto" reads CLASS_WORD ("person" when empty); a one-word TEMPLATE is the word; else an error."""
     cfg = get_cfg()
-    cfg.MODEL.PROMPT.CLASS_WORD = "vehicle"
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "vehicle"
     assert prompt_text(resolve_class_word(cfg), 4) == "A photo of a X X X X vehicle."
-    cfg.MODEL.PROMPT.CLASS_WORD = ""
+    cfg.CLIPREID.PROMPT.CLASS_WORD = ""
     assert resolve_class_word(cfg) == "person"  # reference default for unknown datasets
-    cfg.MODEL.PROMPT.TEMPLATE = "vehicle"
+    cfg.CLIPREID.PROMPT.TEMPLATE = "vehicle"
     assert resolve_class_word(cfg) == "vehicle"
-    cfg.MODEL.PROMPT.TEMPLATE = "a photo of"
-    with pytest.raises(ValueError, match="MODEL.PROMPT.TEMPLATE"):
+    cfg.CLIPREID.PROMPT.TEMPLATE = "a photo of"
+    with pytest.raises(ValueError, match="CLIPREID.PROMPT.TEMPLATE"):
         resolve_class_word(cfg)
 
 

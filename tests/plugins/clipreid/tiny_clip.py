@@ -37,7 +37,7 @@ def tiny_clip_cfg(kind: str = "vit", meta_arch: str = "", num_classes: int = 0, 
         meta_arch: MODEL.META_ARCHITECTURE ("" keeps the default).
         num_classes: MODEL.HEADS.NUM_CLASSES.
         size: INPUT.SIZE_TRAIN and INPUT.SIZE_TEST.
-        clip_keys: MODEL.BACKBONE.CLIP.* values (e.g. ``SIE_CAMERA=True``).
+        clip_keys: CLIPREID.BACKBONE.* values (e.g. ``SIE_CAMERA=True``).
     """
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"
@@ -45,12 +45,12 @@ def tiny_clip_cfg(kind: str = "vit", meta_arch: str = "", num_classes: int = 0, 
         cfg.MODEL.META_ARCHITECTURE = meta_arch
     cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
     cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = MODEL_NAMES[kind]
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = MODEL_NAMES[kind]
     cfg.MODEL.HEADS.NUM_CLASSES = num_classes
     cfg.INPUT.SIZE_TRAIN = list(size)
     cfg.INPUT.SIZE_TEST = list(size)
     for key, value in clip_keys.items():
-        cfg.MODEL.BACKBONE.CLIP[key] = value
+        cfg.CLIPREID.BACKBONE[key] = value
     return cfg
 
 
