@@ -23,7 +23,9 @@ def test_recipe_values(rel):
     cfg = _load(rel)
     m, s = cfg.MODEL, cfg.SOLVER
     assert m.META_ARCHITECTURE == "Baseline" and m.BACKBONE.NAME == "build_resnet_backbone"
-    assert m.BACKBONE.LAST_STRIDE == 1 and m.HEADS.NAME == "EmbeddingHead" and m.HEADS.NECK_FEAT == "after"
+    assert m.BACKBONE.LAST_STRIDE == 1 and m.HEADS.NAME == "EmbeddingHead"
+    # bag of tricks: triplet on the pre-BN feature (NECK_FEAT, fast-reid's meaning), test on the post-BN one
+    assert m.HEADS.NECK_FEAT == "before" and m.HEADS.EVAL_FEAT == "after"
     assert m.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss")
     assert m.LOSSES.CE.EPSILON == 0.1 and m.LOSSES.TRI.MARGIN == 0.3
     assert cfg.INPUT.REA.ENABLED and cfg.INPUT.FLIP.ENABLED and cfg.DATALOADER.NUM_INSTANCE == 4
