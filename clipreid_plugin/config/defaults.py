@@ -48,10 +48,26 @@ _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
 # plugin adds "build_clip_backbone").
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-# torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; ResNeXt "50x_32x4d", "101x_32x8d".
+# ResNet depth (build_resnet_backbone, fast-reid's layout): "18x", "34x", "50x", "101x", "152x";
+# ResNeXt "50x_32x4d", "101x_32x8d". ResNeSt (build_resnest_backbone): "50x", "101x", "200x", "269x".
 _C.MODEL.BACKBONE.DEPTH = "50x"
-# Stride of ResNet layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16), 2 = torchvision.
+# Stride of layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16; ResNeSt dilates layer4
+# instead, as fast-reid), 2 = ImageNet's.
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
+# Normalisation layer of ResNet / ResNeSt (fast-reid's key): "BN", or "syncBN" (synchronised under DDP).
+_C.MODEL.BACKBONE.NORM = "BN"
+# ResNet IBN-a (fast-reid's key): bn1 of the blocks of layer1-3 = InstanceNorm on half the channels +
+# BN on the other half. ImageNet weights for it are IBN-Net's files (resnet50_ibn_a-d9d0bb7b.pth).
+_C.MODEL.BACKBONE.WITH_IBN = False
+# ResNet squeeze-excitation in every block (fast-reid's key; no shipped fast-reid config enables it).
+_C.MODEL.BACKBONE.WITH_SE = False
+# ResNet non-local blocks (fast-reid's key and positions: after the last 2 blocks of layer2 and the last
+# 3 (50x) / 9 (101x) of layer3; none for 18x / 34x), as fast-reid's AGW and SBS use them.
+_C.MODEL.BACKBONE.WITH_NL = False
+# Intermediate width of the non-local blocks: False = 1 channel, fast-reid's arithmetic
+# (reduc_ratio // reduc_ratio) and the shape of its model-zoo checkpoints; True = in_channels // 2,
+# the non-local paper's (and fast-reid's evident intent; not loadable from fast-reid's zoo).
+_C.MODEL.BACKBONE.NL_HALF_CHANNELS = False
 # Width of the main (pre-BN) feature the heads and losses see; 0 = the built backbone's
 # out_features (the meta-architecture fills it into the config its losses are built with).
 _C.MODEL.BACKBONE.FEAT_DIM = 0

@@ -4,6 +4,7 @@ from .backbones import BACKBONE_REGISTRY, build_backbone
 from .heads import HEAD_REGISTRY, build_heads
 from .losses import LOSS_REGISTRY, build_losses
 from .meta_arch import META_ARCH_REGISTRY, build_model
+from . import fastreid_checkpoint  # noqa: F401  registers the fast-reid checkpoint converter
 
 __all__ = [
     "BACKBONE_REGISTRY", "build_backbone", "HEAD_REGISTRY", "build_heads",
