@@ -95,24 +95,60 @@ _C.MODEL.HEADS.NAME = "EmbeddingHead"
 # Filled in from the training set when 0.
 _C.MODEL.HEADS.NUM_CLASSES = 0
 declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
-# "before" = pre-BN feature at test time, "after" = post-BNNeck feature.
+# fast-reid's meaning: the feature the metric losses (triplet, circle, cosface) see in training,
+# "before" = pooled (pre-BNNeck) feature (fast-reid's default, bag of tricks), "after" = post-neck
+# feature. The CLIP-ReID plugin's CLIPBaseline reads it as CLIP-ReID's TEST.NECK_FEAT (its
+# evaluation feature), whose default "after" this default keeps.
 _C.MODEL.HEADS.NECK_FEAT = "after"
-# Global pooling of the backbone's feature map: "avg" or "max" or "gem".
+# The feature EmbeddingHead returns in evaluation: "after" = post-neck (fast-reid, bag of tricks),
+# "before" = pooled feature (TransReID's test convention).
+_C.MODEL.HEADS.EVAL_FEAT = "after"
+# Global pooling (fast-reid's names, modeling/heads/pooling.py): GlobalAvgPool, FastGlobalAvgPool,
+# GlobalMaxPool, AdaptiveAvgMaxPool, GeneralizedMeanPooling (GeM p=3), GeneralizedMeanPoolingP
+# (learnable p), ClipGlobalAvgPool, Identity, Flatten; "avg" / "max" / "gem" = the first GAP / GMP / GeM.
 _C.MODEL.HEADS.POOL_LAYER = "avg"
-# Initialisation std of the bias-free classifier weights.
+# Width of a 1x1-convolution embedding after the pooling; 0 = none.
+_C.MODEL.HEADS.EMBEDDING_DIM = 0
+# BatchNorm (bias frozen at 0) after the pooling / embedding: the BNNeck.
+_C.MODEL.HEADS.WITH_BNNECK = True
+# Classifier layer (modeling/heads/cls_layers.py): Linear, CosSoftmax, ArcSoftmax, CircleSoftmax;
+# SCALE multiplies the logits, MARGIN is the margin layers' m.
+_C.MODEL.HEADS.CLS_LAYER = "Linear"
+_C.MODEL.HEADS.SCALE = 1.0
+_C.MODEL.HEADS.MARGIN = 0.0
+# Initialisation std of the bias-free classifier weights (bag of tricks 0.001, fast-reid 0.01).
 _C.MODEL.HEADS.CLS_INIT_STD = 0.001
 
 _C.MODEL.LOSSES = CN()
 # Registered names in LOSS_REGISTRY; each loss reads its own sub-node below.
 _C.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss")
 _C.MODEL.LOSSES.CE = CN()
-_C.MODEL.LOSSES.CE.EPSILON = 0.1  # label smoothing; 0 = plain cross-entropy
+# label smoothing; 0 = plain cross-entropy; < 0 = fast-reid's adaptive smoothing ALPHA x p(target)
+_C.MODEL.LOSSES.CE.EPSILON = 0.1
+_C.MODEL.LOSSES.CE.ALPHA = 0.2
+# Smoothing convention: "uniform" = target (1-eps) onehot + eps/C, batch mean (bag of tricks,
+# TransReID, CLIP-ReID, torchreid); "fastreid" = target 1-eps, others eps/(C-1), sum divided by
+# the number of non-zero per-sample losses (fast-reid's cross_entropy_loss).
+_C.MODEL.LOSSES.CE.CONVENTION = "uniform"
 _C.MODEL.LOSSES.CE.SCALE = 1.0
 _C.MODEL.LOSSES.TRI = CN()
+# Ranking margin; <= 0 = soft margin log(1 + exp(d_ap - d_an)) (fast-reid's meaning)
 _C.MODEL.LOSSES.TRI.MARGIN = 0.3
-_C.MODEL.LOSSES.TRI.SOFT_MARGIN = False  # True = log(1 + exp(d_ap - d_an))
+_C.MODEL.LOSSES.TRI.SOFT_MARGIN = False  # True = soft margin whatever MARGIN says (CLIP-ReID's NO_MARGIN)
+# True = cosine distance 2 - 2 cos (fast-reid); False = Euclidean distance
 _C.MODEL.LOSSES.TRI.NORM_FEAT = False
+# True = hardest positive / negative; False = softmax-weighted positives / negatives (weighted-regularised triplet, AGW)
+_C.MODEL.LOSSES.TRI.HARD_MINING = True
 _C.MODEL.LOSSES.TRI.SCALE = 1.0
+# fast-reid's pairwise circle loss (Sun et al.) and pairwise CosFace on the metric feature.
+_C.MODEL.LOSSES.CIRCLE = CN()
+_C.MODEL.LOSSES.CIRCLE.MARGIN = 0.25
+_C.MODEL.LOSSES.CIRCLE.GAMMA = 128.0
+_C.MODEL.LOSSES.CIRCLE.SCALE = 1.0
+_C.MODEL.LOSSES.COSFACE = CN()
+_C.MODEL.LOSSES.COSFACE.MARGIN = 0.25
+_C.MODEL.LOSSES.COSFACE.GAMMA = 128.0
+_C.MODEL.LOSSES.COSFACE.SCALE = 1.0
 
 # ---------------------------------------------------------------------------------------------
 # INPUT (transforms)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clipreid_plugin.config import get_cfg
-from clipreid_plugin.modeling.losses import (CrossEntropyLoss, TripletLoss, batch_hard_triplet_loss,
+from clipreid_plugin.modeling.losses import (CrossEntropyLoss, TripletLoss, triplet_loss,
                                              cross_entropy_label_smooth)
 
 
@@ -60,29 +60,28 @@ def test_batch_hard_triplet_on_four_points():
     """Hinge and soft-margin batch-hard triplet on the four points above; zero when ids are far apart."""
     expected = (9.2 - 2 * R2) / 4  # sum of (ap - an + 0.3) = 1.3 + (2.3 - sqrt2) + 2.3 + (3.3 - sqrt2)
     assert expected == pytest.approx(sum(ap - an + 0.3 for ap, an in HARD) / 4)
-    assert batch_hard_triplet_loss(POINTS, IDS, 0.3).item() == pytest.approx(expected, abs=1e-6)
+    assert triplet_loss(POINTS, IDS, 0.3).item() == pytest.approx(expected, abs=1e-6)
     # a margin of 0 with well separated ids gives zero: shift id 1 far away
     far = POINTS + torch.tensor([[0.0, 0.0], [0.0, 0.0], [100.0, 0.0], [100.0, 0.0]])
-    assert batch_hard_triplet_loss(far, IDS, 0.3).item() == 0.0
+    assert triplet_loss(far, IDS, 0.3).item() == 0.0
     soft = sum(math.log1p(math.exp(ap - an)) for ap, an in HARD) / 4
-    assert batch_hard_triplet_loss(POINTS, IDS, 0.3, soft_margin=True).item() == pytest.approx(soft, abs=1e-6)
+    assert triplet_loss(POINTS, IDS, 0.3, soft_margin=True).item() == pytest.approx(soft, abs=1e-6)
 
 
-def test_triplet_normalised_features_by_hand():
-    """normalize=True: distances between the L2-normalised features.
+def test_triplet_norm_feat_uses_cosine_distance_by_hand():
+    """norm_feat=True: fast-reid's cosine distance 2 - 2 cos (not its square root).
 
     u0 = (1, 0), u1 = (0, 1), u2 = (1, 1) / sqrt2, u3 = (-1, 0); ids 0, 0, 1, 1.
-    d01 = d13 = sqrt2 = 1.414214, d02 = d12 = sqrt(2 - sqrt2) = 0.765367, d03 = 2,
-    d23 = sqrt(2 + sqrt2) = 1.847759. Hardest positive - hardest negative + 0.3 per anchor:
-    0: 1.414214 - 0.765367 + 0.3 = 0.948847; 1: the same, 0.948847;
-    2: 1.847759 - 0.765367 + 0.3 = 1.382392; 3: 1.847759 - 1.414214 + 0.3 = 0.733545.
-    Mean = 4.013631 / 4 = 1.003408.
+    d01 = d13 = 2, d02 = d12 = 2 - sqrt2 = 0.585786, d03 = 4, d23 = 2 + sqrt2 = 3.414214.
+    Hardest positive - hardest negative + 0.3 per anchor:
+    0: 2 - 0.585786 + 0.3 = 1.714214; 1: the same; 2: 3.414214 - 0.585786 + 0.3 = 3.128427;
+    3: 3.414214 - 2 + 0.3 = 1.714214. Mean = 8.271068 / 4 = 2.067767.
     """
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
     ids = torch.tensor([0, 0, 1, 1])
-    assert batch_hard_triplet_loss(feats, ids, 0.3, normalize=True).item() == pytest.approx(1.003408, abs=2e-6)
+    assert triplet_loss(feats, ids, 0.3, norm_feat=True).item() == pytest.approx(2.067767, abs=2e-6)
     # without normalisation the raw distances differ (d23 = sqrt(5) = 2.236068, d02 = 1, ...)
-    assert batch_hard_triplet_loss(feats, ids, 0.3).item() != pytest.approx(1.003408, abs=1e-3)
+    assert triplet_loss(feats, ids, 0.3).item() != pytest.approx(2.067767, abs=1e-3)
 
 
 def test_triplet_module_sums_feature_lists_and_scales():

@@ -127,7 +127,7 @@ class HeadWarmupHook(PhaseHook):
         if self.done:
             return
         model = unwrap_model(self.trainer.model)
-        optimizer = torch.optim.SGD(model.heads.neck.classifier.parameters(), lr=0.1)
+        optimizer = torch.optim.SGD([model.heads.weight], lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
         scheduler.unit = "epoch"
         self.run_loop(model, self.trainer.data_loader, optimizer, scheduler, start_epoch=0)
