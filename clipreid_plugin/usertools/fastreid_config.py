@@ -96,9 +96,13 @@ def _sampler(value) -> str:
 
 
 def _dataset_names(value) -> List[str]:
+    from clipreid_plugin.data import DATASET_REGISTRY
+
     names = []
     for n in as_name_list(value):
         n = VEHICLEID_TESTS.get(n, n)
+        if n not in DATASET_REGISTRY.names():
+            raise ValueError(f"no dataset {n!r} here (registered: {', '.join(DATASET_REGISTRY.names())})")
         if n not in names:
             names.append(n)
     return names
@@ -325,6 +329,23 @@ def is_fastreid_config(path: str) -> bool:
     return any(k in keys for k in FASTREID_ONLY_KEYS) or isinstance(keys.get("SOLVER.SCHED"), str)
 
 
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _as_our_type(value, default):
+    """yacs-style widening fast-reid's loader allows: an int where our default is a float."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)) and default and value and \
+            isinstance(default[0], float) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return type(value)(float(v) for v in value)
+    return value
+
+
 def _has_key(cfg, key: str) -> bool:
     node = cfg
     for part in key.split("."):
@@ -353,7 +374,7 @@ def convert_fastreid_config_with_notes(path: str) -> Tuple[Dict[str, Any], List[
                 unmapped.append(Unmapped(key, value, f"this build has no {m.ours} (its component is not installed)"))
                 continue
             try:
-                ours[m.ours] = m.convert(value) if m.convert else value
+                ours[m.ours] = _as_our_type(m.convert(value) if m.convert else value, _lookup(defaults, m.ours))
             except ValueError as e:
                 unmapped.append(Unmapped(key, value, str(e)))
             continue
