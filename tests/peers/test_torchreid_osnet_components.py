@@ -227,3 +227,24 @@ def test_imagenet_file_initialises_backbone_and_fc_as_torchreid(reference_dir, t
     with pytest.raises(CheckpointError, match=r"holds no torchreid fc of width 256"):
         build_model(_peer_cfg(case, "MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", str(path),
                               "MODEL.HEADS.EMBEDDING_DIM", "256"))
+
+
+@pytest.mark.parametrize("dataset", ["Market1501", "DukeMTMC", "MSMT17", "OccludedDuke"])
+@pytest.mark.parametrize("ain", [False, True])
+def test_configs_carry_torchreids_recipe(dataset, ain):
+    """The values of torchreid's configs/im_osnet{_ain}_x1_0_softmax_256x128_amsgrad_cosine.yaml."""
+    cfg = load_cfg(os.path.join(REPO, "configs", dataset, f"osnet{'_ain' if ain else ''}_x1_0.yml"), [])
+    m, s = cfg.MODEL, cfg.SOLVER
+    assert (m.BACKBONE.NAME, m.BACKBONE.DEPTH, m.BACKBONE.WITH_AIN, m.BACKBONE.PRETRAIN) == \
+        ("build_osnet_backbone", "x1_0", ain, True)
+    assert m.BACKBONE.PRETRAIN_PATH.endswith(f"osnet{'_ain' if ain else ''}_x1_0_imagenet.pth")
+    assert (m.HEADS.NAME, m.HEADS.EMBEDDING_DIM) == ("TorchreidHead", 512)
+    assert m.LOSSES.NAMES == ("CrossEntropyLoss",) and m.LOSSES.CE.EPSILON == 0.1  # loss softmax, label_smooth
+    assert (s.OPTIMIZER_NAME, s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH) == ("AMSGrad", 0.0015, 5e-4, 64)
+    assert (s.SCHED.NAME, s.MAX_EPOCHS, s.ETA_MIN_LR, s.WARMUP_EPOCHS) == ("CosineAnnealingLR", 100 if ain else 250,
+                                                                          0.0, 0)
+    assert (s.FIXBASE_EPOCHS, tuple(m.OPEN_LAYERS)) == (10, ("classifier",))
+    assert cfg.INPUT.SIZE_TRAIN == [256, 128] and cfg.INPUT.FLIP.ENABLED
+    assert not cfg.INPUT.PADDING.ENABLED and not cfg.INPUT.REA.ENABLED  # transforms: random_flip only
+    assert (cfg.TEST.METRIC, cfg.TEST.FEAT_NORM) == ("cosine" if ain else "euclidean", False)
+    assert cfg.DATASETS.NAMES == (dataset,)
