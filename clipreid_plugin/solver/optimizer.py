@@ -26,17 +26,19 @@ hooks (:mod:`.freeze`, :mod:`.clipping`), so every trainer and training phase ge
 """
 
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.registry import Registry
 
 from .clipping import add_gradient_clipping
 from .freeze import add_group_freeze
 
-__all__ = ["OPTIMIZERS", "NORM_MODULE_TYPES", "build_param_groups", "build_optimizer", "module_overrides",
+__all__ = ["OPTIMIZER_REGISTRY", "NORM_MODULE_TYPES", "build_param_groups", "build_optimizer", "module_overrides",
            "merge_param_groups", "norm_parameter_names"]
 
 # Normalisation layers whose parameters take SOLVER.WEIGHT_DECAY_NORM (fast-reid's list).
@@ -45,10 +47,16 @@ NORM_MODULE_TYPES = (
     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
 )
 
+OPTIMIZER_REGISTRY = Registry("OPTIMIZER", training_keys=["SOLVER.OPTIMIZER_NAME"])
+OPTIMIZER_REGISTRY.__doc__ = """
+Optimizers by ``SOLVER.OPTIMIZER_NAME``. A registered class or function is built as
+``obj(cfg, param_groups=..., lr=...)`` (the configurable convention): the parameter groups
+:func:`build_optimizer` made (each with its own ``lr`` / ``weight_decay``) and the default LR.
+"""
 
-def _kernels(groups, cfg) -> dict:
+
+def _kernels(groups, mode: str) -> dict:
     """``fused`` / ``foreach`` options from ``SOLVER.FUSED_OPTIMIZER`` ("auto": fused on a GPU)."""
-    mode = cfg.SOLVER.FUSED_OPTIMIZER
     if mode not in ("auto", "on", "off"):
         raise ConfigError(f"SOLVER.FUSED_OPTIMIZER must be 'auto', 'on' or 'off', got {mode!r}.")
     on_gpu = all(p.is_cuda for g in groups for p in g["params"])
@@ -57,26 +65,44 @@ def _kernels(groups, cfg) -> dict:
     return {"foreach": False} if mode == "off" else {}
 
 
-def _adam(groups, lr, cfg):
-    # Coupled L2 (weight decay added to the gradient), as the reference's torch.optim.Adam.
-    return torch.optim.Adam(groups, lr=lr, **_kernels(groups, cfg))
+def _common_args(cfg, param_groups, lr) -> dict:
+    return {"param_groups": param_groups, "lr": lr, "fused": cfg.SOLVER.FUSED_OPTIMIZER}
 
 
-def _amsgrad(groups, lr, cfg):
-    # torchreid's "amsgrad": torch.optim.Adam with amsgrad=True, coupled L2 weight decay.
-    return torch.optim.Adam(groups, lr=lr, amsgrad=True, **_kernels(groups, cfg))
+def _sgd_args(cfg, param_groups, lr) -> dict:
+    return dict(_common_args(cfg, param_groups, lr), momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
 
 
-def _adamw(groups, lr, cfg):
-    # Decoupled weight decay; each group carries its own weight_decay.
-    return torch.optim.AdamW(groups, lr=lr, **_kernels(groups, cfg))
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def Adam(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torch Adam: coupled L2 (weight decay added to the gradient), as the reference's."""
+    return torch.optim.Adam(param_groups, lr=lr, **_kernels(param_groups, fused))
 
 
-def _sgd(groups, lr, cfg):
-    momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def AdamW(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torch AdamW: decoupled weight decay; each group carries its own ``weight_decay``."""
+    return torch.optim.AdamW(param_groups, lr=lr, **_kernels(param_groups, fused))
+
+
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def AMSGrad(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torchreid's "amsgrad": torch Adam with ``amsgrad=True`` (the running maximum of the second moment),
+    coupled L2 weight decay."""
+    return torch.optim.Adam(param_groups, lr=lr, amsgrad=True, **_kernels(param_groups, fused))
+
+
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_sgd_args)
+def SGD(*, param_groups, lr: float, momentum: float = 0.9, nesterov: bool = False,  # noqa: N802 - config name
+        fused: str = "auto") -> torch.optim.Optimizer:
+    """torch SGD with ``SOLVER.MOMENTUM`` and ``SOLVER.NESTEROV``."""
     if nesterov and momentum <= 0:
         raise ConfigError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **_kernels(groups, cfg))
+    return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, nesterov=nesterov, **_kernels(param_groups, fused))
 
 
 def merge_param_groups(groups: List[dict]) -> List[dict]:
@@ -102,8 +128,6 @@ def merge_param_groups(groups: List[dict]) -> List[dict]:
     return list(merged.values())
 
 
-# Name (SOLVER.OPTIMIZER_NAME) -> builder(param_groups, default_lr, cfg).
-OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd, "AMSGrad": _amsgrad}
 
 
 def module_overrides(model: nn.Module) -> Dict[str, dict]:
@@ -214,8 +238,7 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
     """
     s = cfg.SOLVER
     name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {name!r} (SOLVER.OPTIMIZER_NAME); valid: {', '.join(OPTIMIZERS)}.")
+    OPTIMIZER_REGISTRY.get_for_key(name, "SOLVER.OPTIMIZER_NAME" if optimizer_name is None else "optimizer_name", cfg)
     base_lr = s.BASE_LR if base_lr is None else base_lr
     overrides = None
     fastreid_rules = {}
@@ -245,7 +268,7 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
         raise ConfigError(f"SOLVER.PARAM_GROUPS must be 'merged' or 'per_tensor', got {layout!r}.")
     if layout == "merged":
         groups = merge_param_groups(groups)
-    optimizer = OPTIMIZERS[name](groups, base_lr, cfg)
+    optimizer = OPTIMIZER_REGISTRY.build(name, cfg, param_groups=groups, lr=base_lr)
     if fastreid_rules.get("freeze_layers"):
         add_group_freeze(optimizer, int(s.FREEZE_ITERS))
     add_gradient_clipping(cfg, optimizer)

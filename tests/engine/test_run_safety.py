@@ -17,6 +17,7 @@ import train_net  # tools/train_net.py (tools/ is on the test path)
 from clipreid_plugin.config import load_cfg
 from clipreid_plugin.engine import validate_config
 from clipreid_plugin.utils.checkpoint import Checkpointer
+from training_checks import assert_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
@@ -60,6 +61,7 @@ def finished_run(tmp_path_factory, data_root):
     """A finished 3-epoch run with a checkpoint after every epoch (model_0001, model_0002, model_final)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     assert train(out, data_root) == 0
+    assert_trained(str(out), modules=["backbone", "heads"])  # else equal weights after a resume prove nothing
     return out
 
 
@@ -254,6 +256,9 @@ def test_a_checkpoint_evaluates_alone_without_training_data(finished_run, data_r
     assert train_net.cli(["--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out),
                           "DATASETS.ROOT_DIR", str(test_only), "SOLVER.IMS_PER_BATCH", "32"]) == 0
     assert json.load(open(out / "results.json")) == json.load(open(finished_run / "results.json"))
+    # a run that names no plugin carries none of their keys, in its folder and in its checkpoint
+    assert "CLIPREID" not in (finished_run / "config.yaml").read_text()
+    assert "CLIPREID" not in (out / "config.yaml").read_text()
 
 
 def test_weights_of_another_architecture_are_an_error(finished_run, data_root, tmp_path, capsys):
@@ -360,6 +365,8 @@ def test_a_clip_checkpoint_evaluates_and_extracts_without_its_clip_file_or_train
                           "SOLVER.IMS_PER_BATCH", "8", "TEST.IMS_PER_BATCH", "8", "CLIPREID.STAGE1.MAX_EPOCHS", "1",
                           "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
                           "SOLVER.AMP.ENABLED", "False"]) == 0
+    run_config = (run / "config.yaml").read_text()
+    assert "CLIPREID:" in run_config and "clipreid_plugin.plugins.clipreid" in run_config  # keys and activation
     clip_file.unlink()
     shutil.rmtree(os.path.join(data, "VeRi", "image_train"))
     out = tmp_path / "eval"

@@ -64,7 +64,7 @@ def test_config_matches_reference(folder, method):
     assert (s.OPTIMIZER_NAME, s.BIAS_LR_FACTOR, s.IMS_PER_BATCH, s.WARMUP_EPOCHS, s.GAMMA) == ("Adam", 2.0, 64, 10, 0.1)
     assert cfg.DATALOADER.NUM_INSTANCE == 4 and cfg.DATALOADER.SAMPLER == "PKSampler"
     assert (cfg.INPUT.FLIP.PROB, cfg.INPUT.REA.PROB, cfg.INPUT.PADDING.SIZE) == (0.5, 0.5, 10)
-    assert cfg.MODEL.HEADS.NECK_FEAT == "before" and cfg.TEST.FEAT_NORM and cfg.TEST.METRIC == "euclidean"
+    assert cfg.CLIPREID.NECK_FEAT == "before" and cfg.TEST.FEAT_NORM and cfg.TEST.METRIC == "euclidean"
     assert cfg.MODEL.LOSSES.CE.SCALE == e["id_w"] and cfg.MODEL.LOSSES.TRI.SCALE == 1.0
     assert cfg.MODEL.LOSSES.TRI.MARGIN == 0.3
     assert cfg.MODEL.LOSSES.CE.EPSILON == (0.1 if e["ls"] else 0.0)

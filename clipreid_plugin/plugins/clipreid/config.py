@@ -10,6 +10,7 @@ import logging
 from clipreid_plugin.config import CfgNode as CN
 from clipreid_plugin.config import declare_data_dependent_key, register_config_check, register_config_extension
 from clipreid_plugin.modeling import HEAD_REGISTRY, LOSS_REGISTRY
+from clipreid_plugin.solver import OPTIMIZER_REGISTRY
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import _quick_gelu, _stride_size
@@ -24,6 +25,7 @@ declare_data_dependent_key("CLIPREID.PROMPT.CLASS_WORD", "kind")
 # the plugin's keys that name registered components: checked with the whole config before a run
 HEAD_REGISTRY.name_config_key("CLIPREID.PROMPT.HEAD_NAME")
 LOSS_REGISTRY.name_config_key("CLIPREID.STAGE1.LOSS_NAMES", training_only=True)
+OPTIMIZER_REGISTRY.name_config_key("CLIPREID.STAGE1.OPTIMIZER", training_only=True)
 
 
 @register_config_extension
@@ -61,7 +63,7 @@ def add_clipreid_config(cfg: CN) -> None:
     # ----- CLIP-ReID method (prompt learner, image-text losses, two-phase schedule) -----
     # Test feature of CLIPBaseline / CLIPReID: "before" = concat of the pre-BN [feat, feat_proj] (the
     # reference's TEST.NECK_FEAT), "after" = the post-BNNeck features.
-    _C.CLIPREID.NECK_FEAT = "before"
+    _C.CLIPREID.NECK_FEAT = "after"
     _C.CLIPREID.PROMPT = CN()
     # Learnable identity-specific tokens per identity (the "X X X X" of the template).
     _C.CLIPREID.PROMPT.N_CTX = 4

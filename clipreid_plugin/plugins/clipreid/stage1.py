@@ -178,7 +178,7 @@ class _Stage1Progress(HookBase):
     def after_epoch(self):
         phase = self.phase
         phase.epochs_done = self.trainer.epoch + 1
-        period = phase.cfg.CLIPREID.STAGE1.CHECKPOINT_PERIOD
+        period = phase.trainer.cfg.CLIPREID.STAGE1.CHECKPOINT_PERIOD
         if period > 0 and phase.epochs_done % period == 0 and phase.epochs_done < phase.num_epochs:
             self.trainer.check_weights_finite()
             phase.trainer.checkpointer.save(f"model_stage1_{phase.epochs_done:04d}")

@@ -37,7 +37,7 @@ def test_supcon_without_positive_is_a_clear_error():
 
 
 def test_stage1_loss_is_both_directions_scaled():
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.CLIPREID.LOSSES.SUPCON.SCALE = 2.0
     loss = LOSS_REGISTRY.get("ImageTextSupConLoss")(cfg)
     img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -52,7 +52,7 @@ def test_stage1_loss_is_both_directions_scaled():
 
 
 def test_i2t_cross_entropy_label_smoothing_and_scale():
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.CLIPREID.LOSSES.I2T.EPSILON = 0.1
     cfg.CLIPREID.LOSSES.I2T.SCALE = 0.5
     loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(cfg)
@@ -68,6 +68,6 @@ def test_i2t_cross_entropy_label_smoothing_and_scale():
 
 
 def test_i2t_loss_without_text_features_names_the_fix():
-    loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(get_cfg())
+    loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(get_cfg(["clipreid_plugin.plugins.clipreid"]))
     with pytest.raises(ConfigError, match="stage 1"):
         loss({"cls_outputs": []}, torch.tensor([0]))

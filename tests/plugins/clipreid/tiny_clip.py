@@ -30,7 +30,7 @@ SIZE = (64, 32)  # (height, width) of the test images: a 4x2 patch grid for the 
 
 
 def tiny_clip_cfg(kind: str = "vit", meta_arch: str = "", num_classes: int = 0, size=SIZE, **clip_keys):
-    """get_cfg() for a randomly initialised tiny CLIP backbone on the CPU.
+    """get_cfg(["clipreid_plugin.plugins.clipreid"]) for a randomly initialised tiny CLIP backbone on the CPU.
 
     Args:
         kind: "vit" (ReID-Tiny-ViT-16) or "rn" (ReID-Tiny-RN).
@@ -39,7 +39,7 @@ def tiny_clip_cfg(kind: str = "vit", meta_arch: str = "", num_classes: int = 0, 
         size: INPUT.SIZE_TRAIN and INPUT.SIZE_TEST.
         clip_keys: CLIPREID.BACKBONE.* values (e.g. ``SIE_CAMERA=True``).
     """
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.DEVICE = "cpu"
     if meta_arch:
         cfg.MODEL.META_ARCHITECTURE = meta_arch
