@@ -27,6 +27,13 @@ Settings (config keys in brackets):
 
 Models: ``vit16`` (CLIP ViT-B/16, 256x128, stride 16), ``vit12sie`` (stride 12 + SIE),
 ``rn50`` (CLIP RN50); ``--tiny`` uses the plugin's ReID-Tiny-ViT-16 / ReID-Tiny-RN at 64x32.
+
+Backbones of the other methods (``--backbones``; :data:`BACKBONES`): part ``fwd+bwd``, the forward
+and backward pass of the backbone alone (its map pooled and averaged as the loss), images/s, at the
+full sizes also with ``--tiny`` (64x32, batch 2 then). reference-style = eager, fp16 autocast on a
+GPU (fast-reid's shipped configs train with AMP; fp32 on a CPU), contiguous tensors; ours = channels-last,
+--ours-dtype autocast, torch.compile (--compile-mode). Each backbone's row also gives its ``ours``
+throughput relative to ``r50`` measured in the same run (the cost of IBN / non-local / ResNeSt).
 Timings include no compilation (it happens in the warm-up steps). Ratios compare settings of
 the same run; on shared machines compare ratios, not absolute numbers across runs.
 
@@ -49,10 +56,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_line, rate, write_json  # noqa: E402
 
-from clipreid_plugin.config import DataInfo, fill_data_dependent_keys, load_cfg  # noqa: E402
+from clipreid_plugin.config import DataInfo, fill_data_dependent_keys, get_cfg, load_cfg  # noqa: E402
 from clipreid_plugin.engine.defaults import maybe_compile  # noqa: E402
 from clipreid_plugin.engine.train_loop import LossMonitor, OptimizationStep  # noqa: E402
-from clipreid_plugin.modeling import build_model  # noqa: E402
+from clipreid_plugin.modeling import build_backbone, build_model  # noqa: E402
 from clipreid_plugin.solver import build_optimizer  # noqa: E402
 from clipreid_plugin.utils.env import autocast, resolve_amp_dtype, resolve_device, resolve_dtype  # noqa: E402
 
@@ -64,6 +71,18 @@ MODELS = {  # name: (config file, CLIP model, tiny CLIP model)
     "rn50": ("cnn_clipreid.yml", "RN50", "ReID-Tiny-RN"),
 }
 PARTS = ("stage2", "stage2+data", "stage1-features", "stage1-prompt", "extract")
+# Backbones of the fast-reid / torchreid baselines: name -> MODEL.BACKBONE keys.
+BACKBONES = {
+    "r50": {"NAME": "build_resnet_backbone", "DEPTH": "50x"},                   # BoT R50
+    "r50-ibn": {"NAME": "build_resnet_backbone", "DEPTH": "50x", "WITH_IBN": True},
+    "r50-nl": {"NAME": "build_resnet_backbone", "DEPTH": "50x", "WITH_NL": True},  # AGW R50
+    "r50-ibn-nl": {"NAME": "build_resnet_backbone", "DEPTH": "50x", "WITH_IBN": True, "WITH_NL": True},  # SBS
+    "r101-ibn": {"NAME": "build_resnet_backbone", "DEPTH": "101x", "WITH_IBN": True},
+    "s50": {"NAME": "build_resnest_backbone", "DEPTH": "50x"},                  # BoT S50
+    "osnet": {"NAME": "build_osnet_backbone", "DEPTH": "x1_0"},                 # torchreid OSNet x1.0
+    "osnet-ain": {"NAME": "build_osnet_backbone", "DEPTH": "x1_0", "WITH_AIN": True},
+}
+BACKBONE_PART = "fwd+bwd"
 SETTINGS = ("reference-style", "ours")
 NUM_INSTANCE = 4
 
@@ -235,10 +254,52 @@ def run_setting(args, model_name: str, setting: str, data_root: str, device, res
     model.train()
 
 
+def run_backbone(args, name: str, device, results: Dict, deadline: float) -> None:
+    """Forward + backward images/s of one backbone of :data:`BACKBONES`, under each setting."""
+    cfg = get_cfg()
+    for k, v in BACKBONES[name].items():
+        setattr(cfg.MODEL.BACKBONE, k, v)
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg).to(device).train()
+    b, (h, w) = args.backbone_batch, args.size
+    images = torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(3)).to(device)
+    for setting in SETTINGS:
+        key = (name, BACKBONE_PART, setting)
+        if time.perf_counter() > deadline:
+            results[key] = "skipped (time budget)"
+            continue
+        ours = setting == "ours"
+        memory_format = torch.channels_last if ours else torch.contiguous_format
+        backbone, x = backbone.to(memory_format=memory_format), images.contiguous(memory_format=memory_format)
+        model = torch.compile(backbone, mode=args.compile_mode, backend=args.compile_backend) \
+            if ours and args.compile_mode else backbone
+        # fast-reid's shipped configs train with fp16 AMP (a GPU feature: fp32 on a CPU)
+        dtype = resolve_dtype(args.ours_dtype if ours else "float16" if device.type == "cuda" else "float32",
+                              device, "--ours-dtype")
+
+        def step() -> int:
+            backbone.zero_grad(set_to_none=True)
+            with autocast(device.type, dtype):
+                loss = model(x).feature.float().mean()
+            loss.backward()
+            return b
+
+        try:
+            results[key] = rate(step, device, args.warmup, args.steps)
+        except Exception as e:  # one failing backbone must not hide the others
+            traceback.print_exc()
+            results[key] = f"FAIL: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        print(f"  {name:10s} {BACKBONE_PART:16s} {setting:16s} "
+              + (f"{results[key]:9.1f} img/s" if isinstance(results[key], float) else results[key]), flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="vit16,vit12sie,rn50", help=f"comma list of: {', '.join(MODELS)}")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of: {', '.join(PARTS)}")
+    ap.add_argument("--backbones", default=",".join(BACKBONES),
+                    help=f"comma list of: {', '.join(BACKBONES)} ('' = none); forward+backward of the backbone alone")
+    ap.add_argument("--backbone-batch", type=int, default=None, help="batch of the backbone rows (default 64; tiny 2)")
     ap.add_argument("--device", default="auto", help="auto / cuda / cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny CLIP models at 64x32, 16 identities (CPU smoke run)")
     ap.add_argument("--batch", type=int, default=None, help="stage-2 batch (default 64; tiny 16)")
@@ -266,8 +327,12 @@ def main(argv=None):
     args.ids = args.ids or (16 if tiny else 751)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for bad in [p for p in args.parts if p not in PARTS] + [m for m in models if m not in MODELS]:
-        ap.error(f"unknown part or model {bad!r}; parts: {', '.join(PARTS)}; models: {', '.join(MODELS)}")
+    backbones = [m.strip() for m in args.backbones.split(",") if m.strip()]
+    args.backbone_batch = args.backbone_batch or (2 if tiny else 64)
+    for bad in [p for p in args.parts if p not in PARTS] + [m for m in models if m not in MODELS] + \
+            [m for m in backbones if m not in BACKBONES]:
+        ap.error(f"unknown part, model or backbone {bad!r}; parts: {', '.join(PARTS)}; models: {', '.join(MODELS)}; "
+                 f"backbones: {', '.join(BACKBONES)}")
     device = resolve_device(args.device)
     args.device = str(device)
     if args.ours_dtype == "auto":
@@ -295,6 +360,12 @@ def main(argv=None):
                     results.setdefault((model_name, part, setting), f"FAIL: {type(e).__name__}: {str(e)[:120]}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if backbones:
+        print(f"backbones {', '.join(backbones)}: forward + backward, batch {args.backbone_batch}", flush=True)
+    for name in backbones:
+        run_backbone(args, name, device, results, deadline)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     rows = []
     print(f"\n{'model':10s} {'part':16s} {'reference-style':>16s} {'ours':>12s} {'ratio':>7s}   (images/s)")
@@ -307,6 +378,17 @@ def main(argv=None):
             print(f"{model_name:10s} {part:16s} {fmt(ref):>16s} {fmt(ours):>12s} {ratio:>7s}")
             rows.append({"model": model_name, "part": part, "reference_style": ref, "ours": ours,
                          "ratio": ours / ref if ok else None})
+    base = results.get(("r50", BACKBONE_PART, "ours"))
+    for name in backbones:
+        ref, ours = (results.get((name, BACKBONE_PART, s), "n/a") for s in SETTINGS)
+        ok = isinstance(ref, float) and isinstance(ours, float)
+        fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "FAIL" if str(v).startswith("FAIL") else "n/a"  # noqa: E731
+        vs_r50 = f"   {ours / base:.2f}x of r50" if isinstance(base, float) and isinstance(ours, float) else ""
+        print(f"{name:10s} {BACKBONE_PART:16s} {fmt(ref):>16s} {fmt(ours):>12s} "
+              f"{(f'{ours / ref:.2f}x' if ok else '-'):>7s}{vs_r50}")
+        rows.append({"model": name, "part": BACKBONE_PART, "reference_style": ref, "ours": ours,
+                     "ratio": ours / ref if ok else None,
+                     "ours_vs_r50": ours / base if isinstance(base, float) and isinstance(ours, float) else None})
     write_json(args.json, rows)
     failed = [r for r in rows if any(str(r[k]).startswith("FAIL") for k in ("reference_style", "ours"))]
     return 1 if failed else 0

@@ -20,12 +20,13 @@ order; without one the fixed bounds of ``parity_harness.case_replay`` apply.
 The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file (and
 in its parent folder, for the float64 cases) unless ``--tiny-clip-dir`` says where it is.
 
-A peer case (``meta.peer``: ``fast-reid``; format ``../shared/reference/peers/README.md``) is
+A peer case (``meta.peer``: ``fast-reid`` or ``torchreid``; format ``../shared/reference/peers/README.md``) is
 replayed by that peer's module in :data:`PEER_REPLAYS` (the case's own config converted, the
 peer's weights through the checkpoint converter) with one row per output (families of many
 tensors, e.g. the gradients, as one row naming the worst):
 
     python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/fastreid_sbs_r50_ibn.pt
+    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/torchreid_osnet_x1_0.pt
 
 Exit status: 0 when every row of every case passes, 1 when a row fails (or the model cannot be
 rebuilt from the case), 2 when a case file cannot be used (missing, unreadable, or lacking keys
@@ -48,7 +49,7 @@ from parity_harness.case_replay import CaseFormatError, ParityRow, float64_case_
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
 # meta.peer of a peer case -> the module replaying it (its run_peer_case(case, path, device, dtype) -> rows)
-PEER_REPLAYS = {"fast-reid": "parity_harness.fastreid_replay"}
+PEER_REPLAYS = {"fast-reid": "parity_harness.fastreid_replay", "torchreid": "parity_harness.torchreid_replay"}
 
 
 def read_peer_case(path: str) -> Optional[dict]:

@@ -45,11 +45,13 @@ _C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 _C.MODEL.FREEZE_LAYERS = ()
 
 _C.MODEL.BACKBONE = CN()
-# Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
+# Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_resnest_backbone",
+# "build_osnet_backbone", "build_vit_backbone"; the CLIP-ReID
 # plugin adds "build_clip_backbone").
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
 # ResNet depth (build_resnet_backbone, fast-reid's layout): "18x", "34x", "50x", "101x", "152x";
 # ResNeXt "50x_32x4d", "101x_32x8d". ResNeSt (build_resnest_backbone): "50x", "101x", "200x", "269x".
+# OSNet (build_osnet_backbone, torchreid's widths): "x1_0", "x0_75", "x0_5", "x0_25".
 _C.MODEL.BACKBONE.DEPTH = "50x"
 # Stride of layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16; ResNeSt dilates layer4
 # instead, as fast-reid), 2 = ImageNet's.
@@ -68,6 +70,9 @@ _C.MODEL.BACKBONE.WITH_NL = False
 # (reduc_ratio // reduc_ratio) and the shape of its model-zoo checkpoints; True = in_channels // 2,
 # the non-local paper's (and fast-reid's evident intent; not loadable from fast-reid's zoo).
 _C.MODEL.BACKBONE.NL_HALF_CHANNELS = False
+# build_osnet_backbone: OSNet-AIN (instance normalisation in the stem and inside the residual of
+# torchreid's "INin" blocks) instead of OSNet.
+_C.MODEL.BACKBONE.WITH_AIN = False
 # Width of the main (pre-BN) feature the heads and losses see; 0 = the built backbone's
 # out_features (the meta-architecture fills it into the config its losses are built with).
 _C.MODEL.BACKBONE.FEAT_DIM = 0
@@ -106,7 +111,8 @@ _C.MODEL.HEADS.EVAL_FEAT = "after"
 # GlobalMaxPool, AdaptiveAvgMaxPool, GeneralizedMeanPooling (GeM p=3), GeneralizedMeanPoolingP
 # (learnable p), ClipGlobalAvgPool, Identity, Flatten; "avg" / "max" / "gem" = the first GAP / GMP / GeM.
 _C.MODEL.HEADS.POOL_LAYER = "avg"
-# Width of a 1x1-convolution embedding after the pooling; 0 = none.
+# Width of the embedding a head adds after the pooling; 0 = none. EmbeddingHead: a 1x1 convolution
+# (fast-reid's); TorchreidHead: its fc (Linear + BN1d + ReLU; torchreid's OSNet: 512).
 _C.MODEL.HEADS.EMBEDDING_DIM = 0
 # BatchNorm (bias frozen at 0) after the pooling / embedding: the BNNeck.
 _C.MODEL.HEADS.WITH_BNNECK = True
@@ -115,8 +121,14 @@ _C.MODEL.HEADS.WITH_BNNECK = True
 _C.MODEL.HEADS.CLS_LAYER = "Linear"
 _C.MODEL.HEADS.SCALE = 1.0
 _C.MODEL.HEADS.MARGIN = 0.0
-# Initialisation std of the bias-free classifier weights (bag of tricks 0.001, fast-reid 0.01).
+# Initialisation std of the classifier weights (bag of tricks 0.001, fast-reid 0.01; TorchreidHead: of
+# its fc and biased classifier, torchreid 0.01).
 _C.MODEL.HEADS.CLS_INIT_STD = 0.001
+
+# Modules trained during the first SOLVER.FIXBASE_EPOCHS epochs (torchreid's open_layers): a module
+# path of the model ("heads.classifier") or its last component ("classifier" = every module of that
+# name). Every other module is in eval mode with requires_grad False meanwhile.
+_C.MODEL.OPEN_LAYERS = ("classifier",)
 
 _C.MODEL.LOSSES = CN()
 # Registered names in LOSS_REGISTRY; each loss reads its own sub-node below.
@@ -239,7 +251,7 @@ _C.DATALOADER.DECODE_CACHE = ""
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
 _C.SOLVER.SEED = 1234
-_C.SOLVER.OPTIMIZER_NAME = "Adam"  # "Adam", "AdamW" or "SGD"
+_C.SOLVER.OPTIMIZER_NAME = "Adam"  # "Adam", "AdamW", "SGD" or "AMSGrad" (Adam with amsgrad=True, torchreid's)
 _C.SOLVER.BASE_LR = 3.5e-4
 _C.SOLVER.BIAS_LR_FACTOR = 1.0
 _C.SOLVER.MOMENTUM = 0.9
@@ -254,6 +266,9 @@ _C.SOLVER.PARAM_GROUPS = "merged"
 # Global batch size (all processes together).
 _C.SOLVER.IMS_PER_BATCH = 64
 _C.SOLVER.MAX_EPOCHS = 120
+# torchreid's fixbase_epoch: the first N epochs train only MODEL.OPEN_LAYERS (the rest frozen, its
+# BatchNorm statistics too); counted in MAX_EPOCHS. 0 = off.
+_C.SOLVER.FIXBASE_EPOCHS = 0
 _C.SOLVER.SCHED = CN()
 # "WarmupMultiStepLR" (warmup, then x GAMMA at each of STEPS_EPOCHS) or "WarmupCosineLR" (warmup,
 # then timm-style cosine over MAX_EPOCHS down to ETA_MIN_LR, not shifted by the warmup).

@@ -115,7 +115,7 @@ class ReIDImageDataset(torch.utils.data.Dataset):
         if not self.device_augment:
             item["images"] = self.transform.augment(arr, rng, generator)
             return item
-        item["images"] = torch.from_numpy(arr)
+        item["images"] = torch.from_numpy(self.transform.pre_augment(arr, rng, generator))  # AutoAugment: host
         if self.transform.is_random:
             flip, top, left, erase = self.transform.draw(rng, generator)
             item.update(aug_flip=flip, aug_crop=(top, left), aug_erase=erase or (0, 0, 0, 0),

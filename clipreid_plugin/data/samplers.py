@@ -15,7 +15,7 @@ from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.registry import Registry
 
-__all__ = ["SAMPLER_REGISTRY", "SamplerError", "ReIDSampler", "PKSampler", "RandomSampler",
+__all__ = ["SAMPLER_REGISTRY", "SamplerError", "ReIDSampler", "PKSampler", "RandomSampler", "BalancedIdentitySampler",
            "check_batch_size"]
 
 SAMPLER_REGISTRY = Registry("SAMPLER", training_keys=["DATALOADER.SAMPLER"])
@@ -192,6 +192,47 @@ class RandomSampler(ReIDSampler):
             return []
         total = -(-len(perm) // self.batch_size) * self.batch_size
         return np.resize(perm, total).tolist()
+
+
+@SAMPLER_REGISTRY.register()
+class BalancedIdentitySampler(PKSampler):
+    """fast-reid's ``BalancedIdentitySampler``: P identities x K images, the K-1 companions from other cameras.
+
+    Per pass over the identities (shuffled; a trailing part short of P identities is dropped):
+    each identity contributes one anchor image drawn uniformly, then K-1 images of other cameras
+    than the anchor's (without replacement when there are enough, else with), or, when every
+    image is from the anchor's camera, K-1 of its other images (the anchor repeated for an
+    identity with one image). As fast-reid's epoch (``len(dataset) // IMS_PER_BATCH``
+    iterations of an endless stream), an epoch here is that many global batches, from as many
+    passes as needed.
+    """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.camids is None:
+            raise SamplerError("BalancedIdentitySampler needs the training samples' cameras.")
+
+    def _identity_group(self, rng: np.random.Generator, idxs: np.ndarray) -> List[int]:
+        k = self.num_instance
+        anchor = int(rng.choice(idxs))
+        others_cam = idxs[self.camids[idxs] != self.camids[anchor]]
+        pool = others_cam if len(others_cam) else idxs[idxs != anchor]
+        if len(pool) == 0:
+            return [anchor] * k
+        return [anchor] + rng.choice(pool, size=k - 1, replace=len(pool) < k - 1).tolist()
+
+    def global_epoch_indices(self, epoch: int) -> List[int]:
+        rng, p = self._rng(epoch), self.num_pids_per_batch
+        pids = list(self.index_dict)
+        wanted = (len(self.pids) // self.batch_size) * self.batch_size
+        out: List[int] = []
+        while len(out) < wanted:
+            order = rng.permutation(len(pids))
+            order = order[: len(order) - len(order) % p]
+            for j in order:
+                out.extend(self._identity_group(rng, self.index_dict[pids[j]]))
+        return out[:wanted]
 
 
 def build_sampler(cfg, pids: Sequence[int], camids: Sequence[int], rank: int, world_size: int) -> ReIDSampler:

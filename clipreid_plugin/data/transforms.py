@@ -1,7 +1,7 @@
 """Train and test transforms of the reference, with explicit random generators.
 
-Train: Resize(SIZE_TRAIN, bicubic) -> RandomHorizontalFlip(p) -> Pad(10, zeros) ->
-RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing (timm, mode 'pixel').
+Train: Resize(SIZE_TRAIN, bicubic) -> [fast-reid's AutoAugment, INPUT.AUTOAUG] -> RandomHorizontalFlip(p)
+-> Pad(10, zeros) -> RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing (timm, mode 'pixel').
 Test: Resize(SIZE_TEST, bilinear) -> ToTensor -> Normalize.
 
 Every transform is split in two steps so that images can be cached after the deterministic
@@ -31,6 +31,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from clipreid_plugin.utils.errors import ConfigError
+
+from .transforms_autoaugment import AutoAugment
 
 __all__ = ["ReIDTransform", "RandomErasing", "AugmentParams", "normalize_uint8", "build_transforms"]
 
@@ -153,7 +155,7 @@ class ReIDTransform:
 
     def __init__(self, size: Sequence[int], interpolation: str, mean: Sequence[float],
                  std: Sequence[float], flip_prob: float = 0.0, padding: int = 0,
-                 erasing: Optional[RandomErasing] = None):
+                 erasing: Optional[RandomErasing] = None, autoaugment: Optional[AutoAugment] = None):
         """
         Args:
             size: output (height, width).
@@ -162,6 +164,7 @@ class ReIDTransform:
             flip_prob: horizontal flip probability (0 = no flip, no random draw).
             padding: zero padding before the random crop back to ``size`` (0 = no crop).
             erasing: random erasing after normalisation, or None.
+            autoaugment: fast-reid's AutoAugment on the resized image (:meth:`pre_augment`), or None.
         """
         if interpolation not in _INTERPOLATIONS:
             raise ConfigError(f"Unknown interpolation {interpolation!r} (INPUT.INTERPOLATION_*); "
@@ -173,11 +176,21 @@ class ReIDTransform:
         self.flip_prob = flip_prob
         self.padding = int(padding)
         self.erasing = erasing
+        self.autoaugment = autoaugment
 
     @property
     def is_random(self) -> bool:
         """Returns: whether :meth:`augment` draws random numbers."""
-        return self.flip_prob > 0 or self.padding > 0 or self.erasing is not None
+        return self.flip_prob > 0 or self.padding > 0 or self.erasing is not None or self.autoaugment is not None
+
+    def pre_augment(self, arr: np.ndarray, rng: Optional[random.Random] = None,
+                    generator: Optional[torch.Generator] = None) -> np.ndarray:
+        """The augmentation of the uint8 image before the flip / crop draws (fast-reid's AutoAugment).
+
+        Returns:
+            ``arr`` itself when there is none, else the augmented copy.
+        """
+        return arr if self.autoaugment is None else self.autoaugment(arr, rng, generator)
 
     @property
     def cache_key(self) -> str:
@@ -233,6 +246,7 @@ class ReIDTransform:
         Returns:
             float tensor (3, H, W).
         """
+        arr = self.pre_augment(arr, rng, generator)
         x = torch.from_numpy(arr).permute(2, 0, 1)
         if not self.is_random:
             return normalize_uint8(x, self.mean, self.std)
@@ -274,4 +288,5 @@ def build_transforms(cfg, is_train: bool) -> ReIDTransform:
         i.SIZE_TRAIN, i.INTERPOLATION_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD,
         flip_prob=i.FLIP.PROB if i.FLIP.ENABLED else 0.0,
         padding=i.PADDING.SIZE if i.PADDING.ENABLED else 0,
-        erasing=erasing)
+        erasing=erasing,
+        autoaugment=AutoAugment(cfg) if i.AUTOAUG.ENABLED else None)

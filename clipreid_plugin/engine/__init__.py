@@ -4,6 +4,7 @@ from .protocol import TrainerProtocol
 from .train_loop import HookBase, LossMonitor, OptimizationStep, SimpleTrainer, TrainerBase, check_weights_finite
 from .hooks import (HOOK_REGISTRY, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter,
                     PhaseHook, build_hook)
+from .fixbase import FixBaseHook
 from .launch import launch
 from .validate import validate_config
 from .defaults import (DefaultTrainer, build_evaluation_model, default_argument_parser, default_setup, describe_model,
@@ -12,6 +13,7 @@ from .defaults import (DefaultTrainer, build_evaluation_model, default_argument_
 __all__ = ["TrainerProtocol", "HookBase", "LossMonitor", "OptimizationStep", "SimpleTrainer", "TrainerBase", "check_weights_finite",
            "HOOK_REGISTRY",
            "EvalHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "PeriodicWriter", "PhaseHook",
+           "FixBaseHook",
            "build_hook", "launch", "DefaultTrainer", "build_evaluation_model", "default_argument_parser", "default_setup",
            "describe_model", "model_info", "write_run_files",
            "run_training", "setup_cfg", "validate_config"]

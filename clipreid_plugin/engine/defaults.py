@@ -27,6 +27,7 @@ from clipreid_plugin.utils.logger import setup_logger
 
 from . import hooks, run_dir
 from .layer_freeze import LayerFreeze
+from .fixbase import FixBaseHook
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training", "maybe_compile",
@@ -271,7 +272,9 @@ class DefaultTrainer(TrainerBase):
             device = next(model.parameters()).device
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                             bucket_cap_mb=cfg.SOLVER.DDP.BUCKET_CAP_MB, gradient_as_bucket_view=True,
-                                            static_graph=cfg.SOLVER.DDP.STATIC_GRAPH)
+                                            static_graph=cfg.SOLVER.DDP.STATIC_GRAPH,
+                                            # fixbase epochs leave the frozen layers without gradients
+                                            find_unused_parameters=cfg.SOLVER.FIXBASE_EPOCHS > 0)
         model = maybe_compile(model, cfg)
         # the autocast dtype of the main loop and of every training phase (None = fp32)
         self.amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP, next(unwrap_model(model).parameters()).device)
@@ -347,6 +350,8 @@ class DefaultTrainer(TrainerBase):
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
         if cfg.SOLVER.FREEZE_ITERS > 0 and len(cfg.MODEL.FREEZE_LAYERS) > 0:  # fast-reid's freeze (layer_freeze.py)
             ret.append(LayerFreeze(cfg))
+        if cfg.SOLVER.FIXBASE_EPOCHS > 0:  # torchreid's fixbase epochs (engine/fixbase.py)
+            ret.append(FixBaseHook(cfg))
         ret.extend(hooks.build_hook(cfg, name) for name in cfg.TRAINER.HOOKS)
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model),

@@ -88,6 +88,14 @@ def AdamW(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimi
 
 
 @OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def AMSGrad(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torchreid's "amsgrad": torch Adam with ``amsgrad=True`` (the running maximum of the second moment),
+    coupled L2 weight decay."""
+    return torch.optim.Adam(param_groups, lr=lr, amsgrad=True, **_kernels(param_groups, fused))
+
+
+@OPTIMIZER_REGISTRY.register()
 @configurable(from_config=_sgd_args)
 def SGD(*, param_groups, lr: float, momentum: float = 0.9, nesterov: bool = False,  # noqa: N802 - config name
         fused: str = "auto") -> torch.optim.Optimizer:

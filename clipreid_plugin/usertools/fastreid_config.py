@@ -10,10 +10,9 @@ value here is the only behaviour there is: dropped when they hold it) and everyt
 which is reported as not mapped with the reason. A mapped key whose target this build does
 not have (a component not installed) is reported as not mapped too.
 
-The solver keys a fast-reid file does not set take fast-reid's defaults
-(:data:`FASTREID_SOLVER_DEFAULTS`: the schedule, warmup, weight decay of norm layers and biases
-are part of a fast-reid method); every other key a file does not set takes this toolkit's
-default.
+The keys that define a method (model, losses, train transforms, solver, test metric) that a
+fast-reid file does not set take fast-reid's defaults (:data:`FASTREID_DEFAULTS`), as they would
+there; every other key a file does not set takes this toolkit's default.
 
     from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config
     ours, unmapped = convert_fastreid_config("fastreid/configs/Market1501/sbs_R50-ibn.yml")
@@ -30,7 +29,7 @@ from clipreid_plugin.modeling.backbones.resnet import RESNET_ARCHS
 from clipreid_plugin.modeling.backbones.torchvision_weights import torchvision_weights_file_name
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 
-__all__ = ["Mapping", "KEY_MAP", "SAME_BEHAVIOUR", "FASTREID_SOLVER_DEFAULTS", "Unmapped", "read_fastreid_yaml",
+__all__ = ["Mapping", "KEY_MAP", "SAME_BEHAVIOUR", "FASTREID_DEFAULTS", "Unmapped", "read_fastreid_yaml",
            "is_fastreid_config", "convert_fastreid_config", "convert_fastreid_config_with_notes", "converted_yaml"]
 
 
@@ -96,9 +95,13 @@ def _sampler(value) -> str:
 
 
 def _dataset_names(value) -> List[str]:
+    from clipreid_plugin.data import DATASET_REGISTRY
+
     names = []
     for n in as_name_list(value):
         n = VEHICLEID_TESTS.get(n, n)
+        if n not in DATASET_REGISTRY.names():
+            raise ValueError(f"no dataset {n!r} here (registered: {', '.join(DATASET_REGISTRY.names())})")
         if n not in names:
             names.append(n)
     return names
@@ -229,15 +232,38 @@ SAME_BEHAVIOUR: Dict[str, Any] = {
     "MODEL.BACKBONE.FEAT_DIM": None,  # inferred from the built backbone here, any value
 }
 
-# fast-reid's defaults (fastreid/config/defaults.py @ c9bc3ce) of the solver keys: a file that does not
-# set one of them trains with these there, so the converted config does too.
-FASTREID_SOLVER_DEFAULTS: Dict[str, Any] = {
+# fast-reid's defaults (fastreid/config/defaults.py @ c9bc3ce) of the keys that define a method (model, losses,
+# train transforms, solver, test metric): a file that does not set one of them gets these there, so the
+# converted config does too. Every other key a file does not set takes this toolkit's default.
+FASTREID_DEFAULTS: Dict[str, Any] = {
+    "MODEL.META_ARCHITECTURE": "Baseline", "MODEL.FREEZE_LAYERS": [],
+    "MODEL.PIXEL_MEAN": [0.485 * 255, 0.456 * 255, 0.406 * 255], "MODEL.PIXEL_STD": [0.229 * 255, 0.224 * 255,
+                                                                                    0.225 * 255],
+    "MODEL.BACKBONE.NAME": "build_resnet_backbone", "MODEL.BACKBONE.DEPTH": "50x", "MODEL.BACKBONE.LAST_STRIDE": 1,
+    "MODEL.BACKBONE.NORM": "BN", "MODEL.BACKBONE.WITH_IBN": False, "MODEL.BACKBONE.WITH_SE": False,
+    "MODEL.BACKBONE.WITH_NL": False, "MODEL.BACKBONE.PRETRAIN": True,
+    "MODEL.HEADS.NAME": "EmbeddingHead", "MODEL.HEADS.EMBEDDING_DIM": 0, "MODEL.HEADS.WITH_BNNECK": False,
+    "MODEL.HEADS.NECK_FEAT": "before", "MODEL.HEADS.POOL_LAYER": "GlobalAvgPool", "MODEL.HEADS.CLS_LAYER": "Linear",
+    "MODEL.HEADS.MARGIN": 0.0, "MODEL.HEADS.SCALE": 1,
+    "MODEL.LOSSES.NAME": ("CrossEntropyLoss",), "MODEL.LOSSES.CE.EPSILON": 0.0, "MODEL.LOSSES.CE.ALPHA": 0.2,
+    "MODEL.LOSSES.CE.SCALE": 1.0, "MODEL.LOSSES.TRI.MARGIN": 0.3, "MODEL.LOSSES.TRI.NORM_FEAT": False,
+    "MODEL.LOSSES.TRI.HARD_MINING": False, "MODEL.LOSSES.TRI.SCALE": 1.0,
+    "MODEL.LOSSES.CIRCLE.MARGIN": 0.25, "MODEL.LOSSES.CIRCLE.GAMMA": 128, "MODEL.LOSSES.CIRCLE.SCALE": 1.0,
+    "MODEL.LOSSES.COSFACE.MARGIN": 0.25, "MODEL.LOSSES.COSFACE.GAMMA": 128, "MODEL.LOSSES.COSFACE.SCALE": 1.0,
+    "INPUT.SIZE_TRAIN": [256, 128], "INPUT.SIZE_TEST": [256, 128], "INPUT.FLIP.ENABLED": False,
+    "INPUT.FLIP.PROB": 0.5, "INPUT.PADDING.ENABLED": False, "INPUT.PADDING.MODE": "constant",
+    "INPUT.PADDING.SIZE": 10, "INPUT.REA.ENABLED": False, "INPUT.REA.PROB": 0.5, "INPUT.AUTOAUG.ENABLED": False,
+    "INPUT.AUTOAUG.PROB": 0.0,
+    "DATALOADER.SAMPLER_TRAIN": "TrainingSampler", "DATALOADER.NUM_INSTANCE": 4,
     "SOLVER.OPT": "Adam", "SOLVER.MAX_EPOCH": 120, "SOLVER.BASE_LR": 3e-4, "SOLVER.BIAS_LR_FACTOR": 1.0,
     "SOLVER.HEADS_LR_FACTOR": 1.0, "SOLVER.MOMENTUM": 0.9, "SOLVER.NESTEROV": False, "SOLVER.WEIGHT_DECAY": 5e-4,
     "SOLVER.WEIGHT_DECAY_NORM": 5e-4, "SOLVER.WEIGHT_DECAY_BIAS": 5e-4, "SOLVER.SCHED": "MultiStepLR",
     "SOLVER.DELAY_EPOCHS": 0, "SOLVER.GAMMA": 0.1, "SOLVER.STEPS": [30, 55], "SOLVER.ETA_MIN_LR": 1e-7,
     "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.WARMUP_ITERS": 1000, "SOLVER.WARMUP_METHOD": "linear",
-    "SOLVER.FREEZE_ITERS": 0, "MODEL.FREEZE_LAYERS": [], "SOLVER.IMS_PER_BATCH": 64,
+    "SOLVER.FREEZE_ITERS": 0, "SOLVER.IMS_PER_BATCH": 64, "SOLVER.CLIP_GRADIENTS.ENABLED": False,
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 5.0,
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": 2.0,
+    "TEST.METRIC": "cosine", "TEST.FLIP.ENABLED": False,
 }
 
 # reasons for fast-reid keys without an equivalent (others: "no such key here")
@@ -325,6 +351,23 @@ def is_fastreid_config(path: str) -> bool:
     return any(k in keys for k in FASTREID_ONLY_KEYS) or isinstance(keys.get("SOLVER.SCHED"), str)
 
 
+def _lookup(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _as_our_type(value, default):
+    """yacs-style widening fast-reid's loader allows: an int where our default is a float."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)) and default and value and \
+            isinstance(default[0], float) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return type(value)(float(v) for v in value)
+    return value
+
+
 def _has_key(cfg, key: str) -> bool:
     node = cfg
     for part in key.split("."):
@@ -340,7 +383,7 @@ def convert_fastreid_config_with_notes(path: str) -> Tuple[Dict[str, Any], List[
     Returns:
         (ours, unmapped, notes).
     """
-    theirs = dict(FASTREID_SOLVER_DEFAULTS, **read_fastreid_yaml(path))
+    theirs = dict(FASTREID_DEFAULTS, **read_fastreid_yaml(path))
     defaults = get_cfg()
     by_key = {m.fastreid: m for m in KEY_MAP}
     ours: Dict[str, Any] = {}
@@ -353,7 +396,7 @@ def convert_fastreid_config_with_notes(path: str) -> Tuple[Dict[str, Any], List[
                 unmapped.append(Unmapped(key, value, f"this build has no {m.ours} (its component is not installed)"))
                 continue
             try:
-                ours[m.ours] = m.convert(value) if m.convert else value
+                ours[m.ours] = _as_our_type(m.convert(value) if m.convert else value, _lookup(defaults, m.ours))
             except ValueError as e:
                 unmapped.append(Unmapped(key, value, str(e)))
             continue
@@ -376,8 +419,6 @@ def _complete(ours: Dict[str, Any], theirs: Dict[str, Any], defaults, notes: Lis
         ours["MODEL.HEADS.EVAL_FEAT"] = "after"
     if _has_key(defaults, "MODEL.LOSSES.CE.CONVENTION"):  # fast-reid's label smoothing and normalisation
         ours["MODEL.LOSSES.CE.CONVENTION"] = "fastreid"
-    if ours.get("MODEL.LOSSES.TRI.MARGIN") == 0:  # fast-reid: margin 0 means soft margin
-        ours["MODEL.LOSSES.TRI.SOFT_MARGIN"] = True
     tests = as_name_list(theirs.get("DATASETS.TESTS", ()))
     if any(t in VEHICLEID_TESTS for t in tests) and _has_key(defaults, "DATASETS.VEHICLEID.TEST_SIZE"):
         ours["DATASETS.VEHICLEID.TEST_SIZE"] = 800

@@ -3,6 +3,8 @@
 Their arithmetic is checked against fast-reid's own tensors in tests/peers/test_fastreid_backbones.py.
 """
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,19 @@ def test_bad_settings_give_clear_errors():
         build_backbone(_cfg(NAME="build_resnest_backbone", PRETRAIN=True))
     with pytest.raises(FileNotFoundError, match=r"does not exist"):
         build_backbone(_cfg(NAME="build_resnest_backbone", PRETRAIN=True, PRETRAIN_PATH="/nonexistent/r.pth"))
+
+
+def test_sync_bn_in_one_process_is_batch_norm():
+    torch.manual_seed(0)
+    sync = ResNetBackbone("18x", norm="syncBN").train()
+    plain = ResNetBackbone("18x").train()
+    plain.load_state_dict(sync.state_dict())
+    assert isinstance(sync.layer1[0].bn1, nn.SyncBatchNorm)
+    x = torch.randn(2, 3, 64, 32)
+    torch.testing.assert_close(sync(x).feature, plain(x).feature, rtol=0, atol=0)
+
+
+def test_non_local_on_a_basic_block_resnet_builds_none_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING), torch.device("meta"):
+        b = ResNetBackbone("34x", with_nl=True)
+    assert not b.with_nl and "no non-local block in a ResNet 34x" in caplog.text

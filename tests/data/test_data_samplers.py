@@ -88,3 +88,28 @@ def test_batch_not_divisible_errors_name_keys_and_values():
         PKSampler(pids=PIDS, batch_size=30, num_instance=5, seed=0, world_size=4)
     with pytest.raises(SamplerError, match=r"= 16 / 2 = 8.*NUM_INSTANCE=3"):
         PKSampler(pids=PIDS, batch_size=16, num_instance=3, seed=0, rank=0, world_size=2)
+
+
+def test_balanced_identity_sampler_draws_companions_from_other_cameras():
+    """fast-reid's BalancedIdentitySampler: K-1 companions of another camera than the anchor's when the
+    identity has one; the same camera only when it has no other; epochs of len(dataset) // batch batches."""
+    from clipreid_plugin.data.samplers import BalancedIdentitySampler
+
+    # identities 0..5: 0-4 with cameras 0 and 1, 5 with camera 0 only; identity 4 has one camera-1 image
+    pids, camids = [], []
+    for pid in range(6):
+        for j in range(6):
+            pids.append(pid)
+            camids.append(0 if pid == 5 or j < (5 if pid == 4 else 3) else 1)
+    s = BalancedIdentitySampler(pids=pids, camids=camids, batch_size=8, num_instance=4, seed=3)
+    idx = s.epoch_indices(0)
+    assert len(idx) == (36 // 8) * 8
+    for start in range(0, len(idx), 4):
+        group = idx[start:start + 4]
+        assert len({pids[i] for i in group}) == 1
+        anchor_cam, rest = camids[group[0]], [camids[i] for i in group[1:]]
+        if pids[group[0]] == 5:
+            assert rest == [0, 0, 0] and group[0] not in group[1:]
+        else:
+            assert all(c != anchor_cam for c in rest)
+    assert s.epoch_indices(0) == idx and s.epoch_indices(1) != idx  # seeded per epoch

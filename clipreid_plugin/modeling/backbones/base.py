@@ -8,7 +8,8 @@ every backbone works under every meta-architecture whose needs its fields cover:
 ========================  =========  ==============  =========
 backbone                  feature    intermediate    projected
 ========================  =========  ==============  =========
-torchvision ResNet        (B,C,h,w)  -               -
+ResNet / ResNeSt          (B,C,h,w)  -               -
+OSNet / OSNet-AIN         (B,C,h,w)  -               -
 torchvision ViT           (B,C)      -               -
 CLIP ModifiedResNet       (B,C,h,w)  (B,C',h',w')    (B,D)
 CLIP ViT                  (B,C)      (B,C)           (B,D)

@@ -195,6 +195,9 @@ class ResNetBackbone(Backbone):
                 inter = channels // 2 if nl_half_channels else 1
                 setattr(self, f"NL_{k}", nn.ModuleList(NonLocal(channels, norm, inter) for _ in range(n)))
         self.with_nl = any(counts)
+        if with_nl and not self.with_nl:
+            logger.warning(f"MODEL.BACKBONE.WITH_NL: fast-reid places no non-local block in a ResNet {depth} "
+                           f"(only in 50x and 101x); none is built.")
         self.out_features = 512 * block.expansion
 
     def _make_layer(self, block, planes: int, n: int, stride: int, **kwargs) -> nn.Sequential:

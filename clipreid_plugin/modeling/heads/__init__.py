@@ -5,6 +5,7 @@ from .bnneck import BNNeck
 from .cls_layers import CLS_LAYERS, build_cls_layer
 from .embedding_head import EmbeddingHead
 from .pooling import POOL_ALIASES, POOL_LAYERS, build_pool_layer
+from .torchreid_head import TorchreidHead
 
 __all__ = ["HEAD_REGISTRY", "build_head", "build_heads", "BNNeck", "EmbeddingHead", "CLS_LAYERS", "build_cls_layer",
-           "POOL_LAYERS", "POOL_ALIASES", "build_pool_layer"]
+           "POOL_LAYERS", "POOL_ALIASES", "build_pool_layer", "TorchreidHead"]

@@ -1,6 +1,7 @@
 """Losses, registered by class name in LOSS_REGISTRY."""
 
 from .build import LOSS_REGISTRY, build_losses
+from . import loss_weights  # noqa: F401  registers the check that listed losses have a weight
 from .circle import CircleLoss, pairwise_circle_loss
 from .cosface import Cosface, pairwise_cosface_loss
 from .cross_entropy import CrossEntropyLoss, cross_entropy_label_smooth, fastreid_cross_entropy
