@@ -14,11 +14,9 @@ import argparse
 import os
 import sys
 
-# Before torch loads OpenMP: idle worker threads sleep instead of spinning, so the demo does not
-# crawl on a machine where other processes compute too (benchmarks/omp_wait_policy.py measures
-# the step time under both policies; on a shared 2-core machine PASSIVE was 4x faster). An
-# explicit setting of the variable wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 import clipreid_plugin  # noqa: E402,F401  (registers components)
 from clipreid_plugin.comparison import MethodSpec, run_benchmark, table_text, write_outputs  # noqa: E402

@@ -20,6 +20,10 @@ import argparse
 import json
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 from tabulate import tabulate
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)

@@ -11,6 +11,10 @@ Run ``--help`` for every flag. Trailing ``KEY VALUE`` pairs override the config.
 
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import clipreid_plugin  # noqa: F401  (registers the host's components; plugins load with the config)
 from clipreid_plugin.engine import default_argument_parser, default_setup, launch, run_training, setup_cfg
 from clipreid_plugin.utils.cli import run_tool
