@@ -33,6 +33,7 @@ from clipreid_plugin.modeling import LOSS_REGISTRY, META_ARCH_REGISTRY, build_ba
 from clipreid_plugin.modeling.meta_arch import apply_losses, weights_replace_pretrained
 from clipreid_plugin.modeling.backbones import eval_mode
 from clipreid_plugin.modeling.heads import build_head
+from clipreid_plugin.modeling.losses import full_precision
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import CLIPImageEncoder, load_clip_from_config, shared_clip_models
@@ -104,7 +105,8 @@ class CLIPReID(CLIPBaseline):
     # ------------------------------------------------------------------ stage 2 (training step)
     def compute_losses(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Add ``i2t_logits`` (projected image feature @ frozen text features.T, raw dot
-        products) when the text features are set, then apply every configured loss.
+        products, in fp32 under any autocast) when the text features are set, then apply every
+        configured loss.
 
         Args:
             outputs: :meth:`extract_features`'s training dict.
@@ -114,7 +116,10 @@ class CLIPReID(CLIPBaseline):
             ``{"loss_<name>": scalar}``, already weighted.
         """
         if self.has_text_features():
-            outputs["i2t_logits"] = outputs["feat_proj"] @ self.text_head.text_features.t()
+            # in fp32 whatever the autocast dtype: under bf16 (8-bit mantissa) the logits of
+            # close identities would round together (the reference computes them in fp16)
+            with full_precision(outputs["feat_proj"], self.text_head.text_features) as (feat, text):
+                outputs["i2t_logits"] = feat @ text.t()
         return super().compute_losses(outputs, targets)
 
     # ------------------------------------------------------------------ stage 1 (PromptLearningModel)
