@@ -94,9 +94,10 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise CheckpointError(
-            f"CLIP weights file not found: {path!r}. Set MODEL.BACKBONE.PRETRAIN_PATH to a local "
-            f"OpenAI release file (e.g. ~/.cache/clip/ViT-B-16.pt), an open_clip checkpoint, or leave "
-            f"it empty and use MODEL.BACKBONE.CLIP.PRETRAINED_TAG (needs the network) or random init."
+            f"CLIP weights file not found: {path!r}. `python tools/fetch_weights.py` downloads the OpenAI "
+            f"release files the configs name (~/.cache/clip/RN50.pt, ~/.cache/clip/ViT-B-16.pt; checksums "
+            f"verified); or set MODEL.BACKBONE.PRETRAIN_PATH to another local OpenAI or open_clip file; or "
+            f"train from random weights with MODEL.BACKBONE.PRETRAIN False."
         )
     is_ts = False
     if path.endswith(".safetensors"):
