@@ -23,7 +23,8 @@ from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, u
 from clipreid_plugin.utils.env import resolve_amp_dtype, resolve_dtype, seed_all_rng, set_determinism
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
-from clipreid_plugin.utils.logger import setup_logger
+from clipreid_plugin.utils.logger import log_once, setup_logger
+from clipreid_plugin.utils.optional import extra_hint
 
 from . import hooks, run_dir
 from .train_loop import SimpleTrainer, TrainerBase
@@ -371,7 +372,8 @@ class DefaultTrainer(TrainerBase):
         try:
             writers.append(TensorboardWriter(self.cfg.OUTPUT_DIR, phase=phase))
         except ImportError:
-            logging.getLogger(__name__).info("TensorBoard not installed: skipping its writer.")
+            log_once(logging.getLogger(__name__), f"TensorBoard not installed: no event files "
+                     f"({extra_hint('tensorboard', 'tensorboard')}).")
         return writers
 
     def schedule(self) -> List[tuple]:

@@ -7,7 +7,7 @@ from typing import Optional
 
 from termcolor import colored
 
-__all__ = ["setup_logger", "log_every_n_seconds"]
+__all__ = ["setup_logger", "log_every_n_seconds", "log_once"]
 
 
 class _ColorfulFormatter(logging.Formatter):
@@ -79,3 +79,16 @@ def log_every_n_seconds(logger: logging.Logger, msg: str, n: float = 5.0, key: s
     if now - _LAST_LOG.get(k, -1e9) >= n:
         _LAST_LOG[k] = now
         logger.info(msg)
+
+
+_LOGGED_ONCE = set()
+
+
+def log_once(logger: logging.Logger, msg: str, level: int = logging.INFO, key: str = "") -> None:
+    """Log ``msg`` the first time this process asks for ``key`` (default: the message itself):
+    notices about the data or the environment that every dataset build or evaluation would
+    otherwise repeat."""
+    k = key or msg
+    if k not in _LOGGED_ONCE:
+        _LOGGED_ONCE.add(k)
+        logger.log(level, msg)
