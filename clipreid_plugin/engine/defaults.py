@@ -201,6 +201,7 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
     if restarted:
         args.resume = True
     cfg, notes = _prepare_output_dir(cfg, args)
+    cfg = _resolve_root_dir(cfg)
     if comm.is_main_process() and not args.eval_only:
         run_dir.record_torchrun_job(cfg.OUTPUT_DIR)
     rank = comm.get_rank()
@@ -216,6 +217,21 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
                     f"resuming from the last good checkpoint of {cfg.OUTPUT_DIR}.")
     seed_all_rng(cfg.SOLVER.SEED)
     set_determinism(cfg.DETERMINISTIC, cfg.CUDNN_BENCHMARK)
+    return cfg
+
+
+def _resolve_root_dir(cfg: CfgNode) -> CfgNode:
+    """``DATASETS.ROOT_DIR`` as an absolute path (``~`` expanded), so that the run's
+    ``config.yaml`` and checkpoints find the data from any working folder (``--eval-only``
+    elsewhere); a ``DATASETS.ROOT_DIR`` override on the command line still replaces it."""
+    root = cfg.DATASETS.ROOT_DIR
+    resolved = os.path.abspath(os.path.expanduser(root)) if root else root
+    if resolved == root:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.ROOT_DIR = resolved
+    cfg.freeze()
     return cfg
 
 

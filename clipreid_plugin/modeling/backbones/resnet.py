@@ -140,6 +140,8 @@ def build_resnet_backbone(cfg) -> ResNetBackbone:
             )
         load_pretrained_resnet(backbone, c.PRETRAIN_PATH, c.DEPTH)
     elif c.PRETRAIN_PATH:
+        # name the file of the depth in use: the path often comes from a base config of another depth
         logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "
-                       f"{c.PRETRAIN_PATH} is not loaded (random initialisation).")
+                       f"{c.PRETRAIN_PATH} is not loaded (random initialisation). The ImageNet weights of "
+                       f"DEPTH {c.DEPTH!r} are {_torchvision_file_name(c.DEPTH)}.")
     return backbone
