@@ -10,6 +10,7 @@ import shutil
 from contextlib import contextmanager
 
 import pytest
+import torch
 import yaml
 
 import train_net  # tools/ is on the test path (setup.cfg)
@@ -42,11 +43,15 @@ def _records(name="clipreid_plugin"):
     got = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = got.append
-    logging.getLogger(name).addHandler(handler)
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
     try:
         yield got
     finally:
-        logging.getLogger(name).removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,23 @@ def test_veri_keypoint_notice_once_per_process(tmp_path):
         VeRi(str(tmp_path))
         VeRi(str(tmp_path))
     assert len([r for r in records if "keypoint" in r.getMessage() or "view ids are 0" in r.getMessage()]) == 1
+
+
+def test_fvcore_uncounted_ops_list_stays_out_of_the_console():
+    """The list of ops fvcore does not count goes to the log file (DEBUG), not to the console (INFO)."""
+    import torchvision
+
+    from clipreid_plugin.comparison.model_stats import gflops_per_image
+
+    class Embed(torch.nn.Module):  # a model with element-wise ops fvcore skips (relu, add)
+        def __init__(self):
+            super().__init__()
+            self.net = torchvision.models.resnet18(num_classes=8)
+
+        def forward(self, batch):
+            return self.net(batch["images"])
+
+    with _records() as records:
+        assert gflops_per_image(Embed(), (64, 32)) > 0
+    uncounted = [r for r in records if "does not count" in r.getMessage()]
+    assert uncounted and all(r.levelno == logging.DEBUG for r in uncounted)
