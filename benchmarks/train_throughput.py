@@ -82,7 +82,7 @@ def setting_cfg(args, model_name: str, setting: str, data_root: str):
     opts = [
         "MODEL.DEVICE", args.device,
         "MODEL.BACKBONE.PRETRAIN", "False",
-        "MODEL.BACKBONE.CLIP.MODEL_NAME", tiny_name if args.tiny else clip_name,
+        "CLIPREID.BACKBONE.MODEL_NAME", tiny_name if args.tiny else clip_name,
         "INPUT.SIZE_TRAIN", str(list(args.size)), "INPUT.SIZE_TEST", str(list(args.size)),
         "DATASETS.NAMES", "('SyntheticReID',)", "DATASETS.TESTS", "('SyntheticReID',)",
         "DATASETS.ROOT_DIR", data_root,

@@ -22,9 +22,9 @@ import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 from clipreid_plugin.utils.errors import ConfigError
-from clipreid_plugin.utils.plugins import import_plugins, load_entry_point_plugins, resolve_plugin_spec
+from clipreid_plugin.utils.plugins import active_roots, import_plugins, resolve_plugin_spec
 
-from .extensions import apply_config_extensions, lookup_key
+from .extensions import apply_config_extensions, lookup_key, plugin_providing_group
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
            "config_text_of_checkpoint", "as_name_list"]
@@ -115,6 +115,10 @@ class CfgNode(_FvCfgNode):
             if k not in self:
                 if self.is_new_allowed():
                     continue
+                plugin = plugin_providing_group(k) if not prefix else None
+                if plugin:
+                    raise ConfigError(f"Config key {full!r} belongs to the plugin {plugin!r}, which this config does "
+                                      f"not activate: add it to PLUGINS (`PLUGINS: [{plugin}]`).")
                 valid = flatten_keys(self, prefix) + [prefix + x for x in self.keys()]
                 close = _closest(full, valid)
                 hint = f" Closest valid keys: {', '.join(close)}." if close else ""
@@ -172,11 +176,11 @@ class CfgNode(_FvCfgNode):
         return super().merge_from_other_cfg(cfg_other)
 
     def _load_plugins(self, specs: Sequence[str], base_dir: Optional[str], source: str) -> None:
-        """Import plugins, then add the config keys they registered to this config."""
+        """Import plugins and activate them in this config: add the keys they registered."""
         import_plugins(specs, base_dir, source)
         was_frozen = self.is_frozen()
         self.defrost()
-        apply_config_extensions(self)
+        apply_config_extensions(self, active_roots(list(self.get(PLUGINS_KEY, ())) + list(specs)))
         if was_frozen:
             self.freeze()
 
@@ -313,17 +317,26 @@ def read_config_chain(path: str, allow_unsafe: bool = False, referrer: Optional[
     return merged, list(dict.fromkeys(plugins))
 
 
-def get_cfg() -> CfgNode:
-    """Returns: a fresh copy of the default config with the keys of every loaded plugin added.
+def get_cfg(plugins: Sequence[str] = ()) -> CfgNode:
+    """A fresh copy of the host's default config, with the keys of the plugins named here.
 
-    Installed plugins (entry-point group ``clipreid_plugin.plugins``, the built-in CLIP-ReID
-    plugin among them) are imported on the first call.
+    No plugin is active unless named (here, or by a file's or an override's ``PLUGINS``), so the
+    result never depends on which plugins the process imported before.
+
+    Args:
+        plugins: ``PLUGINS`` entries to activate (``["clipreid"]``, a module name, a path).
+
+    Returns:
+        The (unfrozen) config.
     """
     from .defaults import _C
 
-    load_entry_point_plugins()
     cfg = _C.clone()
     apply_config_extensions(cfg)
+    if plugins:
+        specs = [resolve_plugin_spec(s, os.getcwd()) for s in as_name_list(plugins)]
+        cfg._load_plugins(specs, None, "get_cfg(plugins=...)")
+        cfg.PLUGINS = tuple(dict.fromkeys(specs))
     return cfg
 
 

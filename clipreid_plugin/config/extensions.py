@@ -1,8 +1,9 @@
 """Seams through which a component extends the config without touching the core defaults.
 
 * :func:`register_config_extension`: a function that adds a component's keys and their
-  defaults. Every config built afterwards (:func:`~clipreid_plugin.config.get_cfg`) has them,
-  and a config built earlier gets them when a file's ``PLUGINS`` imports the component.
+  defaults. The host's extensions apply to every config; a plugin's apply only to a config whose
+  ``PLUGINS`` names the plugin (it is *active* there), and may only add top-level groups of its
+  own (``cfg.CENTER_LOSS = CN()``), never keys inside the host's groups.
 * :func:`declare_data_dependent_key`: a key left empty (0 or "") that the trainer fills from
   the training data before the model is built (number of identities, cameras, views, the
   kind of object). The engine names no component's config group; components declare here.
@@ -15,11 +16,14 @@ Example (one file of a third-party loss)::
 
     @register_config_extension
     def add_center_loss_config(cfg):
-        cfg.MODEL.LOSSES.CENTER = CN()
-        cfg.MODEL.LOSSES.CENTER.SCALE = 5e-4
+        cfg.CENTER_LOSS = CN()
+        cfg.CENTER_LOSS.SCALE = 5e-4
 """
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, NamedTuple, Optional, Tuple
+
+from clipreid_plugin.utils.errors import PluginError
+from clipreid_plugin.utils.plugins import owner_of, plugin_display_name
 
 __all__ = ["register_config_extension", "apply_config_extensions", "registered_config_extensions",
            "DataInfo", "DATA_SOURCES", "declare_data_dependent_key", "data_dependent_keys",
@@ -46,22 +50,83 @@ def register_config_extension(fn: Callable[[Any], None]) -> Callable[[Any], None
     return fn
 
 
-def registered_config_extensions() -> Dict[str, Callable[[Any], None]]:
-    """Returns: the registered extensions by name, in application order."""
-    return dict(_EXTENSIONS)
+def _is_active(fn: Callable, roots: Collection[str]) -> bool:
+    """Whether ``fn`` belongs to the host or to one of the active plugins ``roots``."""
+    owner = owner_of(getattr(fn, "__module__", ""))
+    return owner is None or owner in roots
 
 
-def apply_config_extensions(cfg) -> None:
-    """Apply to ``cfg`` (unfrozen, a root config) every registered extension it does not have yet.
+def registered_config_extensions(roots: Optional[Collection[str]] = None) -> Dict[str, Callable[[Any], None]]:
+    """Returns: the registered extensions by name, in application order: all of them, or (given
+    the active plugins' root modules) the host's and those plugins'."""
+    return {k: fn for k, fn in _EXTENSIONS.items() if roots is None or _is_active(fn, roots)}
+
+
+def apply_config_extensions(cfg, roots: Collection[str] = ()) -> None:
+    """Apply to ``cfg`` (unfrozen, a root config) the host's extensions and those of the active
+    plugins ``roots`` that it does not have yet.
 
     Args:
         cfg: the config, changed in place.
+        roots: root module names of the plugins active in this config
+            (:func:`clipreid_plugin.utils.plugins.active_roots`).
+
+    Raises:
+        PluginError: a plugin's extension added a key inside a group it does not own.
     """
     applied = cfg.__dict__.setdefault(_APPLIED_ATTR, set())
-    for name, fn in list(_EXTENSIONS.items()):
-        if name not in applied:
-            fn(cfg)
-            applied.add(name)
+    for name, fn in registered_config_extensions(roots).items():
+        if name in applied:
+            continue
+        owner = owner_of(getattr(fn, "__module__", ""))
+        before = set(cfg.keys()), _leaf_keys(cfg)
+        fn(cfg)
+        applied.add(name)
+        if owner is not None:
+            _check_own_groups(cfg, before, owner, fn)
+
+
+def plugin_providing_group(group: str) -> Optional[str]:
+    """The plugin (as a user names it in ``PLUGINS``) whose config extension adds the top-level
+    ``group``, among the registered ones and the installed ones (imported here to find out: an
+    error path only); None when no plugin does."""
+    from clipreid_plugin.utils.plugins import load_entry_point_plugins  # noqa: PLC0415 - error path only
+
+    from .config import CfgNode  # noqa: PLC0415 - config imports this module
+
+    load_entry_point_plugins()
+    for fn in _EXTENSIONS.values():
+        owner = owner_of(getattr(fn, "__module__", ""))
+        if owner is None:
+            continue
+        scratch = CfgNode()
+        scratch.set_new_allowed(True)
+        try:
+            fn(scratch)
+        except Exception:  # noqa: BLE001 - an extension that needs the host's keys: ignore for this probe
+            continue
+        if group in scratch:
+            return plugin_display_name(owner)
+    return None
+
+
+def _leaf_keys(node, prefix: str = "") -> set:
+    keys = set()
+    for k, v in node.items():
+        keys.update(_leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"})
+    return keys
+
+
+def _check_own_groups(cfg, before, owner: str, fn: Callable) -> None:
+    """A plugin's extension may add top-level groups, never keys inside groups that existed."""
+    top_before, leaves_before = before
+    intruding = sorted(k for k in _leaf_keys(cfg) - leaves_before if k.split(".")[0] in top_before
+                       and k.split(".")[0] not in cfg.__dict__.get("__plugin_groups__", {}).get(owner, ()))
+    cfg.__dict__.setdefault("__plugin_groups__", {}).setdefault(owner, set()).update(set(cfg.keys()) - top_before)
+    if intruding:
+        raise PluginError(f"The plugin {plugin_display_name(owner)!r} ({fn.__module__}.{fn.__qualname__}) adds "
+                          f"{', '.join(intruding[:4])} inside a group it does not own: a plugin's keys live in "
+                          f"top-level groups of its own (e.g. cfg.MY_PLUGIN = CN()).")
 
 
 # name -> function(cfg, training: bool) raising ConfigError; run by the engine's validation
@@ -80,9 +145,10 @@ def register_config_check(fn: Callable[[Any, bool], None]) -> Callable[[Any, boo
     return fn
 
 
-def registered_config_checks() -> Dict[str, Callable[[Any, bool], None]]:
-    """Returns: the registered config checks by name."""
-    return dict(_CHECKS)
+def registered_config_checks(roots: Optional[Collection[str]] = None) -> Dict[str, Callable[[Any, bool], None]]:
+    """Returns: the registered config checks by name: all of them, or (given the active plugins'
+    root modules) the host's and those plugins'."""
+    return {k: fn for k, fn in _CHECKS.items() if roots is None or _is_active(fn, roots)}
 
 
 class DataInfo(NamedTuple):
@@ -111,7 +177,7 @@ def declare_data_dependent_key(key: str, source: str) -> None:
     """Declare that config key ``key``, when left empty (0 or ""), is filled from the training data.
 
     Args:
-        key: full dotted key, e.g. ``"MODEL.BACKBONE.CLIP.NUM_CAMERAS"``.
+        key: full dotted key, e.g. ``"CLIPREID.BACKBONE.NUM_CAMERAS"``.
         source: a :class:`DataInfo` field: ``num_classes``, ``num_cameras``, ``num_views`` or
             ``kind``.
 

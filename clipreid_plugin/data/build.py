@@ -85,7 +85,7 @@ def build_train_samples(cfg) -> Tuple[List[Sample], List[ReIDDataset]]:
     if not names:
         raise DatasetError("DATASETS.NAMES is empty; name at least one registered dataset "
                            f"({', '.join(DATASET_REGISTRY.names())}).")
-    datasets = [DATASET_REGISTRY.get(n).from_config(cfg) for n in names]
+    datasets = [DATASET_REGISTRY.build(n, cfg, key="DATASETS.NAMES") for n in names]
     keyed = []
     for k, ds in enumerate(datasets):
         if comm.is_main_process():
@@ -170,7 +170,7 @@ class TrainLoader:
         self.datasets = datasets
         self.data_info = train_data_info(samples, datasets)
         self.num_classes, self.num_cameras, self.num_views = self.data_info[:3]
-        self.sampler = build_sampler(cfg, [s[1] for s in samples], rank, world)
+        self.sampler = build_sampler(cfg, [s[1] for s in samples], [s[2] for s in samples], rank, world)
         self.image_dataset = _image_dataset(cfg, samples, True, "train")
         self.device_transform = _device_transform(cfg, self.image_dataset)
         self._batches = _EpochBatches(self.sampler, self.sampler.local_batch_size, cfg.SOLVER.SEED,
@@ -257,7 +257,7 @@ def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[Union[DataLoader, De
         (loader, num_query) where num_query counts queries in the full, unsharded list.
     """
     with test_splits_only():  # evaluation reads no training image
-        ds = DATASET_REGISTRY.get(dataset_name).from_config(cfg)
+        ds = DATASET_REGISTRY.build(dataset_name, cfg, key="DATASETS.TESTS")
     if comm.is_main_process():
         ds.show_summary(("query", "gallery"))
     rank, world = comm.get_rank(), comm.get_world_size()

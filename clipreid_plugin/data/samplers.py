@@ -7,20 +7,22 @@ block of every global batch. Shares are therefore disjoint and of equal length o
 """
 
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["SAMPLER_REGISTRY", "SamplerError", "ReIDSampler", "PKSampler", "RandomSampler",
            "check_batch_size"]
 
-SAMPLER_REGISTRY = Registry("SAMPLER")
+SAMPLER_REGISTRY = Registry("SAMPLER", training_keys=["DATALOADER.SAMPLER"])
 SAMPLER_REGISTRY.__doc__ = (
-    "Registry for train samplers; built as ``cls(pids, batch_size, num_instance, seed, rank, "
-    "world_size)`` (see ReIDSampler).")
+    "Registry for train samplers (see ReIDSampler); built as ``cls(cfg, pids=..., camids=..., rank=..., "
+    "world_size=...)``: the identity and camera of every training sample, this process and the number "
+    "of processes.")
 
 
 class SamplerError(ToolkitError, ValueError):
@@ -58,8 +60,9 @@ class ReIDSampler:
     Subclasses implement :meth:`global_epoch_indices`.
     """
 
-    def __init__(self, pids: Sequence[int], batch_size: int, num_instance: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+    @configurable
+    def __init__(self, *, pids: Sequence[int], batch_size: int, num_instance: int = 1, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, camids: Optional[Sequence[int]] = None):
         """
         Args:
             pids: identity of every training sample (index i -> pids[i]).
@@ -67,8 +70,10 @@ class ReIDSampler:
             num_instance: images per identity in a batch (DATALOADER.NUM_INSTANCE; PK only).
             seed: SOLVER.SEED.
             rank / world_size: this process and the number of processes.
+            camids: camera of every training sample (for camera-aware samplers; None = unknown).
         """
         self.pids = np.asarray(pids, dtype=np.int64)
+        self.camids = None if camids is None else np.asarray(camids, dtype=np.int64)
         self.batch_size = batch_size
         self.num_instance = num_instance
         self.seed = seed
@@ -76,6 +81,15 @@ class ReIDSampler:
         self.world_size = world_size
         self.local_batch_size = check_batch_size(batch_size, world_size, self._group_size())
         self.epoch = 0
+
+    @classmethod
+    def from_config(cls, cfg, pids: Sequence[int], camids: Optional[Sequence[int]] = None, rank: int = 0,
+                    world_size: int = 1) -> Dict[str, Any]:
+        """Constructor arguments from ``SOLVER.IMS_PER_BATCH``, ``DATALOADER.NUM_INSTANCE`` and
+        ``SOLVER.SEED``; a subclass with keys of its own extends this dict."""
+        return {"pids": pids, "camids": camids, "batch_size": cfg.SOLVER.IMS_PER_BATCH,
+                "num_instance": cfg.DATALOADER.NUM_INSTANCE, "seed": cfg.SOLVER.SEED, "rank": rank,
+                "world_size": world_size}
 
     def _group_size(self) -> int:
         return 1
@@ -122,8 +136,10 @@ class PKSampler(ReIDSampler):
     can differ slightly between epochs, as in the reference.
     """
 
-    def __init__(self, pids, batch_size, num_instance, seed, rank=0, world_size=1):
-        super().__init__(pids, batch_size, num_instance, seed, rank, world_size)
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        batch_size, num_instance = self.batch_size, self.num_instance
         self.num_pids_per_batch = batch_size // num_instance
         self.index_dict: Dict[int, np.ndarray] = {}
         groups = defaultdict(list)
@@ -178,17 +194,17 @@ class RandomSampler(ReIDSampler):
         return np.resize(perm, total).tolist()
 
 
-def build_sampler(cfg, pids: Sequence[int], rank: int, world_size: int) -> ReIDSampler:
+def build_sampler(cfg, pids: Sequence[int], camids: Sequence[int], rank: int, world_size: int) -> ReIDSampler:
     """Build the sampler named by DATALOADER.SAMPLER.
 
     Args:
-        cfg: the config (SOLVER.IMS_PER_BATCH, DATALOADER.NUM_INSTANCE, SOLVER.SEED).
-        pids: identity of every training sample.
+        cfg: the config (SOLVER.IMS_PER_BATCH, DATALOADER.NUM_INSTANCE, SOLVER.SEED, and the
+            sampler's own keys).
+        pids / camids: identity and camera of every training sample.
         rank / world_size: this process and the number of processes.
 
     Returns:
         The sampler.
     """
-    cls = SAMPLER_REGISTRY.get(cfg.DATALOADER.SAMPLER)
-    return cls(pids, cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE, cfg.SOLVER.SEED,
-               rank, world_size)
+    return SAMPLER_REGISTRY.build(cfg.DATALOADER.SAMPLER, cfg, key="DATALOADER.SAMPLER", pids=pids, camids=camids,
+                                  rank=rank, world_size=world_size)

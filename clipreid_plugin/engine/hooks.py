@@ -26,10 +26,12 @@ from .train_loop import HookBase, SimpleTrainer
 __all__ = ["HOOK_REGISTRY", "build_hook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook",
            "PeriodicWriter", "PhaseHook"]
 
-HOOK_REGISTRY = Registry("HOOK")
+HOOK_REGISTRY = Registry("HOOK", training_keys=["TRAINER.HOOKS"])
 HOOK_REGISTRY.__doc__ = """
 Hooks that a config can name in ``TRAINER.HOOKS``; a registered class is constructed as
-``cls(cfg)`` and reaches the trainer through ``self.trainer`` once registered.
+``cls(cfg)`` (the configurable convention, :mod:`clipreid_plugin.config.configurable`) and reaches
+the trainer through ``self.trainer`` (a :class:`~clipreid_plugin.engine.TrainerProtocol`) once
+registered.
 """
 
 
@@ -39,7 +41,7 @@ def build_hook(cfg, name: str) -> HookBase:
     Returns:
         The hook.
     """
-    hook = HOOK_REGISTRY.get(name)(cfg)
+    hook = HOOK_REGISTRY.build(name, cfg, key="TRAINER.HOOKS")
     if not isinstance(hook, HookBase):
         raise TypeError(f"TRAINER.HOOKS entry {name!r} built a {type(hook).__name__}, not a HookBase.")
     return hook

@@ -30,6 +30,8 @@ from clipreid_plugin.utils.env import autocast
 from clipreid_plugin.utils.errors import TrainingDivergedError
 from clipreid_plugin.utils.events import EventStorage, get_event_storage
 
+from .protocol import TrainerProtocol
+
 __all__ = ["HookBase", "TrainerBase", "OptimizationStep", "LossMonitor", "SimpleTrainer", "check_weights_finite",
            "grads_params"]
 
@@ -38,13 +40,16 @@ class HookBase:
     """A hook runs code at fixed points of training.
 
     Attributes:
-        trainer: a weak reference to the trainer, set by :meth:`TrainerBase.register_hooks`.
+        trainer: a weak reference to the trainer, set by :meth:`TrainerBase.register_hooks`:
+            what a hook may use of it is :class:`~clipreid_plugin.engine.TrainerProtocol` (the
+            main loop's :class:`~clipreid_plugin.engine.DefaultTrainer`; the hooks of a phase's
+            inner loop see that loop's :class:`SimpleTrainer`).
 
     Hooks with state that must survive ``--resume`` implement :meth:`state_dict` and
     :meth:`load_state_dict`; the trainer stores them in the checkpoint under the hook's class name.
     """
 
-    trainer: "TrainerBase" = None
+    trainer: "TrainerProtocol" = None
 
     def before_train(self):
         """Called once before the first epoch."""

@@ -12,8 +12,10 @@ import logging
 import os
 from typing import Callable, List
 
-from clipreid_plugin.config import CfgNode, as_name_list, registered_config_checks
+from clipreid_plugin.config import CfgNode, as_name_list, lookup_key, registered_config_checks
 from clipreid_plugin.utils.errors import ConfigError, ToolkitError
+from clipreid_plugin.utils.plugins import active_roots
+from clipreid_plugin.utils.registry import all_registries
 
 __all__ = ["validate_config"]
 
@@ -21,27 +23,21 @@ logger = logging.getLogger(__name__)
 
 
 def _registry_checks(cfg: CfgNode, training: bool):
-    from clipreid_plugin.data import DATASET_REGISTRY, SAMPLER_REGISTRY
-    from clipreid_plugin.evaluation import EVALUATOR_REGISTRY
-    from clipreid_plugin.modeling import BACKBONE_REGISTRY, HEAD_REGISTRY, LOSS_REGISTRY, META_ARCH_REGISTRY
-    from clipreid_plugin.solver import LR_SCHEDULER_REGISTRY
+    """Every config key a registry declared (:meth:`Registry.name_config_key`) resolves to
+    registered names of components the config may build (a plugin's only where it is active)."""
+    # the registries of every component kind exist once these packages are imported
+    import clipreid_plugin.data  # noqa: F401
+    import clipreid_plugin.evaluation  # noqa: F401
+    import clipreid_plugin.modeling  # noqa: F401
+    import clipreid_plugin.solver  # noqa: F401
 
-    from .hooks import HOOK_REGISTRY
-
-    checks = [("MODEL.META_ARCHITECTURE", META_ARCH_REGISTRY, [cfg.MODEL.META_ARCHITECTURE]),
-              ("MODEL.BACKBONE.NAME", BACKBONE_REGISTRY, [cfg.MODEL.BACKBONE.NAME]),
-              ("MODEL.HEADS.NAME", HEAD_REGISTRY, [cfg.MODEL.HEADS.NAME]),
-              ("DATASETS.TESTS", DATASET_REGISTRY, as_name_list(cfg.DATASETS.TESTS)),
-              ("TEST.EVALUATOR", EVALUATOR_REGISTRY, [cfg.TEST.EVALUATOR])]
-    if training:
-        checks += [("MODEL.LOSSES.NAMES", LOSS_REGISTRY, as_name_list(cfg.MODEL.LOSSES.NAMES)),
-                   ("DATASETS.NAMES", DATASET_REGISTRY, as_name_list(cfg.DATASETS.NAMES)),
-                   ("DATALOADER.SAMPLER", SAMPLER_REGISTRY, [cfg.DATALOADER.SAMPLER]),
-                   ("SOLVER.SCHED.NAME", LR_SCHEDULER_REGISTRY, [cfg.SOLVER.SCHED.NAME]),
-                   ("TRAINER.HOOKS", HOOK_REGISTRY, as_name_list(cfg.TRAINER.HOOKS))]
-    for key, registry, names in checks:
-        for name in names:
-            yield lambda key=key, registry=registry, name=name: registry.get_for_key(name, key)
+    for registry in all_registries():
+        for key, training_only in registry.config_keys.items():
+            node, leaf = lookup_key(cfg, key)
+            if node is None or (training_only and not training):
+                continue
+            for name in as_name_list(node[leaf]):
+                yield lambda key=key, registry=registry, name=name: registry.get_for_key(name, key, cfg)
 
 
 def _choice(key: str, value, valid) -> Callable[[], None]:
@@ -94,11 +90,11 @@ def _dataset_folder_checks(cfg: CfgNode, training: bool):
     from clipreid_plugin.data.datasets.bases import test_splits_only
 
     def open_full(name):
-        DATASET_REGISTRY.get(name).from_config(cfg)
+        DATASET_REGISTRY.build(name, cfg)
 
     def open_test_set(name):
         with test_splits_only():
-            DATASET_REGISTRY.get(name).from_config(cfg)
+            DATASET_REGISTRY.build(name, cfg)
 
     train_names = as_name_list(cfg.DATASETS.NAMES) if training else []
     for name in train_names:
@@ -139,7 +135,8 @@ def validate_config(cfg: CfgNode, training: bool = True) -> CfgNode:
     """
     problems: List[str] = []
     checks = list(_registry_checks(cfg, training)) + list(_value_checks(cfg, training))
-    checks += [lambda fn=fn: fn(cfg, training) for fn in registered_config_checks().values()]
+    roots = active_roots(cfg.get("PLUGINS", ()))
+    checks += [lambda fn=fn: fn(cfg, training) for fn in registered_config_checks(roots).values()]
     for check in checks:
         try:
             check()

@@ -6,8 +6,9 @@ from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "dataset_uses_random_gallery"]
 
-EVALUATOR_REGISTRY = Registry("EVALUATOR")
-EVALUATOR_REGISTRY.__doc__ = """Evaluators, constructed as ``cls(cfg, num_query, dataset_name, output_dir, random_gallery)``."""
+EVALUATOR_REGISTRY = Registry("EVALUATOR", config_keys=["TEST.EVALUATOR"])
+EVALUATOR_REGISTRY.__doc__ = """Evaluators, constructed as ``cls(cfg, num_query=..., dataset_name=..., output_dir=...,
+random_gallery=...)`` (the configurable convention, :mod:`clipreid_plugin.config.configurable`)."""
 
 
 def dataset_uses_random_gallery(dataset_name: str) -> bool:
@@ -37,5 +38,6 @@ def build_evaluator(cfg, dataset_name: str, num_query: int, output_dir: Optional
         A DatasetEvaluator.
     """
     random_gallery = dataset_uses_random_gallery(dataset_name)
-    return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, 0 if random_gallery else num_query, dataset_name,
-                                                      output_dir, random_gallery)
+    return EVALUATOR_REGISTRY.build(cfg.TEST.EVALUATOR, cfg, key="TEST.EVALUATOR",
+                                    num_query=0 if random_gallery else num_query, dataset_name=dataset_name,
+                                    output_dir=output_dir, random_gallery=random_gallery)

@@ -8,6 +8,8 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 import torch
 
+from clipreid_plugin.config import get_cfg
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.errors import ConfigError, InvalidInputError
 
@@ -28,8 +30,12 @@ logger = logging.getLogger(__name__)
 class ReidEvaluator(DatasetEvaluator):
     """Query/gallery retrieval evaluation with the reference's protocol (see ``rank.py``).
 
+    Built from a config (``ReidEvaluator(cfg, num_query=..., dataset_name=..., output_dir=...,
+    random_gallery=...)``, what :func:`build_evaluator` does) or from plain arguments.
+
     Args:
-        cfg: config (reads the TEST node and OUTPUT_DIR).
+        test: the protocol's settings, a ``TEST`` config node (or any object with its attributes);
+            None = the defaults (``get_cfg().TEST``).
         num_query: the first ``num_query`` processed images are queries, the rest gallery;
             0 with ``random_gallery``.
         dataset_name: used for log lines and the ``<dataset>_results.npz`` file name.
@@ -39,14 +45,22 @@ class ReidEvaluator(DatasetEvaluator):
             filtering; metrics are means over the draws, with ``<metric>_std`` (population std).
     """
 
-    def __init__(self, cfg, num_query: int, dataset_name: str = "", output_dir: Optional[str] = None,
-                 random_gallery: bool = False):
-        self.cfg = cfg
+    @configurable
+    def __init__(self, *, num_query: int, dataset_name: str = "", output_dir: Optional[str] = None,
+                 random_gallery: bool = False, test=None):
+        self.test = get_cfg().TEST if test is None else test
         self.num_query = int(num_query)
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.random_gallery = random_gallery
         self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, num_query: int, dataset_name: str = "", output_dir: Optional[str] = None,
+                    random_gallery: bool = False):
+        """Arguments from the ``TEST`` node plus the builder's context."""
+        return {"num_query": num_query, "dataset_name": dataset_name, "output_dir": output_dir,
+                "random_gallery": random_gallery, "test": cfg.TEST}
 
     def reset(self) -> None:
         self._feats: List[torch.Tensor] = []
@@ -94,17 +108,17 @@ class ReidEvaluator(DatasetEvaluator):
                                     f"(the {feats.shape[0]} test images are queries first, then gallery).")
         res, qf, gf = self._run(feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:], True)
         metrics = self._metrics(res)
-        if self.cfg.TEST.SAVE_RESULTS and self.output_dir:
+        if self.test.SAVE_RESULTS and self.output_dir:
             path = os.path.join(self.output_dir, f"{self.dataset_name or 'test'}_results.npz")
             save_ranking_npz(path, qf.cpu().numpy(), gf.cpu().numpy(), pids[:nq].numpy(), pids[nq:].numpy(),
                              camids[:nq].numpy(), camids[nq:].numpy(), paths[:nq], paths[nq:],
                              res.topk_indices, res.topk_distances)
-            logger.info("Saved features and top-%d rankings to %s", self.cfg.TEST.SAVE_TOPK, path)
+            logger.info("Saved features and top-%d rankings to %s", self.test.SAVE_TOPK, path)
         return metrics
 
     def _run(self, qf, gf, q_pids, g_pids, q_camids, g_camids, remove_same_camera: bool):
         """Features -> (normalise, AQE, normalise) -> distance blocks -> RankResult."""
-        t = self.cfg.TEST
+        t = self.test
         dev = choose_device(qf)
         qf, gf = qf.to(dev), gf.to(dev)
         if t.FEAT_NORM:
@@ -128,7 +142,7 @@ class ReidEvaluator(DatasetEvaluator):
 
     def _metrics(self, res: RankResult) -> "OrderedDict[str, float]":
         out: "OrderedDict[str, float]" = OrderedDict()
-        for r in self.cfg.TEST.CMC_RANKS:
+        for r in self.test.CMC_RANKS:
             if 1 <= r <= len(res.cmc):
                 out[f"Rank-{r}"] = float(res.cmc[r - 1]) * 100
         out["mAP"] = float(np.mean(res.all_AP)) * 100
@@ -143,7 +157,7 @@ class ReidEvaluator(DatasetEvaluator):
         return out
 
     def _evaluate_random_gallery(self, feats, pids, camids) -> "OrderedDict[str, float]":
-        t = self.cfg.TEST
+        t = self.test
         if t.NUM_TRIALS < 1:
             raise ConfigError(f"TEST.NUM_TRIALS must be >= 1 for the random-gallery protocol, got {t.NUM_TRIALS}.")
         rng = np.random.RandomState(t.TRIAL_SEED)

@@ -20,11 +20,12 @@ training (a resumed or extended run never crashes; the cosine schedule stays at 
 import bisect
 import math
 import warnings
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.registry import Registry
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -38,10 +39,10 @@ __all__ = [
     "build_lr_scheduler",
 ]
 
-LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER")
+LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER", training_keys=["SOLVER.SCHED.NAME"])
 LR_SCHEDULER_REGISTRY.__doc__ = """
-Registry for LR schedules (``SOLVER.SCHED.NAME``). A registered class is built by its
-``from_config(cfg, optimizer, iters_per_epoch)`` class method.
+Registry for LR schedules (``SOLVER.SCHED.NAME``). A registered class is built as
+``cls(cfg, optimizer=..., iters_per_epoch=...)`` (the configurable convention).
 """
 
 WARMUP_METHODS = ("linear", "constant")
@@ -185,6 +186,7 @@ class WarmupMultiStepLR(_PositionScheduler):
         last_epoch: -1 for a fresh schedule.
     """
 
+    @configurable
     def __init__(self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1,
                  warmup_factor: float = 0.01, warmup_length: int = 10, warmup_method: str = "linear",
                  unit: str = "epoch", last_epoch: int = -1):
@@ -207,12 +209,13 @@ class WarmupMultiStepLR(_PositionScheduler):
                                    self.warmup_length, self.warmup_factor, self.warmup_method)
 
     @classmethod
-    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupMultiStepLR":
-        """Build from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
+        """Arguments from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
-        return cls(optimizer, [m * k for m in s.STEPS_EPOCHS], s.GAMMA, s.WARMUP_FACTOR,
-                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+        return {"optimizer": optimizer, "milestones": [m * k for m in s.STEPS_EPOCHS], "gamma": s.GAMMA,
+                "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
+                "warmup_method": s.WARMUP_METHOD, "unit": s.SCHED.UNIT}
 
 
 @LR_SCHEDULER_REGISTRY.register()
@@ -230,6 +233,7 @@ class WarmupCosineLR(_PositionScheduler):
         last_epoch: -1 for a fresh schedule.
     """
 
+    @configurable
     def __init__(self, optimizer: Optimizer, total_length: int, lr_min: float = 0.0,
                  warmup_factor: float = 0.01, warmup_length: int = 0, warmup_method: str = "linear",
                  unit: str = "epoch", last_epoch: int = -1):
@@ -251,12 +255,13 @@ class WarmupCosineLR(_PositionScheduler):
                                 self.warmup_length, self.warmup_factor, self.warmup_method)
 
     @classmethod
-    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> "WarmupCosineLR":
-        """Build from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
+        """Arguments from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
-        return cls(optimizer, s.MAX_EPOCHS * k, s.ETA_MIN_LR, s.WARMUP_FACTOR,
-                   s.WARMUP_EPOCHS * k, s.WARMUP_METHOD, s.SCHED.UNIT)
+        return {"optimizer": optimizer, "total_length": s.MAX_EPOCHS * k, "lr_min": s.ETA_MIN_LR,
+                "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
+                "warmup_method": s.WARMUP_METHOD, "unit": s.SCHED.UNIT}
 
 
 def _positions_per_epoch(unit: str, iters_per_epoch: int) -> int:
@@ -288,5 +293,5 @@ def build_lr_scheduler(cfg, optimizer: Optimizer, iters_per_epoch: int) -> _Posi
         A :class:`~torch.optim.lr_scheduler.LRScheduler` (``state_dict``/``load_state_dict``
         work) with ``unit`` and ``lr_at(position)``.
     """
-    cls = LR_SCHEDULER_REGISTRY.get_for_key(cfg.SOLVER.SCHED.NAME, "SOLVER.SCHED.NAME")
-    return cls.from_config(cfg, optimizer, iters_per_epoch)
+    return LR_SCHEDULER_REGISTRY.build(cfg.SOLVER.SCHED.NAME, cfg, key="SOLVER.SCHED.NAME", optimizer=optimizer,
+                                       iters_per_epoch=iters_per_epoch)

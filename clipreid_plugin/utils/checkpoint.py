@@ -215,7 +215,9 @@ def read_checkpoint_metadata(path: str) -> Dict[str, Any]:
 # Progress order of the checkpoint names a run writes: stage-1 periodic, stage-1 final,
 # periodic, final (a phase hook's files come before the main loop's).
 _PERIODIC = re.compile(r"^model_(\d+)\.pth$")
-_PHASE = re.compile(r"^model_([a-z0-9]+)_(\d+|final)\.pth$")
+# a phase's checkpoints: model_<phase>_<NNNN|final>.pth, any phase name (PhaseHook.phase_name: letters,
+# digits, "_" and "-", e.g. "stage1", "head_warmup")
+_PHASE = re.compile(r"^model_([A-Za-z0-9_-]+?)_(\d+|final)\.pth$")
 
 
 def _progress_key(name: str) -> Optional[Tuple[int, int, int]]:

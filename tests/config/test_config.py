@@ -29,10 +29,10 @@ def test_base_chain_relative_paths_several_levels(tmp_path):
 def test_overrides_parse_literals_like_yaml():
     cfg = get_cfg()
     cfg.merge_from_list(["SOLVER.BASE_LR", "5e-6", "SOLVER.STEPS_EPOCHS", "(30, 50)",
-                         "MODEL.BACKBONE.CLIP.STRIDE_SIZE", "[12, 12]", "TEST.FEAT_NORM", "False"])
+                         "MODEL.BACKBONE.VIT.STRIDE_SIZE", "[12, 12]", "TEST.FEAT_NORM", "False"])
     assert cfg.SOLVER.BASE_LR == 5e-6
     assert tuple(cfg.SOLVER.STEPS_EPOCHS) == (30, 50)
-    assert list(cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE) == [12, 12]
+    assert list(cfg.MODEL.BACKBONE.VIT.STRIDE_SIZE) == [12, 12]
     assert cfg.TEST.FEAT_NORM is False
 
 

@@ -45,7 +45,7 @@ def make_cfg(root, tmp_out=None, **dataloader):
 
 
 def test_synthetic_layout_and_counts(root):
-    ds = SyntheticReID.from_config(make_cfg(root))
+    ds = SyntheticReID(make_cfg(root))
     folder = os.path.join(root, "SyntheticReID")
     assert sorted(os.listdir(folder)) == ["bounding_box_test", "bounding_box_train", "query",
                                           "synthetic_meta.json"]
@@ -62,13 +62,13 @@ def test_synthetic_layout_and_counts(root):
 
 def test_synthetic_mismatching_parameters_are_reported(root):
     cfg = make_cfg(root)
-    SyntheticReID.from_config(cfg)
+    SyntheticReID(cfg)
     cfg.DATASETS.SYNTHETIC.NUM_TRAIN_IDS = 7
     with pytest.raises(DatasetError, match=r"num_train_ids.*\(6, 7\).*Delete the folder"):
-        SyntheticReID.from_config(cfg)
+        SyntheticReID(cfg)
     cfg.DATASETS.SYNTHETIC.NUM_CAMERAS = 12
     with pytest.raises(DatasetError, match=r"NUM_CAMERAS=12"):
-        SyntheticReID.from_config(cfg)
+        SyntheticReID(cfg)
 
 
 def test_synthetic_generation_is_deterministic_and_safe_concurrently(tmp_path):
@@ -161,7 +161,7 @@ def test_train_loader_two_ranks_are_disjoint(root, monkeypatch):
 
 def test_test_loader_query_then_gallery_raw_pids_and_shards(root, monkeypatch):
     cfg = make_cfg(root)
-    ds = SyntheticReID.from_config(cfg)
+    ds = SyntheticReID(cfg)
     loader, num_query = build_reid_test_loader(cfg, "SyntheticReID")
     assert num_query == len(ds.query)
     batches = list(loader)

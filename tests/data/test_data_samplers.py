@@ -16,7 +16,7 @@ def _batches(indices, size):
 
 
 def test_pk_batches_have_p_distinct_ids_times_k():
-    s = PKSampler(PIDS, batch_size=16, num_instance=4, seed=3)
+    s = PKSampler(pids=PIDS, batch_size=16, num_instance=4, seed=3)
     for epoch in range(5):
         idx = s.epoch_indices(epoch)
         assert len(idx) > 0
@@ -28,7 +28,7 @@ def test_pk_batches_have_p_distinct_ids_times_k():
 
 
 def test_pk_upsamples_small_identities_with_replacement():
-    s = PKSampler(PIDS, batch_size=8, num_instance=4, seed=0)
+    s = PKSampler(pids=PIDS, batch_size=8, num_instance=4, seed=0)
     seen = Counter()
     for epoch in range(10):
         idx = s.epoch_indices(epoch)
@@ -39,7 +39,7 @@ def test_pk_upsamples_small_identities_with_replacement():
 
 
 def test_pk_uses_at_most_whole_chunks_per_identity():
-    s = PKSampler(PIDS, batch_size=8, num_instance=4, seed=1)
+    s = PKSampler(pids=PIDS, batch_size=8, num_instance=4, seed=1)
     idx = s.epoch_indices(0)
     per_id = Counter(PIDS[i] for i in idx)
     assert per_id[2] <= 8  # 9 images -> 2 chunks of 4, the 9th dropped
@@ -47,11 +47,11 @@ def test_pk_uses_at_most_whole_chunks_per_identity():
 
 
 def test_pk_is_deterministic_per_seed_and_epoch():
-    a = PKSampler(PIDS, 16, 4, seed=7)
-    b = PKSampler(PIDS, 16, 4, seed=7)
+    a = PKSampler(pids=PIDS, batch_size=16, num_instance=4, seed=7)
+    b = PKSampler(pids=PIDS, batch_size=16, num_instance=4, seed=7)
     assert a.epoch_indices(4) == b.epoch_indices(4)
     assert a.epoch_indices(4) != a.epoch_indices(5)
-    assert a.epoch_indices(4) != PKSampler(PIDS, 16, 4, seed=8).epoch_indices(4)
+    assert a.epoch_indices(4) != PKSampler(pids=PIDS, batch_size=16, num_instance=4, seed=8).epoch_indices(4)
     b.set_epoch(4)
     assert list(b) == a.epoch_indices(4) and len(b) == len(a.epoch_indices(4))
 
@@ -71,7 +71,7 @@ def test_two_ranks_get_disjoint_equal_shares_of_the_epoch(cls):
 
 
 def test_random_sampler_covers_everything_in_full_batches():
-    s = RandomSampler(PIDS, batch_size=16, num_instance=4, seed=0)
+    s = RandomSampler(pids=PIDS, batch_size=16, num_instance=4, seed=0)
     idx = s.epoch_indices(0)
     assert len(idx) % 16 == 0 and len(idx) < len(PIDS) + 16
     assert set(idx) == set(range(len(PIDS)))
@@ -80,11 +80,11 @@ def test_random_sampler_covers_everything_in_full_batches():
 
 def test_too_few_identities_for_a_batch_is_a_clear_error():
     with pytest.raises(SamplerError, match=r"SOLVER.IMS_PER_BATCH=64.*NUM_INSTANCE=4.*16 identities.*only 12"):
-        PKSampler(PIDS, 64, 4, seed=0)
+        PKSampler(pids=PIDS, batch_size=64, num_instance=4, seed=0)
 
 
 def test_batch_not_divisible_errors_name_keys_and_values():
     with pytest.raises(SamplerError, match=r"IMS_PER_BATCH=30.*processes \(4\)"):
-        PKSampler(PIDS, 30, 5, seed=0, world_size=4)
+        PKSampler(pids=PIDS, batch_size=30, num_instance=5, seed=0, world_size=4)
     with pytest.raises(SamplerError, match=r"= 16 / 2 = 8.*NUM_INSTANCE=3"):
-        PKSampler(PIDS, 16, 3, seed=0, rank=0, world_size=2)
+        PKSampler(pids=PIDS, batch_size=16, num_instance=3, seed=0, rank=0, world_size=2)

@@ -254,6 +254,9 @@ def test_a_checkpoint_evaluates_alone_without_training_data(finished_run, data_r
     assert train_net.cli(["--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out),
                           "DATASETS.ROOT_DIR", str(test_only), "SOLVER.IMS_PER_BATCH", "32"]) == 0
     assert json.load(open(out / "results.json")) == json.load(open(finished_run / "results.json"))
+    # a run that names no plugin carries none of their keys, in its folder and in its checkpoint
+    assert "CLIPREID" not in (finished_run / "config.yaml").read_text()
+    assert "CLIPREID" not in (out / "config.yaml").read_text()
 
 
 def test_weights_of_another_architecture_are_an_error(finished_run, data_root, tmp_path, capsys):
@@ -353,11 +356,13 @@ def test_a_clip_checkpoint_evaluates_and_extracts_without_its_clip_file_or_train
     run = tmp_path / "run"
     cfg = os.path.join(REPO, "projects", "CLIPReID", "configs", "veri_vit.yml")
     assert train_net.cli(["--config-file", cfg, "MODEL.BACKBONE.PRETRAIN_PATH", str(clip_file),
-                          "MODEL.BACKBONE.CLIP.MODEL_NAME", "", "DATASETS.ROOT_DIR", data, "OUTPUT_DIR", str(run),
+                          "CLIPREID.BACKBONE.MODEL_NAME", "", "DATASETS.ROOT_DIR", data, "OUTPUT_DIR", str(run),
                           "INPUT.SIZE_TRAIN", "[32, 32]", "INPUT.SIZE_TEST", "[32, 32]", "SOLVER.MAX_EPOCHS", "1",
                           "SOLVER.IMS_PER_BATCH", "8", "TEST.IMS_PER_BATCH", "8", "CLIPREID.STAGE1.MAX_EPOCHS", "1",
                           "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
                           "SOLVER.AMP.ENABLED", "False"]) == 0
+    run_config = (run / "config.yaml").read_text()
+    assert "CLIPREID:" in run_config and "clipreid_plugin.plugins.clipreid" in run_config  # keys and activation
     clip_file.unlink()
     shutil.rmtree(os.path.join(data, "VeRi", "image_train"))
     out = tmp_path / "eval"

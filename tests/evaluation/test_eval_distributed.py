@@ -23,7 +23,7 @@ def _worker(rank, world, init_file, data_path, out_dir):
         data = torch.load(data_path, weights_only=True)["inputs"]
         n = data["feats"].shape[0]
         lo, hi = rank * n // world, (rank + 1) * n // world  # contiguous shards, like InferenceSampler
-        ev = ReidEvaluator(get_cfg(), data["num_query"], "toy")
+        ev = ReidEvaluator(get_cfg(), num_query=data["num_query"], dataset_name="toy")
         for s in range(lo, hi, 32):
             e = min(s + 32, hi)
             ev.process({"targets": data["pids"][s:e], "camids": data["camids"][s:e]}, data["feats"][s:e])

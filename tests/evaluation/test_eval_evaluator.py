@@ -32,7 +32,7 @@ def _batches(feats, pids, camids, bs=64):
 
 
 def _run(cfg, feats, pids, camids, num_query, output_dir=None, random_gallery=False):
-    ev = ReidEvaluator(cfg, num_query, "toy", output_dir, random_gallery)
+    ev = ReidEvaluator(cfg, num_query=num_query, dataset_name="toy", output_dir=output_dir, random_gallery=random_gallery)
     for inputs, out in _batches(feats, pids, camids):
         ev.process(inputs, out)
     return ev.evaluate()
@@ -191,7 +191,7 @@ def test_inference_on_dataset_flip_and_mode():
                "img_paths": [str(k) for k in range(s, min(s + 4, 10))]} for s in range(0, 10, 4)]
     cfg = get_cfg()
     for flip in (False, True):
-        ev = ReidEvaluator(cfg, 4, "toy")
+        ev = ReidEvaluator(cfg, num_query=4, dataset_name="toy")
         got = inference_on_dataset(model, loader, ev, flip_test=flip)
         assert model.training  # restored
         with torch.no_grad():
@@ -207,7 +207,7 @@ def test_inference_on_dataset_flip_and_mode():
 
 def test_evaluator_errors():
     cfg = get_cfg()
-    ev = ReidEvaluator(cfg, 3, "toy")
+    ev = ReidEvaluator(cfg, num_query=3, dataset_name="toy")
     with pytest.raises(ValueError, match="received no batches"):
         ev.evaluate()
     ev.process({"targets": torch.tensor([1, 2]), "camids": torch.tensor([0, 0])}, torch.randn(2, 4))

@@ -52,7 +52,7 @@ def _load(path):
 def test_config_matches_reference(folder, method):
     cfg = _load(os.path.join(ROOT, folder, method + ".yml"))
     e = expected(folder, method)
-    assert cfg.MODEL.BACKBONE.CLIP.MODEL_NAME == e["model"]
+    assert cfg.CLIPREID.BACKBONE.MODEL_NAME == e["model"]
     assert cfg.MODEL.META_ARCHITECTURE == ("CLIPReID" if e["clipreid"] else "CLIPBaseline")
     assert list(cfg.INPUT.SIZE_TRAIN) == e["size"] == list(cfg.INPUT.SIZE_TEST)
     assert list(cfg.INPUT.PIXEL_MEAN) == e["mean"]
@@ -64,22 +64,22 @@ def test_config_matches_reference(folder, method):
     assert (s.OPTIMIZER_NAME, s.BIAS_LR_FACTOR, s.IMS_PER_BATCH, s.WARMUP_EPOCHS, s.GAMMA) == ("Adam", 2.0, 64, 10, 0.1)
     assert cfg.DATALOADER.NUM_INSTANCE == 4 and cfg.DATALOADER.SAMPLER == "PKSampler"
     assert (cfg.INPUT.FLIP.PROB, cfg.INPUT.REA.PROB, cfg.INPUT.PADDING.SIZE) == (0.5, 0.5, 10)
-    assert cfg.MODEL.HEADS.NECK_FEAT == "before" and cfg.TEST.FEAT_NORM and cfg.TEST.METRIC == "euclidean"
+    assert cfg.CLIPREID.NECK_FEAT == "before" and cfg.TEST.FEAT_NORM and cfg.TEST.METRIC == "euclidean"
     assert cfg.MODEL.LOSSES.CE.SCALE == e["id_w"] and cfg.MODEL.LOSSES.TRI.SCALE == 1.0
     assert cfg.MODEL.LOSSES.TRI.MARGIN == 0.3
     assert cfg.MODEL.LOSSES.CE.EPSILON == (0.1 if e["ls"] else 0.0)
-    clip = cfg.MODEL.BACKBONE.CLIP
+    clip = cfg.CLIPREID.BACKBONE
     assert list(clip.STRIDE_SIZE) == e["stride"]
     assert (clip.SIE_CAMERA, clip.SIE_VIEW) == (e["sie_cam"], e["sie_view"])
     if e["sie_cam"]:
         assert clip.SIE_COE == 1.0
     if e["clipreid"]:
-        assert cfg.MODEL.LOSSES.I2T.EPSILON == cfg.MODEL.LOSSES.CE.EPSILON and cfg.MODEL.LOSSES.I2T.SCALE == 1.0
+        assert cfg.CLIPREID.LOSSES.I2T.EPSILON == cfg.MODEL.LOSSES.CE.EPSILON and cfg.CLIPREID.LOSSES.I2T.SCALE == 1.0
         assert "ImageTextCrossEntropyLoss" in cfg.MODEL.LOSSES.NAMES
         s1 = cfg.CLIPREID.STAGE1
         assert (s1.IMS_PER_BATCH, s1.MAX_EPOCHS) == (e["s1_batch"], e["s1_epochs"])
         assert (s1.BASE_LR, s1.WARMUP_LR_INIT, s1.LR_MIN, s1.WEIGHT_DECAY, s1.WARMUP_EPOCHS) == (3.5e-4, 1e-5, 1e-6, 1e-4, 5)
-        assert cfg.MODEL.PROMPT.N_CTX == 4
+        assert cfg.CLIPREID.PROMPT.N_CTX == 4
 
 
 def test_user_example_config_is_vit_clipreid_on_veri():

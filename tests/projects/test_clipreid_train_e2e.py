@@ -23,14 +23,14 @@ TINY = ["SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PE
 
 def tiny_clip(kind):
     """Overrides that replace the configs' OpenAI CLIP by the plugin's tiny config, randomly initialised."""
-    return ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.CLIP.MODEL_NAME",
+    return ["MODEL.BACKBONE.PRETRAIN", "False", "CLIPREID.BACKBONE.MODEL_NAME",
             {"vit": "ReID-Tiny-ViT-16", "rn": "ReID-Tiny-RN"}[kind]]
 
 
 def reference_tiny_weights(reference_dir, kind):
     """The shared reference's tiny OpenAI-format CLIP file (architecture read from its shapes)."""
     return ["MODEL.BACKBONE.PRETRAIN_PATH", os.path.join(reference_dir, f"tiny_clip_{kind}_openai_format.pt"),
-            "MODEL.BACKBONE.CLIP.MODEL_NAME", ""]
+            "CLIPREID.BACKBONE.MODEL_NAME", ""]
 
 
 def train_net(args, cwd):

@@ -53,3 +53,16 @@ def imports_of(path: str) -> Iterator[Import]:
                 module = node.module or ""
             for alias in node.names:
                 yield Import(importer, rel, node.lineno, module, alias.name)
+        elif isinstance(node, ast.Call) and _dynamic_import_target(node):
+            yield Import(importer, rel, node.lineno, _dynamic_import_target(node), "")
+
+
+def _dynamic_import_target(call: ast.Call) -> str:
+    """The module a ``importlib.import_module("x")`` / ``__import__("x")`` call with a literal
+    name imports ("" for any other call)."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if name not in ("import_module", "__import__") or not call.args:
+        return ""
+    arg = call.args[0]
+    return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else ""

@@ -22,12 +22,35 @@ def _is_host(module: str) -> bool:
     return module.startswith(PACKAGE) and not module.startswith(PLUGINS)
 
 
+def _target(i) -> str:
+    """What an import brings in: ``from clipreid_plugin import plugins`` brings the package
+    ``clipreid_plugin.plugins`` (the name may be a module), so both forms are checked."""
+    return f"{i.module}.{i.name}" if i.name else i.module
+
+
 def test_host_imports_no_plugin_and_no_dev_tooling():
+    bad = [f"{i.path}:{i.lineno} imports {_target(i)}"
+           for i in _all_imports()
+           if _is_host(i.importer) and (i.module.startswith(PLUGINS) or _target(i).startswith(PLUGINS)
+                                        or i.module.split(".")[0] in ("parity_harness", "tools"))]
+    assert not bad, "the host must not import plugins or development tooling:\n  " + "\n  ".join(bad)
+
+
+# The package face a plugin imports from (docs/ARCHITECTURE.md, "Writing a plugin"): the host's
+# sub-packages and the one-job modules of clipreid_plugin.utils; everything deeper is private.
+FACES = {f"{PACKAGE}.{p}" for p in ("config", "data", "modeling", "engine", "evaluation", "solver", "utils")}
+
+
+def _is_face(module: str) -> bool:
+    return module in FACES or (module.startswith(f"{PACKAGE}.utils.") and module.count(".") == 2)
+
+
+def test_plugins_import_the_host_only_through_its_face():
     bad = [f"{i.path}:{i.lineno} imports {i.module}" + (f".{i.name}" if i.name else "")
            for i in _all_imports()
-           if _is_host(i.importer) and (i.module.startswith(PLUGINS) or i.module.split(".")[0] in
-                                        ("parity_harness", "tools"))]
-    assert not bad, "the host must not import plugins or development tooling:\n  " + "\n  ".join(bad)
+           if i.importer.startswith(PLUGINS) and _is_host(i.module) and not _is_face(i.module)]
+    assert not bad, ("a plugin imports the host through its face (" + ", ".join(sorted(FACES)) +
+                     ", clipreid_plugin.utils.<module>):\n  " + "\n  ".join(bad))
 
 
 def test_plugins_use_public_names_of_the_host_only():
@@ -101,3 +124,24 @@ def test_the_checks_see_imports_inside_functions(tmp_path):
         import_graph.REPO = old
     assert [(i.importer, i.lineno, i.module, i.name) for i in found] == [
         ("clipreid_plugin.engine.hidden", 2, "clipreid_plugin.plugins.clipreid", "stage1")]
+
+
+def test_the_checks_see_every_way_of_importing_a_plugin(tmp_path, monkeypatch):
+    """``from clipreid_plugin import plugins``, ``from .. import plugins``, ``importlib.import_module``
+    and ``__import__`` of a plugin from host code are all reported by the host check."""
+    import import_graph
+
+    pkg = tmp_path / "clipreid_plugin" / "engine"
+    pkg.mkdir(parents=True)
+    (pkg / "sneaky.py").write_text(
+        "import importlib\n"
+        "from clipreid_plugin import plugins\n"
+        "from .. import plugins as p2\n"
+        "def later():\n"
+        "    importlib.import_module('clipreid_plugin.plugins.clipreid')\n"
+        "    __import__('clipreid_plugin.plugins.clipreid.stage1')\n")
+    monkeypatch.setattr(import_graph, "REPO", str(tmp_path))
+    found = [_target(i) for i in import_graph.imports_of(str(pkg / "sneaky.py"))]
+    plugin_imports = [t for t in found if t.startswith(PLUGINS)]
+    assert plugin_imports == ["clipreid_plugin.plugins", "clipreid_plugin.plugins",
+                              "clipreid_plugin.plugins.clipreid", "clipreid_plugin.plugins.clipreid.stage1"]

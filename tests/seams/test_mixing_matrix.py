@@ -18,8 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BACKBONES = {
     "torchvision_resnet": ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.BACKBONE.DEPTH", "18x"],
     "clip_modified_resnet": ["MODEL.BACKBONE.NAME", "build_clip_backbone",
-                             "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-RN"],
-    "clip_vit": ["MODEL.BACKBONE.NAME", "build_clip_backbone", "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-ViT-16"],
+                             "CLIPREID.BACKBONE.MODEL_NAME", "ReID-Tiny-RN"],
+    "clip_vit": ["MODEL.BACKBONE.NAME", "build_clip_backbone", "CLIPREID.BACKBONE.MODEL_NAME", "ReID-Tiny-ViT-16"],
     "torchvision_vit": ["MODEL.BACKBONE.NAME", "build_vit_backbone", "MODEL.BACKBONE.VIT.ARCH", "vit_tiny_test"],
 }
 META_ARCHS = {
@@ -32,7 +32,7 @@ META_ARCHS = {
                  "CLIPREID.STAGE1.WARMUP_EPOCHS", "0"],
 }
 TINY = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.PRETRAIN_PATH", "",
-        "PLUGINS", "['clipreid_plugin.plugins.clipreid']", "MODEL.BACKBONE.CLIP.MODEL_NAME", "ReID-Tiny-RN",
+        "PLUGINS", "['clipreid_plugin.plugins.clipreid']", "CLIPREID.BACKBONE.MODEL_NAME", "ReID-Tiny-RN",
         "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING.SIZE", "2",
         "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "4", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "3",
         "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "1",
@@ -87,10 +87,10 @@ IMPOSSIBLE = {
         "Baseline", "torchvision_resnet", ["MODEL.HEADS.NAME", "PromptLearnerHead"],
         r"MODEL.HEADS.NAME 'PromptLearnerHead' is a 'text' head, but Baseline needs a 'feature' head"),
     "feature head as CLIP-ReID's text head": (
-        "CLIPReID", "clip_vit", ["MODEL.PROMPT.HEAD_NAME", "EmbeddingHead"],
-        r"MODEL.PROMPT.HEAD_NAME 'EmbeddingHead' is a 'feature' head, but CLIPReID needs a 'text' head"),
+        "CLIPReID", "clip_vit", ["CLIPREID.PROMPT.HEAD_NAME", "EmbeddingHead"],
+        r"CLIPREID.PROMPT.HEAD_NAME 'EmbeddingHead' is a 'feature' head, but CLIPReID needs a 'text' head"),
     "projection of another width than the text tower's": (
-        "CLIPReID", "torchvision_resnet", ["MODEL.HEADS.PROJ_DIM", "100"],
+        "CLIPReID", "torchvision_resnet", ["CLIPREID.PROJ_DIM", "100"],
         r"PROJ_DIM is 100, but CLIPReID compares .* text features of width 64"),
     "prompt phase on a model that learns no prompts": (
         "Baseline", "torchvision_resnet", ["TRAINER.HOOKS", "['CLIPReIDStage1Hook']"],

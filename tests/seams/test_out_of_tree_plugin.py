@@ -22,21 +22,22 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MY_PLUGIN = '''
-"""A plugin outside the toolkit: a dataset, a backbone and a training phase, through public seams."""
+"""A plugin outside the toolkit: a dataset, a backbone, a camera-balanced sampler, an evaluator and
+a training phase, through the package face only, each built with the configurable convention."""
 import os
+from collections import Counter
 
+import numpy as np
 import torch
 from torch import nn
 
 from clipreid_plugin.config import CfgNode as CN
-from clipreid_plugin.config import register_config_extension
-from clipreid_plugin.data import DATASET_REGISTRY, SAMPLER_REGISTRY, ReIDDataset
-from clipreid_plugin.data.datasets.bases import list_images, relabel
-from clipreid_plugin.data.samplers import ReIDSampler
-from clipreid_plugin.engine import HOOK_REGISTRY, PhaseHook
+from clipreid_plugin.config import configurable, register_config_extension
+from clipreid_plugin.data import (DATASET_REGISTRY, SAMPLER_REGISTRY, ReIDDataset, ReIDSampler, list_images,
+                                  relabel)
+from clipreid_plugin.engine import HOOK_REGISTRY, PhaseHook, TrainerProtocol
 from clipreid_plugin.evaluation import EVALUATOR_REGISTRY, ReidEvaluator
-from clipreid_plugin.modeling import BACKBONE_REGISTRY
-from clipreid_plugin.modeling.backbones import Backbone, BackboneOutput
+from clipreid_plugin.modeling import BACKBONE_REGISTRY, Backbone, BackboneOutput
 from clipreid_plugin.utils.checkpoint import unwrap_model
 
 
@@ -45,12 +46,14 @@ def add_my_plugin_config(cfg):
     cfg.MY_PLUGIN = CN()
     cfg.MY_PLUGIN.WIDTH = 16
     cfg.MY_PLUGIN.WARMUP_EPOCHS = 1
+    cfg.MY_PLUGIN.CAMERAS_PER_BATCH = 2  # the sampler's own key
 
 
 @DATASET_REGISTRY.register()
 class TinyFolderReID(ReIDDataset):
     """<ROOT_DIR>/tiny/{train,query,gallery}/<pid>_<camid>_<n>.png"""
 
+    @configurable
     def __init__(self, root):
         def parse(split):
             files = list_images(os.path.join(root, "tiny", split), "TinyFolderReID")
@@ -60,32 +63,49 @@ class TinyFolderReID(ReIDDataset):
         super().__init__(relabel(parse("train")), parse("query"), parse("gallery"))
 
 
+@BACKBONE_REGISTRY.register()
 class TinyCNN(Backbone):
-    def __init__(self, width):
+    @configurable
+    def __init__(self, *, width=16):
         super().__init__()
         self.out_features = width
         self.body = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, width, 3, 2, 1))
 
+    @classmethod
+    def from_config(cls, cfg):
+        return {"width": cfg.MY_PLUGIN.WIDTH}
+
     def forward(self, images, camids=None, viewids=None):
         return BackboneOutput(self.body(images))
 
 
-@BACKBONE_REGISTRY.register()
-def build_tiny_cnn_backbone(cfg):
-    return TinyCNN(cfg.MY_PLUGIN.WIDTH)
-
-
 @SAMPLER_REGISTRY.register()
-class EpochCycleSampler(ReIDSampler):
-    """Samples in index order, rotated by the epoch number, wrapped to whole batches."""
+class CameraBalancedSampler(ReIDSampler):
+    """Every batch holds the same number of images of each of MY_PLUGIN.CAMERAS_PER_BATCH cameras."""
+
+    @configurable
+    def __init__(self, *, cameras_per_batch=2, **kwargs):
+        super().__init__(**kwargs)
+        self.cameras_per_batch = cameras_per_batch
+
+    @classmethod
+    def from_config(cls, cfg, **context):
+        return dict(super().from_config(cfg, **context), cameras_per_batch=cfg.MY_PLUGIN.CAMERAS_PER_BATCH)
 
     def global_epoch_indices(self, epoch):
-        n = len(self.pids)
-        order = [(i + epoch) % n for i in range(n)]
-        total = -(-n // self.batch_size) * self.batch_size
-        print(f"EpochCycleSampler: epoch {epoch} starts at sample {order[0]}", flush=True)
-        return (order * 2)[:total]
+        rng = self._rng(epoch)
+        cams = sorted(set(self.camids.tolist()))[: self.cameras_per_batch]
+        per_cam = self.batch_size // len(cams)
+        pools = [rng.permutation(np.flatnonzero(self.camids == c)) for c in cams]
+        batches = min(len(p) for p in pools) // per_cam
+        out = []
+        for b in range(batches):
+            for p in pools:
+                out += p[b * per_cam:(b + 1) * per_cam].tolist()
+        first = Counter(self.camids[out[:self.batch_size]].tolist())
+        print(f"CameraBalancedSampler: epoch {epoch} batch cameras {sorted(first.values())}", flush=True)
+        return out
 
 
 @EVALUATOR_REGISTRY.register()
@@ -109,13 +129,19 @@ class CountingReidEvaluator(ReidEvaluator):
 
 @HOOK_REGISTRY.register()
 class HeadWarmupHook(PhaseHook):
-    """Trains the classifier alone for MY_PLUGIN.WARMUP_EPOCHS epochs before the main loop."""
+    """Trains the classifier alone for MY_PLUGIN.WARMUP_EPOCHS epochs before the main loop, then saves
+    model_head_warmup_final.pth (a phase name with an underscore, which --resume must find)."""
 
     phase_name = "head_warmup"
 
-    def __init__(self, cfg):
-        self.num_epochs = cfg.MY_PLUGIN.WARMUP_EPOCHS
+    @configurable
+    def __init__(self, *, epochs=1):
+        self.num_epochs = epochs
         self.done = False
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"epochs": cfg.MY_PLUGIN.WARMUP_EPOCHS}
 
     def state_dict(self):
         return {"done": self.done}
@@ -124,7 +150,9 @@ class HeadWarmupHook(PhaseHook):
         self.done = state["done"]
 
     def before_train(self):
+        assert isinstance(self.trainer, TrainerProtocol)
         if self.done:
+            print("HeadWarmupHook: already done", flush=True)
             return
         model = unwrap_model(self.trainer.model)
         optimizer = torch.optim.SGD(model.heads.neck.classifier.parameters(), lr=0.1)
@@ -132,6 +160,7 @@ class HeadWarmupHook(PhaseHook):
         scheduler.unit = "epoch"
         self.run_loop(model, self.trainer.data_loader, optimizer, scheduler, start_epoch=0)
         self.done = True
+        self.trainer.checkpointer.save("model_head_warmup_final")
 '''
 
 
@@ -169,11 +198,11 @@ _BASE_: center_loss.yml
 PLUGINS: [my_plugin.py]
 MODEL:
   DEVICE: cpu
-  BACKBONE: {{NAME: build_tiny_cnn_backbone}}
+  BACKBONE: {{NAME: TinyCNN}}
 DATASETS: {{NAMES: [TinyFolderReID], TESTS: [TinyFolderReID], ROOT_DIR: {tmp_path / 'data'}}}
 TRAINER: {{HOOKS: [HeadWarmupHook]}}
 INPUT: {{SIZE_TRAIN: [32, 16], SIZE_TEST: [32, 16], PADDING: {{SIZE: 2}}}}
-DATALOADER: {{NUM_WORKERS: 0, NUM_INSTANCE: 2, SAMPLER: EpochCycleSampler}}
+DATALOADER: {{NUM_WORKERS: 0, NUM_INSTANCE: 2, SAMPLER: CameraBalancedSampler}}
 SOLVER: {{MAX_EPOCHS: 2, IMS_PER_BATCH: 8, CHECKPOINT_PERIOD: 2, WARMUP_EPOCHS: 1, STEPS_EPOCHS: [5], LOG_PERIOD_ITERS: 1}}
 TEST: {{EVAL_PERIOD: 2, IMS_PER_BATCH: 8, EVALUATOR: CountingReidEvaluator}}
 OUTPUT_DIR: {out}
@@ -187,14 +216,14 @@ OUTPUT_DIR: {out}
     results = json.load(open(out / "results.json"))
     assert set(results) == {"TinyFolderReID"} and 0 <= results["TinyFolderReID"]["mAP"] <= 100
     assert results["TinyFolderReID"]["images_seen"] == 3 + 6  # the plugin's evaluator: query + gallery
-    assert "EpochCycleSampler: epoch 1 starts at sample 1" in p.stdout  # the plugin's sampler
+    assert "CameraBalancedSampler: epoch 1 batch cameras [4, 4]" in p.stdout  # the plugin's sampler, its key
     log = (out / "log.txt").read_text()
     assert "Training schedule: head_warmup 1 epoch, then main 2 epochs" in log
     records = [json.loads(line) for line in open(out / "metrics.json")]
     assert any(r.get("phase") == "head_warmup" and "loss_cls" in r for r in records)
     assert any("phase" not in r and "loss_center" in r for r in records)
     saved = (out / "config.yaml").read_text()
-    assert "MY_PLUGIN" in saved and re.search(r"CENTER:\n\s+LR: 0.5\n\s+SCALE: 0.001", saved)
+    assert "MY_PLUGIN" in saved and re.search(r"CENTER_LOSS:\n\s+LR: 0.5\n\s+SCALE: 0.001", saved)
     assert str(tmp_path / "center_loss.py") in saved and str(tmp_path / "my_plugin.py") in saved
 
     # The centers train in a parameter group of their own: LR 0.5 against BASE_LR 1e-3 of the base
@@ -203,3 +232,16 @@ OUTPUT_DIR: {out}
     centers, conv = groups["losses.2.centers"], groups["backbone.body.0.weight"]
     assert centers["weight_decay"] == 0.0 and conv["weight_decay"] == 5e-4
     assert abs(centers["lr"] / conv["lr"] - 0.5 / 1e-3) < 1e-9
+
+    # --resume finds the phase's checkpoint although its name has an underscore: with the main
+    # loop's checkpoints gone, the run continues from model_head_warmup_final.pth, phase done.
+    for name in ("model_final.pth", "model_0002.pth", "last_checkpoint", "results.json"):
+        if (out / name).exists():
+            (out / name).unlink()
+    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+                        str(tmp_path / "run.yml"), "--resume"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "HeadWarmupHook: already done" in p.stdout
+    assert "Resuming from model_head_warmup_final.pth" in (out / "log.txt").read_text()
+    assert (out / "model_final.pth").exists()

@@ -18,15 +18,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _plugin(folder, name, key, default):
-    """A plugin file that adds ``PLUGIN_TEST.<key>`` with ``default`` (a fresh module name per test)."""
+    """A plugin file that adds ``<NAME>.<key>`` with ``default``, in a group of its own named after
+    the plugin (a fresh module name per test)."""
     (folder / f"{name}.py").write_text(textwrap.dedent(f"""\
         from clipreid_plugin.config import CfgNode as CN, register_config_extension
 
         @register_config_extension
         def add_keys(cfg):
-            if "PLUGIN_TEST" not in cfg:
-                cfg.PLUGIN_TEST = CN()
-            cfg.PLUGIN_TEST.{key} = {default!r}
+            cfg.{name.upper()} = CN()
+            cfg.{name.upper()}.{key} = {default!r}
         """))
 
 
@@ -34,26 +34,29 @@ def test_plugins_of_the_whole_base_chain_load_before_the_file_is_merged(tmp_path
     (tmp_path / "plugins").mkdir()
     _plugin(tmp_path / "plugins", "chain_base_plugin", "FROM_BASE", 1)
     _plugin(tmp_path, "chain_leaf_plugin", "FROM_LEAF", "a")
-    (tmp_path / "base.yml").write_text("PLUGINS: [plugins/chain_base_plugin.py]\nPLUGIN_TEST:\n  FROM_BASE: 5\n")
+    (tmp_path / "base.yml").write_text("PLUGINS: [plugins/chain_base_plugin.py]\nCHAIN_BASE_PLUGIN:\n  FROM_BASE: 5\n")
     (tmp_path / "leaf.yml").write_text("_BASE_: base.yml\nPLUGINS: [chain_leaf_plugin.py]\n"
-                                       "PLUGIN_TEST:\n  FROM_LEAF: b\n")
+                                       "CHAIN_LEAF_PLUGIN:\n  FROM_LEAF: b\n")
     cfg = load_cfg(str(tmp_path / "leaf.yml"))
-    assert (cfg.PLUGIN_TEST.FROM_BASE, cfg.PLUGIN_TEST.FROM_LEAF) == (5, "b")
+    assert (cfg.CHAIN_BASE_PLUGIN.FROM_BASE, cfg.CHAIN_LEAF_PLUGIN.FROM_LEAF) == (5, "b")
     # the run records every plugin of the chain, as absolute paths (config.yaml reloads anywhere)
     assert list(cfg.PLUGINS) == [str(tmp_path / "plugins" / "chain_base_plugin.py"),
                                  str(tmp_path / "chain_leaf_plugin.py")]
     dumped = tmp_path / "dumped.yml"
     cfg.dump_to(str(dumped))
-    assert load_cfg(str(dumped)).PLUGIN_TEST.FROM_LEAF == "b"
-    # a config built afterwards has the keys with their defaults
-    assert get_cfg().PLUGIN_TEST.FROM_BASE == 1
+    assert load_cfg(str(dumped)).CHAIN_LEAF_PLUGIN.FROM_LEAF == "b"
+    # a config that does not name the plugins has none of their keys, although they were imported
+    assert "CHAIN_BASE_PLUGIN" not in get_cfg() and "CHAIN_LEAF_PLUGIN" not in load_cfg("")
+    # naming one activates that one only
+    only_base = get_cfg([str(tmp_path / "plugins" / "chain_base_plugin.py")])
+    assert only_base.CHAIN_BASE_PLUGIN.FROM_BASE == 1 and "CHAIN_LEAF_PLUGIN" not in only_base
 
 
 def test_plugins_override_on_the_command_line(tmp_path, monkeypatch):
     _plugin(tmp_path, "override_plugin", "VALUE", 3)
     monkeypatch.chdir(tmp_path)
-    cfg = load_cfg("", ["PLUGINS", "['override_plugin.py']", "PLUGIN_TEST.VALUE", "7"])
-    assert cfg.PLUGIN_TEST.VALUE == 7 and list(cfg.PLUGINS) == [str(tmp_path / "override_plugin.py")]
+    cfg = load_cfg("", ["PLUGINS", "['override_plugin.py']", "OVERRIDE_PLUGIN.VALUE", "7"])
+    assert cfg.OVERRIDE_PLUGIN.VALUE == 7 and list(cfg.PLUGINS) == [str(tmp_path / "override_plugin.py")]
 
 
 def test_a_dotted_module_name_is_imported(tmp_path, monkeypatch):
@@ -62,8 +65,8 @@ def test_a_dotted_module_name_is_imported(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     _plugin(pkg, "keys", "DOTTED", 1.5)
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "c.yml").write_text("PLUGINS: [dotted_pkg.keys]\nPLUGIN_TEST: {DOTTED: 2.5}\n")
-    assert load_cfg(str(tmp_path / "c.yml")).PLUGIN_TEST.DOTTED == 2.5
+    (tmp_path / "c.yml").write_text("PLUGINS: [dotted_pkg.keys]\nKEYS: {DOTTED: 2.5}\n")
+    assert load_cfg(str(tmp_path / "c.yml")).KEYS.DOTTED == 2.5
 
 
 def test_plugin_errors_name_what_to_fix(tmp_path):
@@ -112,23 +115,54 @@ def _python(code, site, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_installed_packages_register_through_the_entry_point_group(tmp_path):
-    """In a fresh process: a registry miss imports the installed plugins (the built-in CLIP-ReID one
-    comes through the same group), and so does building a config; both are off with autoload
-    disabled."""
+def test_installed_plugins_are_available_and_active_only_where_named(tmp_path):
+    """In a fresh process: building a config imports no installed plugin; a registry miss names the
+    plugin that provides the name instead of using it; ``PLUGINS: [acme]`` (the entry point's name)
+    activates it; with autoload disabled even the miss does not look."""
     source = ("from clipreid_plugin.config import CfgNode as CN, register_config_extension\n"
+              "from clipreid_plugin.modeling import LOSS_REGISTRY\n"
+              "import torch\n"
               "@register_config_extension\n"
-              "def add(cfg):\n    cfg.ACME = CN({'LEVEL': 3})\n")
+              "def add(cfg):\n    cfg.ACME = CN({'LEVEL': 3})\n"
+              "@LOSS_REGISTRY.register()\n"
+              "class AcmeLoss(torch.nn.Module):\n"
+              "    def __init__(self, cfg):\n        super().__init__()\n")
     site = _site_with_entry_point(tmp_path, source)
-    code = ("from clipreid_plugin.modeling import META_ARCH_REGISTRY\n"
-            "try:\n    found = META_ARCH_REGISTRY.get('CLIPReID').__module__\n"
-            "except KeyError:\n    found = 'missing'\n"
-            "from clipreid_plugin.config import get_cfg\n"
-            "print(found, get_cfg().get('ACME', {}).get('LEVEL'))\n")
+    code = ("import sys\n"
+            "from clipreid_plugin.config import get_cfg, load_cfg\n"
+            "cfg = get_cfg()\n"
+            "print('ACME' in cfg, 'acme_reid_plugin' in sys.modules)\n"
+            "from clipreid_plugin.modeling import LOSS_REGISTRY\n"
+            "try:\n    LOSS_REGISTRY.build('AcmeLoss', cfg)\nexcept KeyError as e:\n    print('MISS', e)\n"
+            "active = load_cfg('', ['PLUGINS', \"['acme']\"])\n"
+            "print(active.ACME.LEVEL, type(LOSS_REGISTRY.build('AcmeLoss', active)).__name__, 'ACME' in get_cfg())\n")
     p = _python(code, site)
-    assert p.returncode == 0 and p.stdout.split() == ["clipreid_plugin.plugins.clipreid.clipreid", "3"], p.stderr
-    p = _python(code, site, CLIPREID_DISABLE_PLUGIN_AUTOLOAD="1")
-    assert p.returncode == 0 and p.stdout.split() == ["missing", "None"], p.stderr[-2000:]
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert lines[0] == "False False"  # building a config imported nothing
+    assert lines[1].startswith("MISS") and "provided by the plugin 'acme': add it to PLUGINS" in lines[1]
+    assert lines[2] == "3 AcmeLoss False"
+    p = _python("from clipreid_plugin.modeling import LOSS_REGISTRY\n"
+                "try:\n    LOSS_REGISTRY.get('AcmeLoss')\nexcept KeyError as e:\n    print('MISS', e)\n", site,
+                CLIPREID_DISABLE_PLUGIN_AUTOLOAD="1")
+    assert p.returncode == 0 and "No object named 'AcmeLoss'" in p.stdout, p.stderr[-2000:]
+
+
+def test_a_plugin_adds_keys_only_in_groups_of_its_own(tmp_path):
+    (tmp_path / "intruder.py").write_text(textwrap.dedent("""\
+        from clipreid_plugin.config import register_config_extension
+
+        @register_config_extension
+        def add_keys(cfg):
+            cfg.MODEL.HEADS.INTRUDER_DIM = 3
+        """))
+    with pytest.raises(PluginError, match=r"adds MODEL.HEADS.INTRUDER_DIM inside a group it does not own"):
+        load_cfg("", ["PLUGINS", f"['{tmp_path / 'intruder.py'}']"])
+
+
+def test_a_key_of_an_inactive_plugin_names_the_plugin():
+    with pytest.raises(ConfigError, match=r"'CLIPREID' belongs to the plugin .*add it to PLUGINS"):
+        load_cfg("", ["CLIPREID.PHASES", "both"])
 
 
 def test_a_broken_installed_plugin_is_named_with_its_package(monkeypatch):
@@ -154,14 +188,14 @@ def test_a_broken_installed_plugin_is_named_with_its_package(monkeypatch):
 
 def test_data_dependent_keys_are_filled_only_when_empty():
     declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.BACKBONE.VIT.NUM_CAMERAS = 4  # set by the user: kept
     filled = fill_data_dependent_keys(cfg, DataInfo(num_classes=751, num_cameras=6, num_views=1, kind="person"))
     assert filled.MODEL.HEADS.NUM_CLASSES == 751 and filled.MODEL.BACKBONE.VIT.NUM_CAMERAS == 4
-    assert filled.MODEL.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
-    assert filled.MODEL.BACKBONE.CLIP.NUM_CAMERAS == 6 and filled.is_frozen()
-    unknown_kind = fill_data_dependent_keys(get_cfg(), DataInfo(3, 2, 1, None))
-    assert unknown_kind.MODEL.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
+    assert filled.CLIPREID.PROMPT.CLASS_WORD == "person"  # declared by the CLIP-ReID plugin
+    assert filled.CLIPREID.BACKBONE.NUM_CAMERAS == 6 and filled.is_frozen()
+    unknown_kind = fill_data_dependent_keys(get_cfg(["clipreid_plugin.plugins.clipreid"]), DataInfo(3, 2, 1, None))
+    assert unknown_kind.CLIPREID.PROMPT.CLASS_WORD == ""  # nothing known: left for the component to decide
     with pytest.raises(ValueError, match="source must be one of num_classes, num_cameras, num_views, kind"):
         declare_data_dependent_key("X.Y", "num_people")
 
@@ -180,3 +214,25 @@ def test_config_messages():
     with pytest.raises(ConfigError, match=r"INPUT.SIZE_TRAIN.*expects a list.*Give a list"):
         cfg.merge_from_list(["INPUT.SIZE_TRAIN", "256"])
     assert isinstance(cfg, CfgNode)
+
+
+def test_a_resnet_run_imports_no_plugin_and_no_open_clip(tmp_path):
+    """A bag-of-tricks run, start to finish in a fresh process: no module of any plugin and no
+    open_clip is imported, and its config.yaml holds only host keys."""
+    code = textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {os.path.join(REPO, "tools")!r})
+        import train_net
+        code = train_net.cli(["--config-file", {os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")!r},
+            "DATASETS.ROOT_DIR", {str(tmp_path / "data")!r}, "OUTPUT_DIR", {str(tmp_path / "run")!r},
+            "MODEL.DEVICE", "cpu", "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "4", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "3",
+            "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.SIZE", "[32, 16]",
+            "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "SOLVER.IMS_PER_BATCH", "8",
+            "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_EPOCHS", "1",
+            "TEST.IMS_PER_BATCH", "16"])
+        loaded = sorted(m for m in sys.modules if m.startswith(("clipreid_plugin.plugins", "open_clip")))
+        print(code, loaded)
+        """)
+    p = _python(code, tmp_path)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "0 []", p.stdout[-2000:] + p.stderr[-2000:]
+    assert "CLIPREID" not in (tmp_path / "run" / "config.yaml").read_text()

@@ -173,10 +173,10 @@ def test_translation_of_the_shipped_vit_clipreid_values():
         "SOLVER.STAGE2.WEIGHT_DECAY_BIAS": 1e-4, "SOLVER.STAGE2.MAX_EPOCHS": 60, "SOLVER.STAGE2.STEPS": [30, 50],
         "SOLVER.STAGE2.WARMUP_FACTOR": 0.1, "SOLVER.STAGE2.WARMUP_ITERS": 10}))
     m = cfg.MODEL
-    assert m.META_ARCHITECTURE == "CLIPReID" and m.BACKBONE.CLIP.MODEL_NAME == "ViT-B-16"
-    assert m.BACKBONE.CLIP.STRIDE_SIZE == [12, 12] and m.BACKBONE.CLIP.SIE_CAMERA and not m.BACKBONE.CLIP.SIE_VIEW
-    assert (m.BACKBONE.CLIP.SIE_COE, m.BACKBONE.CLIP.NUM_CAMERAS, m.BACKBONE.CLIP.NUM_VIEWS) == (1.0, 4, 2)
-    assert m.HEADS.NUM_CLASSES == 5 and m.HEADS.NECK_FEAT == "before"
+    assert m.META_ARCHITECTURE == "CLIPReID" and cfg.CLIPREID.BACKBONE.MODEL_NAME == "ViT-B-16"
+    assert cfg.CLIPREID.BACKBONE.STRIDE_SIZE == [12, 12] and cfg.CLIPREID.BACKBONE.SIE_CAMERA and not cfg.CLIPREID.BACKBONE.SIE_VIEW
+    assert (cfg.CLIPREID.BACKBONE.SIE_COE, cfg.CLIPREID.BACKBONE.NUM_CAMERAS, cfg.CLIPREID.BACKBONE.NUM_VIEWS) == (1.0, 4, 2)
+    assert m.HEADS.NUM_CLASSES == 5 and cfg.CLIPREID.NECK_FEAT == "before"
     assert m.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss", "ImageTextCrossEntropyLoss")
     assert (m.LOSSES.CE.SCALE, m.LOSSES.CE.EPSILON, m.LOSSES.I2T.EPSILON) == (0.25, 0.1, 0.1)
     assert (m.LOSSES.TRI.MARGIN, m.LOSSES.TRI.SOFT_MARGIN, m.LOSSES.TRI.SCALE) == (0.3, False, 1.0)
@@ -200,7 +200,7 @@ def test_class_word_follows_the_reference_exact_compare(dataset, word):
     """Only the exact strings "VehicleID" and "veri" give the vehicle prompt, as the reference compares."""
     cfg = reference_to_cfg(_meta(**{"MODEL.NAME": "RN50", "DATALOADER.SAMPLER": "softmax_triplet",
                                     "DATASETS.NAMES": dataset}))
-    assert cfg.MODEL.PROMPT.CLASS_WORD == word and cfg.DATASETS.NAMES == (dataset,)
+    assert cfg.CLIPREID.PROMPT.CLASS_WORD == word and cfg.DATASETS.NAMES == (dataset,)
 
 
 def test_translation_of_options_and_baselines():
@@ -212,7 +212,7 @@ def test_translation_of_options_and_baselines():
     assert cfg.MODEL.META_ARCHITECTURE == "CLIPBaseline"
     assert cfg.MODEL.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss")
     assert cfg.MODEL.LOSSES.CE.EPSILON == 0.0 and cfg.MODEL.LOSSES.TRI.SOFT_MARGIN
-    assert cfg.MODEL.HEADS.NECK_FEAT == "after" and cfg.SOLVER.BASE_LR == 3.5e-4
+    assert cfg.CLIPREID.NECK_FEAT == "after" and cfg.SOLVER.BASE_LR == 3.5e-4
     assert cfg.SOLVER.WARMUP_EPOCHS == 500  # the reference default WARMUP_ITERS, counted in epochs
     with pytest.raises(ValueError, match="MODEL.NAME is 'resnet50'"):
         reference_to_cfg(_meta(**{"DATALOADER.SAMPLER": "softmax_triplet"}))

@@ -40,9 +40,9 @@ def test_clip_sie_export_takes_camera_ids(tmp_path):
     input and flip averaging; onnxruntime gives the PyTorch embedding, and the ids change it."""
     ort = ort_or_skip()
     cfg = tiny_cfg(**{"MODEL.META_ARCHITECTURE": "CLIPBaseline", "MODEL.BACKBONE.NAME": "build_clip_backbone",
-                      "MODEL.BACKBONE.PRETRAIN": False, "MODEL.BACKBONE.CLIP.MODEL_NAME": "ReID-Tiny-ViT-16",
-                      "MODEL.BACKBONE.CLIP.SIE_CAMERA": True,
-                      "MODEL.BACKBONE.CLIP.NUM_CAMERAS": 3, "MODEL.BACKBONE.CLIP.NUM_VIEWS": 1,
+                      "MODEL.BACKBONE.PRETRAIN": False, "CLIPREID.BACKBONE.MODEL_NAME": "ReID-Tiny-ViT-16",
+                      "CLIPREID.BACKBONE.SIE_CAMERA": True,
+                      "CLIPREID.BACKBONE.NUM_CAMERAS": 3, "CLIPREID.BACKBONE.NUM_VIEWS": 1,
                       "INPUT.SIZE_TEST": [64, 32], "INPUT.SIZE_TRAIN": [64, 32]})
     torch.manual_seed(0)
     model = build_model(cfg)

@@ -160,7 +160,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
     ``SOLVER.STAGE2.WARMUP_ITERS``; keys left out take the reference defaults of
     CLIPREID_SPEC.md 1.2) plus ``meta["num_classes"]``, ``camera_num`` and ``view_num``:
 
-    * model: ``MODEL.NAME`` -> ``MODEL.BACKBONE.CLIP.MODEL_NAME``; ``STRIDE_SIZE``, ``SIE_*``;
+    * model: ``MODEL.NAME`` -> ``CLIPREID.BACKBONE.MODEL_NAME``; ``STRIDE_SIZE``, ``SIE_*``;
       ``TEST.NECK_FEAT`` ('after' or anything else = 'before', as the reference branches);
       ``MODEL.META_ARCHITECTURE`` CLIPReID (``SOLVER.STAGE1/2`` keys) or CLIPBaseline (flat
       ``SOLVER.BASE_LR`` of the baselines' train.py);
@@ -193,7 +193,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
             with its key.
     """
     ref = dict(meta["config"])
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     solver, clipreid = _solver_prefix(ref)
 
     def get(key: str) -> Any:
@@ -221,7 +221,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
     m.BACKBONE.NAME = "build_clip_backbone"
     m.BACKBONE.PRETRAIN = bool(clip_weights)
     m.BACKBONE.PRETRAIN_PATH = clip_weights
-    c = m.BACKBONE.CLIP
+    c = cfg.CLIPREID.BACKBONE
     c.MODEL_NAME = _MODEL_NAMES[name]
     c.STRIDE_SIZE = [int(s) for s in get("MODEL.STRIDE_SIZE")]
     c.SIE_CAMERA = bool(get("MODEL.SIE_CAMERA"))
@@ -231,7 +231,7 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
     c.NUM_VIEWS = int(meta["view_num"])
     c.QUICK_GELU = "auto"  # OpenAI weights -> QuickGELU, as the reference's CLIP
     m.HEADS.NUM_CLASSES = int(meta["num_classes"])
-    m.HEADS.NECK_FEAT = "after" if get("TEST.NECK_FEAT") == "after" else "before"
+    cfg.CLIPREID.NECK_FEAT = "after" if get("TEST.NECK_FEAT") == "after" else "before"
     m.HEADS.CLS_INIT_STD = 0.001  # fixed in the reference's model code
 
     smooth = 0.1 if get("MODEL.IF_LABELSMOOTH") == "on" else 0.0
@@ -375,7 +375,7 @@ def resolve_clip_weights(meta: Dict[str, Any], clip_dir: str) -> str:
 def parity_cfg(meta: Dict[str, Any], clip_weights: str) -> CfgNode:
     """:func:`reference_to_cfg` for replaying a case with its CLIP weights file.
 
-    The architecture is read from the weights file's shapes (``MODEL.BACKBONE.CLIP.MODEL_NAME``
+    The architecture is read from the weights file's shapes (``CLIPREID.BACKBONE.MODEL_NAME``
     ""), because the shared cases use tiny CLIP models that have no open_clip name.
 
     Args:
@@ -386,7 +386,7 @@ def parity_cfg(meta: Dict[str, Any], clip_weights: str) -> CfgNode:
         The config.
     """
     cfg = reference_to_cfg(meta, clip_weights)
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = ""
     return cfg
 
 

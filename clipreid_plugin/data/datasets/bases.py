@@ -9,7 +9,7 @@ import contextlib
 import glob
 import logging
 import os
-from typing import Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from tabulate import tabulate
 
@@ -22,9 +22,9 @@ __all__ = ["DATASET_REGISTRY", "DatasetError", "ReIDDataset", "Sample", "registe
 
 logger = logging.getLogger(__name__)
 
-DATASET_REGISTRY = Registry("DATASET")
+DATASET_REGISTRY = Registry("DATASET", config_keys=["DATASETS.TESTS"], training_keys=["DATASETS.NAMES"])
 DATASET_REGISTRY.__doc__ = (
-    "Registry for datasets; a registered class is built as ``cls.from_config(cfg)``. "
+    "Registry for datasets; a registered class is built as ``cls(cfg)`` (the configurable convention). "
     "Registered names are the config names of DATASETS.NAMES / DATASETS.TESTS."
 )
 
@@ -202,16 +202,19 @@ class ReIDDataset:
         return type(self).__name__
 
     @classmethod
-    def from_config(cls, cfg) -> "ReIDDataset":
-        """Build the dataset from the config (default: only DATASETS.ROOT_DIR).
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        """The constructor arguments of a dataset from the config (default: ``root`` =
+        ``DATASETS.ROOT_DIR``). A dataset's ``__init__`` is decorated with
+        :func:`~clipreid_plugin.config.configurable`, so ``Market1501(cfg)`` and
+        ``Market1501("/data")`` both work.
 
         Args:
             cfg: the config.
 
         Returns:
-            The dataset.
+            Keyword arguments of ``__init__``.
         """
-        return cls(cfg.DATASETS.ROOT_DIR)
+        return {"root": cfg.DATASETS.ROOT_DIR}
 
     def test_items(self) -> List[Sample]:
         """Returns: what the test loader yields: query then gallery (see ``random_gallery``)."""

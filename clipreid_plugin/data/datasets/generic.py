@@ -3,7 +3,9 @@
 import csv
 import os
 import re
-from typing import List
+from typing import Dict, List
+
+from clipreid_plugin.config.configurable import configurable
 
 from .bases import DatasetError, ReIDDataset, Sample, list_images, register_dataset, relabel, train_split_needed
 
@@ -31,6 +33,7 @@ class GenericReID(ReIDDataset):
 
     kind = "person"
 
+    @configurable
     def __init__(self, root: str, folder: str = "generic",
                  pattern: str = r"(?P<pid>-?\d+)_c(?P<camid>\d+)", camid_offset: int = 1,
                  kind: str = "person"):
@@ -64,10 +67,11 @@ class GenericReID(ReIDDataset):
         super().__init__(relabel(train), query, gallery)
 
     @classmethod
-    def from_config(cls, cfg) -> "GenericReID":
+    def from_config(cls, cfg) -> Dict:
         """Build from DATASETS.ROOT_DIR and the DATASETS.GENERIC keys."""
         g = cfg.DATASETS.GENERIC
-        return cls(cfg.DATASETS.ROOT_DIR, g.DIR, g.PATTERN, g.CAMID_OFFSET, g.KIND)
+        return {"root": cfg.DATASETS.ROOT_DIR, "folder": g.DIR, "pattern": g.PATTERN,
+                "camid_offset": g.CAMID_OFFSET, "kind": g.KIND}
 
     def _camid(self, value: int, where: str) -> int:
         camid = value - self.camid_offset

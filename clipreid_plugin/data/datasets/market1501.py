@@ -4,6 +4,8 @@ import os
 import re
 from typing import List
 
+from clipreid_plugin.config.configurable import configurable
+
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, register_dataset, relabel,
                     train_split_needed)
 
@@ -64,6 +66,7 @@ class Market1501(ReIDDataset):
     max_cam = 6
     view_id = 0
 
+    @configurable
     def __init__(self, root: str):
         """
         Args:

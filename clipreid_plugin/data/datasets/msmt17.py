@@ -3,6 +3,8 @@
 import os
 from typing import List
 
+from clipreid_plugin.config.configurable import configurable
+
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, parse_int, read_list_file,
                     register_dataset, train_split_needed)
 
@@ -25,6 +27,7 @@ class MSMT17(ReIDDataset):
                ("MSMT17_V2", "mask_train_v2", "mask_test_v2"))
     list_files = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
 
+    @configurable
     def __init__(self, root: str):
         """
         Args:

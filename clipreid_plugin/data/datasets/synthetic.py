@@ -21,6 +21,8 @@ from typing import Dict, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from clipreid_plugin.config.configurable import configurable
+
 from .bases import DatasetError, register_dataset
 from .market1501 import Market1501
 
@@ -212,6 +214,7 @@ class SyntheticReID(Market1501):
     max_pid = 9999
     max_cam = 9
 
+    @configurable
     def __init__(self, root: str, seed: int = 0, num_train_ids: int = 40, num_test_ids: int = 30,
                  images_per_id: int = 8, query_per_id: int = 2, num_cameras: int = 5,
                  num_distractors: int = 20, num_junk: int = 5, size=(128, 64)):
@@ -235,11 +238,13 @@ class SyntheticReID(Market1501):
         super().__init__(root)
 
     @classmethod
-    def from_config(cls, cfg) -> "SyntheticReID":
+    def from_config(cls, cfg) -> Dict:
         """Build from DATASETS.ROOT_DIR and the DATASETS.SYNTHETIC keys."""
         s = cfg.DATASETS.SYNTHETIC
-        return cls(cfg.DATASETS.ROOT_DIR, s.SEED, s.NUM_TRAIN_IDS, s.NUM_TEST_IDS, s.IMAGES_PER_ID,
-                   s.QUERY_PER_ID, s.NUM_CAMERAS, s.NUM_DISTRACTORS, s.NUM_JUNK, s.SIZE)
+        return {"root": cfg.DATASETS.ROOT_DIR, "seed": s.SEED, "num_train_ids": s.NUM_TRAIN_IDS,
+                "num_test_ids": s.NUM_TEST_IDS, "images_per_id": s.IMAGES_PER_ID, "query_per_id": s.QUERY_PER_ID,
+                "num_cameras": s.NUM_CAMERAS, "num_distractors": s.NUM_DISTRACTORS, "num_junk": s.NUM_JUNK,
+                "size": s.SIZE}
 
     @staticmethod
     def _check(p: Dict) -> None:

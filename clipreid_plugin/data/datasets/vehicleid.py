@@ -3,7 +3,9 @@
 import os
 import random
 from collections import OrderedDict
-from typing import List
+from typing import Dict, List
+
+from clipreid_plugin.config.configurable import configurable
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, parse_int, read_list_file,
                     register_dataset, relabel, train_split_needed)
@@ -31,6 +33,7 @@ class VehicleID(ReIDDataset):
     random_gallery = True
     dataset_dirs = ("VehicleID_V1.0", "VehicleID")
 
+    @configurable
     def __init__(self, root: str, test_size: int = 800, split_seed: int = 1234):
         """
         Args:
@@ -61,10 +64,10 @@ class VehicleID(ReIDDataset):
         super().__init__(relabel(train), query, gallery)
 
     @classmethod
-    def from_config(cls, cfg) -> "VehicleID":
+    def from_config(cls, cfg) -> Dict:
         """Build from DATASETS.ROOT_DIR, DATASETS.VEHICLEID.TEST_SIZE and .SPLIT_SEED."""
-        return cls(cfg.DATASETS.ROOT_DIR, cfg.DATASETS.VEHICLEID.TEST_SIZE,
-                   cfg.DATASETS.VEHICLEID.SPLIT_SEED)
+        return {"root": cfg.DATASETS.ROOT_DIR, "test_size": cfg.DATASETS.VEHICLEID.TEST_SIZE,
+                "split_seed": cfg.DATASETS.VEHICLEID.SPLIT_SEED}
 
     def test_items(self) -> List[Sample]:
         """Returns: the whole test split (file order, camid 0): the evaluator draws galleries."""

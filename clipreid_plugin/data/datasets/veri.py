@@ -5,6 +5,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.logger import log_once
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, parse_int,
@@ -53,6 +54,7 @@ class VeRi(ReIDDataset):
     dataset_dirs = ("VeRi", "VeRi-776", "veri")
     splits = ("image_train", "image_query", "image_test")
 
+    @configurable
     def __init__(self, root: str):
         """
         Args:

@@ -1,13 +1,14 @@
-"""Backbone registry: a backbone is a function ``build_X_backbone(cfg) -> nn.Module``."""
+"""Backbone registry: a backbone is built as ``build_X_backbone(cfg) -> nn.Module`` (configurable)."""
 
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
 from .base import BackboneOutput
 
-BACKBONE_REGISTRY = Registry("BACKBONE")
+BACKBONE_REGISTRY = Registry("BACKBONE", config_keys=["MODEL.BACKBONE.NAME"])
 BACKBONE_REGISTRY.__doc__ = """
-Registry for backbones. A registered function is called with the config and returns an
+Registry for backbones. A registered class or function is built as ``obj(cfg)`` (the configurable
+convention, :mod:`clipreid_plugin.config.configurable`) and returns an
 ``nn.Module`` following the contract of :mod:`clipreid_plugin.modeling.backbones.base`:
 attributes ``out_features`` (and optionally ``proj_features``, ``uses_camids``,
 ``uses_viewids``), and ``forward(images, camids=None, viewids=None) -> BackboneOutput``.
@@ -29,7 +30,7 @@ def build_backbone(cfg):
         ConfigError: the built object does not declare a positive ``out_features``.
     """
     name = cfg.MODEL.BACKBONE.NAME
-    backbone = BACKBONE_REGISTRY.get(name)(cfg)
+    backbone = BACKBONE_REGISTRY.build(name, cfg, key="MODEL.BACKBONE.NAME")
     width = getattr(backbone, "out_features", None)
     if not isinstance(width, int) or width <= 0:
         raise ConfigError(f"MODEL.BACKBONE.NAME {name!r} built a {type(backbone).__name__} without a positive integer "

@@ -11,8 +11,9 @@ from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["HEAD_REGISTRY", "build_heads", "build_head"]
 
-HEAD_REGISTRY = Registry("HEAD")
-HEAD_REGISTRY.__doc__ = "Registry for heads; a registered class is constructed as ``cls(cfg, in_dim)``."
+HEAD_REGISTRY = Registry("HEAD", config_keys=["MODEL.HEADS.NAME"])
+HEAD_REGISTRY.__doc__ = ("Registry for heads; a registered class is constructed as ``cls(cfg, in_dim=...)`` (the "
+                         "configurable convention), ``in_dim`` being the width of the feature it receives.")
 
 
 def build_head(name: str, cfg, in_dim: int, kind: str = "feature", key: str = "MODEL.HEADS.NAME", **kwargs):
@@ -32,12 +33,12 @@ def build_head(name: str, cfg, in_dim: int, kind: str = "feature", key: str = "M
     Raises:
         ConfigError: the head is of another kind.
     """
-    cls = HEAD_REGISTRY.get(name)
+    cls = HEAD_REGISTRY.get_for_key(name, key, cfg)
     found = getattr(cls, "HEAD_KIND", "feature")
     if found != kind:
         raise ConfigError(f"{key} {name!r} is a {found!r} head, but {cfg.MODEL.META_ARCHITECTURE} needs a {kind!r} "
                           f"head here (e.g. EmbeddingHead for backbone features).")
-    return cls(cfg, in_dim, **kwargs)
+    return cls(cfg, in_dim=in_dim, **kwargs)
 
 
 def build_heads(cfg, in_dim: int):

@@ -1,6 +1,7 @@
 """Loss registry.
 
-A loss is an ``nn.Module`` constructed as ``cls(cfg)`` and called as
+A loss is an ``nn.Module`` constructed as ``cls(cfg)`` (the configurable convention,
+:mod:`clipreid_plugin.config.configurable`) and called as
 ``loss(outputs, targets) -> {"loss_<name>": scalar}``, where ``outputs`` is the dict the
 meta-architecture produced in training. Every meta-architecture's dict has ``feat`` (B, D):
 the main pre-BN feature, D = ``MODEL.BACKBONE.FEAT_DIM`` (filled from the built backbone), and
@@ -18,7 +19,7 @@ from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["LOSS_REGISTRY", "build_losses"]
 
-LOSS_REGISTRY = Registry("LOSS")
+LOSS_REGISTRY = Registry("LOSS", training_keys=["MODEL.LOSSES.NAMES"])
 
 
 def build_losses(cfg, feat_dim: int = 0) -> nn.ModuleList:
@@ -37,4 +38,4 @@ def build_losses(cfg, feat_dim: int = 0) -> nn.ModuleList:
         cfg.defrost()
         cfg.MODEL.BACKBONE.FEAT_DIM = int(feat_dim)
         cfg.freeze()
-    return nn.ModuleList(LOSS_REGISTRY.get(name)(cfg) for name in cfg.MODEL.LOSSES.NAMES)
+    return nn.ModuleList(LOSS_REGISTRY.build(name, cfg, key="MODEL.LOSSES.NAMES") for name in cfg.MODEL.LOSSES.NAMES)

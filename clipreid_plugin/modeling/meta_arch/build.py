@@ -9,7 +9,7 @@ from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model", "weights_replace_pretrained"]
 
-META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY = Registry("META_ARCH", config_keys=["MODEL.META_ARCHITECTURE"])
 META_ARCH_REGISTRY.__doc__ = """
 Registry for meta-architectures. A registered class is constructed as ``cls(cfg)``; its
 ``forward(batch)`` takes the batch dict (``images``, ``targets``, ``camids``, ``viewids``)
@@ -50,7 +50,7 @@ def build_model(cfg) -> torch.nn.Module:
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
         cfg.freeze()
-    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model = META_ARCH_REGISTRY.build(cfg.MODEL.META_ARCHITECTURE, cfg, key="MODEL.META_ARCHITECTURE")
     device = resolve_device(cfg.MODEL.DEVICE)
     model = model.to(device)
     backbone = getattr(model, "backbone", None)

@@ -2,8 +2,8 @@
 
 Importing this package registers, through the toolkit's public seams only:
 
-* config keys (``MODEL.BACKBONE.CLIP.*``, ``MODEL.PROMPT.*``, ``MODEL.LOSSES.{I2T,SUPCON}``,
-  ``MODEL.HEADS.PROJ_DIM``, ``CLIPREID.*``) and the data-dependent ones among them;
+* config keys (``CLIPREID.BACKBONE.*``, ``CLIPREID.PROMPT.*``, ``MODEL.LOSSES.{I2T,SUPCON}``,
+  ``CLIPREID.PROJ_DIM``, ``CLIPREID.*``) and the data-dependent ones among them;
 * backbone ``build_clip_backbone``: an open_clip image tower adapted for ReID;
 * head ``PromptLearnerHead``: identity prompts and the frozen CLIP text tower (a "text" head);
 * losses ``ImageTextSupConLoss`` (stage 1) and ``ImageTextCrossEntropyLoss`` (stage 2);

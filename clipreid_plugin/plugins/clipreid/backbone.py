@@ -4,7 +4,7 @@ Adaptations (CLIPREID_SPEC.md 2.2-2.4):
 
 * non-square input: the positional embedding is resized bilinearly (class row kept) to the
   patch grid of ``INPUT.SIZE_TRAIN``; for ModifiedResNet the attention-pool embedding is;
-* overlapping patches: the ViT patch conv gets ``MODEL.BACKBONE.CLIP.STRIDE_SIZE``;
+* overlapping patches: the ViT patch conv gets ``CLIPREID.BACKBONE.STRIDE_SIZE``;
 * ModifiedResNet layer4 runs with stride 1 (a 16x8 map at 256x128, no weight change);
 * SIE: a learned camera/view embedding, times ``SIE_COE``, added to the class token only;
 * three features per image, returned as the toolkit's :class:`BackboneOutput`: ViT =
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clipreid_plugin.modeling.backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range,
-                                                patch_grid, resize_pos_embed)
+from clipreid_plugin.modeling import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range, patch_grid,
+                                      resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
@@ -54,18 +54,18 @@ def shared_clip_models() -> Iterator[None]:
 
 
 def _quick_gelu(value: str) -> Optional[bool]:
-    """``MODEL.BACKBONE.CLIP.QUICK_GELU`` checked: None ("auto"), True ("on") or False ("off")."""
+    """``CLIPREID.BACKBONE.QUICK_GELU`` checked: None ("auto"), True ("on") or False ("off")."""
     key = str(value).lower()
     if key not in ("auto", "on", "off"):
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.QUICK_GELU is {value!r}; valid: 'auto', 'on', 'off'.")
+        raise ConfigError(f"CLIPREID.BACKBONE.QUICK_GELU is {value!r}; valid: 'auto', 'on', 'off'.")
     return {"auto": None, "on": True, "off": False}[key]
 
 
 def _stride_size(value) -> Tuple[int, ...]:
-    """``MODEL.BACKBONE.CLIP.STRIDE_SIZE`` checked: (sh, sw), each >= 1."""
+    """``CLIPREID.BACKBONE.STRIDE_SIZE`` checked: (sh, sw), each >= 1."""
     stride = tuple(value)
     if len(stride) != 2 or min(stride) < 1:
-        raise ConfigError(f"MODEL.BACKBONE.CLIP.STRIDE_SIZE must be [sh, sw] >= 1, got {list(value)}.")
+        raise ConfigError(f"CLIPREID.BACKBONE.STRIDE_SIZE must be [sh, sw] >= 1, got {list(value)}.")
     return stride
 
 
@@ -73,9 +73,9 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
     """Build the whole CLIP model (both towers) from ``MODEL.BACKBONE.*`` keys.
 
     ``MODEL.BACKBONE.PRETRAIN`` True loads ``PRETRAIN_PATH`` (a local OpenAI or open_clip file)
-    or, when that is empty, ``MODEL.BACKBONE.CLIP.PRETRAINED_TAG``; False gives random weights
+    or, when that is empty, ``CLIPREID.BACKBONE.PRETRAINED_TAG``; False gives random weights
     (overwritten by a full checkpoint in ``MODEL.WEIGHTS``). With no
-    ``MODEL.BACKBONE.CLIP.MODEL_NAME`` and no file to read the architecture from, it comes from
+    ``CLIPREID.BACKBONE.MODEL_NAME`` and no file to read the architecture from, it comes from
     the shapes of ``MODEL.WEIGHTS`` (this toolkit's or the reference's CLIP-ReID checkpoint), so
     a checkpoint is usable without the CLIP file it was trained from.
 
@@ -89,13 +89,13 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
         source inside :func:`shared_clip_models`.
     """
     b = cfg.MODEL.BACKBONE
-    c = b.CLIP
+    c = cfg.CLIPREID.BACKBONE
     qg = _quick_gelu(c.QUICK_GELU)
     if weights is None:
         if b.PRETRAIN and not (b.PRETRAIN_PATH or c.PRETRAINED_TAG):
             raise ConfigError(
                 "MODEL.BACKBONE.PRETRAIN is True but neither MODEL.BACKBONE.PRETRAIN_PATH (a local CLIP "
-                "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor MODEL.BACKBONE.CLIP.PRETRAINED_TAG is set."
+                "weights file, e.g. ~/.cache/clip/ViT-B-16.pt) nor CLIPREID.BACKBONE.PRETRAINED_TAG is set."
             )
         weights = b.PRETRAIN_PATH if b.PRETRAIN else ""
     # no file: the tag (when pretrained weights are wanted at all); a text tower of its own likewise
@@ -169,13 +169,13 @@ class CLIPImageEncoder(Backbone):
         self.cv_embed = None
         if (self.uses_camids or self.uses_viewids) and not self.is_vit:
             # The reference creates the table for RN50 but never uses it.
-            logger.warning("SIE (MODEL.BACKBONE.CLIP.SIE_CAMERA/SIE_VIEW) is ignored for ModifiedResNet towers.")
+            logger.warning("SIE (CLIPREID.BACKBONE.SIE_CAMERA/SIE_VIEW) is ignored for ModifiedResNet towers.")
             self.uses_camids = self.uses_viewids = False
         if self.uses_camids and self.num_cameras <= 0:
-            raise ConfigError("SIE_CAMERA needs MODEL.BACKBONE.CLIP.NUM_CAMERAS > 0 (the trainer fills it from the "
+            raise ConfigError("SIE_CAMERA needs CLIPREID.BACKBONE.NUM_CAMERAS > 0 (the trainer fills it from the "
                               "training set; set it by hand when building the model yourself).")
         if self.uses_viewids and self.num_views <= 0:
-            raise ConfigError("SIE_VIEW needs MODEL.BACKBONE.CLIP.NUM_VIEWS > 0 (the trainer fills it from the "
+            raise ConfigError("SIE_VIEW needs CLIPREID.BACKBONE.NUM_VIEWS > 0 (the trainer fills it from the "
                               "training set; set it by hand when building the model yourself).")
         rows = (self.num_cameras if self.uses_camids else 1) * (self.num_views if self.uses_viewids else 1)
         if self.uses_camids or self.uses_viewids:
@@ -196,7 +196,7 @@ class CLIPImageEncoder(Backbone):
         if patch[0] != patch[1]:
             raise ConfigError(f"Non-square patches {patch} are not supported.")
         if stride[0] > patch[0] or stride[1] > patch[1]:
-            logger.warning("MODEL.BACKBONE.CLIP.STRIDE_SIZE %s is larger than the %dx%d patches: pixels between "
+            logger.warning("CLIPREID.BACKBONE.STRIDE_SIZE %s is larger than the %dx%d patches: pixels between "
                            "patches are never seen. Use the patch size (or less, for overlapping patches).",
                            list(stride), patch[0], patch[1])
         v.conv1.stride = stride
@@ -264,7 +264,7 @@ class CLIPImageEncoder(Backbone):
         return self.sie_coe * self.cv_embed[idx]
 
     def _check_ids(self, ids: torch.Tensor, n: int, what: str) -> torch.Tensor:
-        check_ids_in_range(ids, n, what, f"the SIE table was sized for {n} {what}s (MODEL.BACKBONE.CLIP.NUM_"
+        check_ids_in_range(ids, n, what, f"the SIE table was sized for {n} {what}s (CLIPREID.BACKBONE.NUM_"
                                          f"{what.upper()}S; the evaluation set must use the training set's "
                                          f"{what} ids).")
         return ids.to(self.cv_embed.device, non_blocking=True).long()
@@ -380,7 +380,7 @@ class CLIPImageEncoder(Backbone):
 def build_clip_backbone(cfg) -> CLIPImageEncoder:
     """Registered backbone: an open_clip image tower adapted for ReID (see module docstring).
 
-    Config: ``MODEL.BACKBONE.{PRETRAIN, PRETRAIN_PATH}``, ``MODEL.BACKBONE.CLIP.*``,
+    Config: ``MODEL.BACKBONE.{PRETRAIN, PRETRAIN_PATH}``, ``CLIPREID.BACKBONE.*``,
     ``INPUT.SIZE_TRAIN``. Inside :func:`shared_clip_models` the CLIP model it loads is shared
     with a text head built from the same source.
 
@@ -390,7 +390,7 @@ def build_clip_backbone(cfg) -> CLIPImageEncoder:
     Returns:
         CLIPImageEncoder.
     """
-    c = cfg.MODEL.BACKBONE.CLIP
+    c = cfg.CLIPREID.BACKBONE
     stride = _stride_size(c.STRIDE_SIZE)
     clip_model = load_clip_from_config(cfg)
     return CLIPImageEncoder(

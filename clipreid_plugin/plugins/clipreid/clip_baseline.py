@@ -4,7 +4,7 @@ Spec 2.5 / 4.4: the image encoder gives three pre-BN features; ``feat`` and ``fe
 go through a BNNeck (BatchNorm with frozen bias, bias-free classifier). Training loss = ID loss
 on both classifiers + batch-hard triplet on the pre-BN features, through the LOSS_REGISTRY
 losses named in ``MODEL.LOSSES.NAMES``. The eval embedding is ``concat(feat, feat_proj)``
-(``MODEL.HEADS.NECK_FEAT`` "before", every shipped config) or the concat of their BN outputs
+(``CLIPREID.NECK_FEAT`` "before", every shipped config) or the concat of their BN outputs
 ("after").
 
 The encoder is whatever ``MODEL.BACKBONE.NAME`` builds (through BACKBONE_REGISTRY), read
@@ -14,7 +14,7 @@ through the backbone contract:
 * ``feat_last`` = the pooled ``intermediate`` when the backbone has one;
 * ``feat_proj`` = the backbone's ``projected`` output, or a learned linear projection of
   ``feat`` (``image_proj``) when it has none (a torchvision ResNet or ViT). Its width is
-  ``MODEL.HEADS.PROJ_DIM`` (0 = 512 here; the text width for CLIPReID).
+  ``CLIPREID.PROJ_DIM`` (0 = 512 here; the text width for CLIPReID).
 
 CLIP-ReID subclasses this model: it adds a text head and the image-to-text loss.
 """
@@ -24,17 +24,24 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from clipreid_plugin.modeling import META_ARCH_REGISTRY, build_backbone, build_losses
-from clipreid_plugin.modeling.backbones import check_backbone_output, global_pool
-from clipreid_plugin.modeling.heads import BNNeck
-from clipreid_plugin.modeling.heads.bnneck import check_neck_feat
-from clipreid_plugin.modeling.meta_arch import apply_losses, backbone_inputs
+from clipreid_plugin.modeling import (META_ARCH_REGISTRY, apply_losses, backbone_inputs, BNNeck, build_backbone,
+                                      build_losses, check_backbone_output, global_pool)
+from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["CLIPBaseline"]
 
 # Width of the learned projection of CLIPBaseline on a backbone without a projected output
 # (CLIP ViT-B/16's joint embedding width).
 DEFAULT_PROJ_DIM = 512
+TEST_FEATURES = ("before", "after")
+
+
+def check_test_feature(value: str) -> str:
+    """Returns: ``value`` if it is a valid ``CLIPREID.NECK_FEAT``; else ConfigError."""
+    if value not in TEST_FEATURES:
+        raise ConfigError(f"CLIPREID.NECK_FEAT is {value!r}; valid: 'before' (pre-BN test feature), 'after' "
+                          f"(post-BNNeck).")
+    return value
 
 
 @META_ARCH_REGISTRY.register()
@@ -56,7 +63,7 @@ class CLIPBaseline(nn.Module):
             :func:`~clipreid_plugin.plugins.clipreid.backbone.shared_clip_models`); built
             from the config when None.
         proj_dim: width the projected feature must have (None = the backbone's projected
-            width, else ``MODEL.HEADS.PROJ_DIM`` or 512).
+            width, else ``CLIPREID.PROJ_DIM`` or 512).
     """
 
     REFERENCE_KEY_MAP: List[Tuple[str, str]] = [
@@ -74,7 +81,7 @@ class CLIPBaseline(nn.Module):
         feat_dim = self.backbone.out_features
         own_proj = int(getattr(self.backbone, "proj_features", 0) or 0)
         if proj_dim is None:
-            proj_dim = own_proj or cfg.MODEL.HEADS.PROJ_DIM or DEFAULT_PROJ_DIM
+            proj_dim = own_proj or cfg.CLIPREID.PROJ_DIM or DEFAULT_PROJ_DIM
         self.image_proj: Optional[nn.Linear] = None
         if own_proj != proj_dim:
             self.image_proj = nn.Linear(feat_dim, proj_dim, bias=False)
@@ -84,7 +91,7 @@ class CLIPBaseline(nn.Module):
         self.neck = BNNeck(feat_dim, num_classes, std)
         self.neck_proj = BNNeck(proj_dim, num_classes, std)
         self.losses = build_losses(cfg, feat_dim)
-        self.neck_feat = check_neck_feat(cfg.MODEL.HEADS.NECK_FEAT)
+        self.neck_feat = check_test_feature(cfg.CLIPREID.NECK_FEAT)
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +136,7 @@ class CLIPBaseline(nn.Module):
         return out
 
     def embedding(self, out: Dict[str, object]) -> torch.Tensor:
-        """The eval embedding from :meth:`extract_features`'s dict (per ``MODEL.HEADS.NECK_FEAT``)."""
+        """The eval embedding from :meth:`extract_features`'s dict (per ``CLIPREID.NECK_FEAT``)."""
         if self.neck_feat == "after":
             return torch.cat([out["bn_feat"], out["bn_feat_proj"]], dim=1)
         return torch.cat([out["feat"], out["feat_proj"]], dim=1)

@@ -243,7 +243,7 @@ def infer_model_config_from_reid_checkpoint(path: str) -> dict:
                 break
     if "visual.conv1.weight" not in mapped:
         raise CheckpointError(f"{path} holds no CLIP image tower (no backbone.visual.* / image_encoder.* keys): "
-                              f"set MODEL.BACKBONE.CLIP.MODEL_NAME to the open_clip model it was trained as.")
+                              f"set CLIPREID.BACKBONE.MODEL_NAME to the open_clip model it was trained as.")
     embed = (mapped["visual.proj"].shape[1] if "visual.proj" in mapped
              else mapped["visual.attnpool.c_proj.weight"].shape[0])
     if "text_projection" not in mapped:  # no text tower in the file: a small stand-in of the right width
@@ -280,7 +280,7 @@ def _check_matches_name(inferred: dict, model_name: str, path: str) -> None:
     if not same:
         raise ConfigError(
             f"The weights in {path!r} are a {_describe(inferred)} model, but "
-            f"MODEL.BACKBONE.CLIP.MODEL_NAME is {model_name!r} ({_describe(named)}). Fix the model name "
+            f"CLIPREID.BACKBONE.MODEL_NAME is {model_name!r} ({_describe(named)}). Fix the model name "
             f"or the weights path (or leave MODEL_NAME empty to take the architecture from the file)."
         )
 
@@ -304,7 +304,7 @@ def _model_config(model_name: str) -> dict:
         close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
         hint = f" Closest open_clip names: {', '.join(close)}." if close else ""
         raise ConfigError(
-            f"Unknown open_clip model name {model_name!r} (MODEL.BACKBONE.CLIP.MODEL_NAME).{hint} "
+            f"Unknown open_clip model name {model_name!r} (CLIPREID.BACKBONE.MODEL_NAME).{hint} "
             f"All names: open_clip.list_models() ({len(names)} models)."
         )
     return cfg
@@ -326,7 +326,7 @@ def _load_into(model: torch.nn.Module, sd: Dict[str, torch.Tensor], source: str)
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
         raise CheckpointError(f"The weights in {source} do not fit the model: " + "; ".join(parts) +
-                              ". Check MODEL.BACKBONE.CLIP.MODEL_NAME against the checkpoint.")
+                              ". Check CLIPREID.BACKBONE.MODEL_NAME against the checkpoint.")
     # load_state_dict copies into the fp32 parameters, so fp16 tensors of the file are up-cast
     # exactly (every fp16 value is representable in fp32).
     model.load_state_dict(sd, strict=True)
@@ -416,7 +416,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             if not openai_layout:
                 raise CheckpointError(
                     f"{weights!r} is not in OpenAI CLIP layout (no 'visual.conv1.weight'/'text_projection' "
-                    f"...); give MODEL.BACKBONE.CLIP.MODEL_NAME for an open_clip checkpoint."
+                    f"...); give CLIPREID.BACKBONE.MODEL_NAME for an open_clip checkpoint."
                 )
             cfg = infer_openai_model_config(sd)
             if model_name:
@@ -429,7 +429,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         else:
             if not model_name:
                 raise ConfigError(
-                    f"{weights!r} is not an OpenAI CLIP file; set MODEL.BACKBONE.CLIP.MODEL_NAME to the "
+                    f"{weights!r} is not an OpenAI CLIP file; set CLIPREID.BACKBONE.MODEL_NAME to the "
                     f"open_clip model it was trained as."
                 )
             cfg = _model_config(model_name)
@@ -447,14 +447,14 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             logger.info("Loaded open_clip %s weights from %s (QuickGELU=%s).", model_name, weights, qg)
     elif pretrained_tag:
         if not model_name:
-            raise ConfigError("MODEL.BACKBONE.CLIP.PRETRAINED_TAG needs MODEL.BACKBONE.CLIP.MODEL_NAME.")
+            raise ConfigError("CLIPREID.BACKBONE.PRETRAINED_TAG needs CLIPREID.BACKBONE.MODEL_NAME.")
         _model_config(model_name)
         tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained_tag)
         if not tag_cfg:
             tags = open_clip.list_pretrained_tags_by_model(model_name)
             raise ConfigError(
                 f"Unknown pretrained tag {pretrained_tag!r} for {model_name!r} "
-                f"(MODEL.BACKBONE.CLIP.PRETRAINED_TAG). Known tags: {', '.join(tags) or '(none)'}."
+                f"(CLIPREID.BACKBONE.PRETRAINED_TAG). Known tags: {', '.join(tags) or '(none)'}."
             )
         qg = _resolve_quick_gelu(quick_gelu, bool(tag_cfg.get("quick_gelu", False)), f"tag {pretrained_tag!r}")
         try:
@@ -471,7 +471,7 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             logger.info("Built %s with random weights (QuickGELU=%s).", _describe(cfg), cfg["quick_gelu"])
     else:
         if not model_name:
-            raise ConfigError("Set MODEL.BACKBONE.CLIP.MODEL_NAME (an open_clip model name) or a weights file.")
+            raise ConfigError("Set CLIPREID.BACKBONE.MODEL_NAME (an open_clip model name) or a weights file.")
         _model_config(model_name)
         qg = True if quick_gelu is None else quick_gelu
         model = _create(model_name, qg)

@@ -16,8 +16,8 @@ Training has two phases (spec 4.1-4.2):
 
 The image side is any registered backbone (a CLIP image tower in the paper; a torchvision
 ResNet or ViT gets a learned projection into the text space). The text head is built from
-``MODEL.PROMPT.HEAD_NAME`` (a "text" head of HEAD_REGISTRY). With a CLIP image backbone and no
-``MODEL.PROMPT.TEXT_WEIGHTS``, both towers come from one load of the same CLIP weights.
+``CLIPREID.PROMPT.HEAD_NAME`` (a "text" head of HEAD_REGISTRY). With a CLIP image backbone and no
+``CLIPREID.PROMPT.TEXT_WEIGHTS``, both towers come from one load of the same CLIP weights.
 
 The frozen text features live in a buffer saved with the model, so stage 2 resumes (and a
 stage-1 result can be reused) without recomputing them.
@@ -29,11 +29,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from clipreid_plugin.modeling import LOSS_REGISTRY, META_ARCH_REGISTRY, build_backbone
-from clipreid_plugin.modeling.meta_arch import apply_losses, weights_replace_pretrained
-from clipreid_plugin.modeling.backbones import eval_mode
-from clipreid_plugin.modeling.heads import build_head
-from clipreid_plugin.modeling.losses import full_precision
+from clipreid_plugin.modeling import (LOSS_REGISTRY, META_ARCH_REGISTRY, apply_losses, build_backbone, build_head,
+                                      eval_mode, full_precision, weights_replace_pretrained)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import CLIPImageEncoder, load_clip_from_config, shared_clip_models
@@ -45,18 +42,18 @@ logger = logging.getLogger(__name__)
 
 
 def _text_clip_model(cfg, backbone: nn.Module) -> nn.Module:
-    """The CLIP model whose text tower the text head uses (see ``MODEL.PROMPT.TEXT_WEIGHTS``).
+    """The CLIP model whose text tower the text head uses (see ``CLIPREID.PROMPT.TEXT_WEIGHTS``).
 
     When ``MODEL.WEIGHTS`` overwrites every tensor (``weights_replace_pretrained``), no text
     weights file is read either."""
-    weights = "" if weights_replace_pretrained(cfg) else cfg.MODEL.PROMPT.TEXT_WEIGHTS
+    weights = "" if weights_replace_pretrained(cfg) else cfg.CLIPREID.PROMPT.TEXT_WEIGHTS
     if not weights and isinstance(backbone, CLIPImageEncoder):
         return load_clip_from_config(cfg)  # the backbone's own CLIP model (shared load)
     if weights_replace_pretrained(cfg):
         return load_clip_from_config(cfg, weights="")
-    if not weights and not (cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.BACKBONE.CLIP.PRETRAINED_TAG):
-        logger.warning("CLIPReID with a non-CLIP backbone and neither MODEL.PROMPT.TEXT_WEIGHTS nor "
-                       "MODEL.BACKBONE.CLIP.PRETRAINED_TAG: the CLIP text tower is random.")
+    if not weights and not (cfg.MODEL.BACKBONE.PRETRAIN and cfg.CLIPREID.BACKBONE.PRETRAINED_TAG):
+        logger.warning("CLIPReID with a non-CLIP backbone and neither CLIPREID.PROMPT.TEXT_WEIGHTS nor "
+                       "CLIPREID.BACKBONE.PRETRAINED_TAG: the CLIP text tower is random.")
     return load_clip_from_config(cfg, weights=weights)
 
 
@@ -73,7 +70,7 @@ class CLIPReID(CLIPBaseline):
         cfg: the config.
 
     Raises:
-        ConfigError: ``MODEL.HEADS.PROJ_DIM`` differs from the text tower's width (the image
+        ConfigError: ``CLIPREID.PROJ_DIM`` differs from the text tower's width (the image
             feature could not be compared with the text features).
     """
 
@@ -88,19 +85,20 @@ class CLIPReID(CLIPBaseline):
             backbone = build_backbone(cfg)
             text_head = None
             if num_classes > 0:
-                text_head = build_head(cfg.MODEL.PROMPT.HEAD_NAME, cfg, getattr(backbone, "proj_features", 0),
-                                       kind="text", key="MODEL.PROMPT.HEAD_NAME",
+                text_head = build_head(cfg.CLIPREID.PROMPT.HEAD_NAME, cfg, getattr(backbone, "proj_features", 0),
+                                       kind="text", key="CLIPREID.PROMPT.HEAD_NAME",
                                        clip_model=_text_clip_model(cfg, backbone))
         proj_dim = text_head.out_dim if text_head is not None else None
-        asked = cfg.MODEL.HEADS.PROJ_DIM
+        asked = cfg.CLIPREID.PROJ_DIM
         if proj_dim is not None and asked and asked != proj_dim:
-            raise ConfigError(f"MODEL.HEADS.PROJ_DIM is {asked}, but CLIPReID compares the projected image feature "
+            raise ConfigError(f"CLIPREID.PROJ_DIM is {asked}, but CLIPReID compares the projected image feature "
                               f"with text features of width {proj_dim}: set it to 0 (auto) or {proj_dim}.")
         super().__init__(cfg, backbone, proj_dim)
         self.text_head = text_head
         if text_head is None:
             logger.info("MODEL.HEADS.NUM_CLASSES is 0: CLIPReID built for evaluation only (no text side).")
-        self.stage1_loss_modules = nn.ModuleList(LOSS_REGISTRY.get(n)(cfg) for n in cfg.CLIPREID.STAGE1.LOSS_NAMES)
+        self.stage1_loss_modules = nn.ModuleList(LOSS_REGISTRY.build(n, cfg, key="CLIPREID.STAGE1.LOSS_NAMES")
+                                                for n in cfg.CLIPREID.STAGE1.LOSS_NAMES)
 
     # ------------------------------------------------------------------ stage 2 (training step)
     def compute_losses(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:

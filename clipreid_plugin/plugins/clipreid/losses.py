@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipreid_plugin.modeling.losses import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
+from clipreid_plugin.modeling import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
 from clipreid_plugin.utils.errors import ConfigError
 
 __all__ = ["supcon_loss", "ImageTextSupConLoss", "ImageTextCrossEntropyLoss"]
@@ -63,7 +63,7 @@ def supcon_loss(anchors: torch.Tensor, candidates: torch.Tensor, anchor_labels: 
 @LOSS_REGISTRY.register()
 class ImageTextSupConLoss(nn.Module):
     """Stage-1 loss: ``SupCon(image -> text) + SupCon(text -> image)``, each times
-    ``MODEL.LOSSES.SUPCON.SCALE`` (temperature ``MODEL.LOSSES.SUPCON.TEMPERATURE``).
+    ``CLIPREID.LOSSES.SUPCON.SCALE`` (temperature ``CLIPREID.LOSSES.SUPCON.TEMPERATURE``).
 
     Reads ``outputs["image_features"]`` (B, D) and ``outputs["text_features"]`` (B, D), both
     belonging to the identities ``targets`` (the same labels on both sides).
@@ -74,8 +74,8 @@ class ImageTextSupConLoss(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.temperature = cfg.MODEL.LOSSES.SUPCON.TEMPERATURE
-        self.scale = cfg.MODEL.LOSSES.SUPCON.SCALE
+        self.temperature = cfg.CLIPREID.LOSSES.SUPCON.TEMPERATURE
+        self.scale = cfg.CLIPREID.LOSSES.SUPCON.SCALE
 
     def forward(self, outputs, targets):
         """Returns: {"loss_supcon_i2t": ..., "loss_supcon_t2i": ...} (already scaled)."""
@@ -94,8 +94,8 @@ class ImageTextCrossEntropyLoss(nn.Module):
     """Stage-2 loss L_i2tce: label-smoothed cross-entropy of ``outputs["i2t_logits"]``
     (B, C) = projected image features @ frozen text features of all C identities ``.T``.
 
-    Config: ``MODEL.LOSSES.I2T.EPSILON`` (label smoothing, 0 = plain CE) and
-    ``MODEL.LOSSES.I2T.SCALE`` (weight).
+    Config: ``CLIPREID.LOSSES.I2T.EPSILON`` (label smoothing, 0 = plain CE) and
+    ``CLIPREID.LOSSES.I2T.SCALE`` (weight).
 
     Args:
         cfg: the config.
@@ -103,8 +103,8 @@ class ImageTextCrossEntropyLoss(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.epsilon = cfg.MODEL.LOSSES.I2T.EPSILON
-        self.scale = cfg.MODEL.LOSSES.I2T.SCALE
+        self.epsilon = cfg.CLIPREID.LOSSES.I2T.EPSILON
+        self.scale = cfg.CLIPREID.LOSSES.I2T.SCALE
 
     def forward(self, outputs, targets):
         """Returns: {"loss_i2t": scale * CE_ls(i2t_logits, targets)}."""

@@ -14,7 +14,7 @@ import torch
 from open_clip import tokenizer as clip_tokenizer
 from torch import nn
 
-from clipreid_plugin.modeling.heads import HEAD_REGISTRY
+from clipreid_plugin.modeling import HEAD_REGISTRY
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import load_clip_from_config
@@ -37,7 +37,7 @@ def prompt_text(class_word: str, n_ctx: int) -> str:
 
 
 def resolve_class_word(cfg) -> str:
-    """The class word of the prompt from ``MODEL.PROMPT.TEMPLATE`` / ``CLASS_WORD``.
+    """The class word of the prompt from ``CLIPREID.PROMPT.TEMPLATE`` / ``CLASS_WORD``.
 
     Args:
         cfg: the config.
@@ -47,17 +47,17 @@ def resolve_class_word(cfg) -> str:
         "person" when that is empty (as the reference does for datasets it does not know),
         otherwise TEMPLATE itself.
     """
-    template = cfg.MODEL.PROMPT.TEMPLATE.strip()
+    template = cfg.CLIPREID.PROMPT.TEMPLATE.strip()
     if template != "auto":
         if not template or len(template.split()) != 1:
             raise ConfigError(
-                f"MODEL.PROMPT.TEMPLATE must be 'auto' or one class word such as 'person' or "
-                f"'vehicle', got {cfg.MODEL.PROMPT.TEMPLATE!r}."
+                f"CLIPREID.PROMPT.TEMPLATE must be 'auto' or one class word such as 'person' or "
+                f"'vehicle', got {cfg.CLIPREID.PROMPT.TEMPLATE!r}."
             )
         return template
-    word = cfg.MODEL.PROMPT.CLASS_WORD.strip()
+    word = cfg.CLIPREID.PROMPT.CLASS_WORD.strip()
     if not word:
-        logger.warning("MODEL.PROMPT.CLASS_WORD is empty (no dataset kind given): using 'person'.")
+        logger.warning("CLIPREID.PROMPT.CLASS_WORD is empty (no dataset kind given): using 'person'.")
         return "person"
     return word
 
@@ -151,7 +151,7 @@ class TextEncoder(nn.Module):
                 "CLIP-ReID's prompt learner needs a causal CLIP text tower read out at the "
                 f"end-of-text token (pool type one of {_EOT_POOLING}); this model has pool type "
                 f"{pool!r} and {'no' if attn_mask is None else 'a'} causal mask. Use an "
-                "OpenAI-style CLIP model (MODEL.BACKBONE.CLIP.MODEL_NAME such as ViT-B-16 or RN50)."
+                "OpenAI-style CLIP model (CLIPREID.BACKBONE.MODEL_NAME such as ViT-B-16 or RN50)."
             )
         if getattr(text, "vocab_size", 49408) != clip_tokenizer._tokenizer.vocab_size:
             raise ConfigError(
@@ -202,7 +202,7 @@ class TextEncoder(nn.Module):
 class PromptLearnerHead(nn.Module):
     """Identity labels -> text features through learnable prompts and the frozen text tower.
 
-    A ``"text"`` head (``HEAD_KIND``): CLIPReID builds it from ``MODEL.PROMPT.HEAD_NAME``; a
+    A ``"text"`` head (``HEAD_KIND``): CLIPReID builds it from ``CLIPREID.PROMPT.HEAD_NAME``; a
     meta-architecture that needs a feature head rejects it when the model is built.
 
     Also holds the text features of every identity that stage 2 uses as a fixed classifier
@@ -212,7 +212,7 @@ class PromptLearnerHead(nn.Module):
     frozen too (as the reference's make_optimizer_2stage leaves it for stage 2); the stage-1
     hook turns it on for its phase.
 
-    Config: ``MODEL.HEADS.NUM_CLASSES``, ``MODEL.PROMPT.{N_CTX, TEMPLATE, CLASS_WORD,
+    Config: ``MODEL.HEADS.NUM_CLASSES``, ``CLIPREID.PROMPT.{N_CTX, TEMPLATE, CLASS_WORD,
     CTX_INIT_STD, TRUNCATE_AT_EOT}``; ``MODEL.BACKBONE.*`` (weights) when no ``clip_model``
     is given.
 
@@ -231,7 +231,7 @@ class PromptLearnerHead(nn.Module):
         super().__init__()
         if clip_model is None:
             clip_model = load_clip_from_config(cfg)
-        p = cfg.MODEL.PROMPT
+        p = cfg.CLIPREID.PROMPT
         num_classes = cfg.MODEL.HEADS.NUM_CLASSES
         self.text_encoder = TextEncoder(clip_model, truncate=p.TRUNCATE_AT_EOT)
         self.text_encoder.requires_grad_(False)

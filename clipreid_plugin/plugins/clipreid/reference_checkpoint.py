@@ -70,12 +70,12 @@ def _likely_cause(ref_key: str) -> str:
                 "(MODEL.HEADS.NUM_CLASSES / DATASETS.NAMES); load it for evaluation only, or drop the classifier")
     if "positional_embedding" in ref_key:
         return ("image size or stride: the positional embedding is sized by INPUT.SIZE_TRAIN and "
-                "MODEL.BACKBONE.CLIP.STRIDE_SIZE; set them to the values the checkpoint was trained with "
+                "CLIPREID.BACKBONE.STRIDE_SIZE; set them to the values the checkpoint was trained with "
                 "(129 rows = 256x128 stride 16, 211 = 256x128 stride 12, 257 = 256x256 stride 16)")
     if ref_key == "cv_embed":
-        return ("SIE table: MODEL.BACKBONE.CLIP.SIE_CAMERA/SIE_VIEW and NUM_CAMERAS/NUM_VIEWS must match the "
+        return ("SIE table: CLIPREID.BACKBONE.SIE_CAMERA/SIE_VIEW and NUM_CAMERAS/NUM_VIEWS must match the "
                 "checkpoint's training set")
-    return "a different architecture (MODEL.BACKBONE.CLIP.MODEL_NAME)"
+    return "a different architecture (CLIPREID.BACKBONE.MODEL_NAME)"
 
 
 def convert_reference_state_dict(sd: Dict[str, torch.Tensor], model: nn.Module

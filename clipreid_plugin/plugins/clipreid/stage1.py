@@ -30,6 +30,7 @@ from typing import Dict, List, Protocol, Tuple, runtime_checkable
 import torch
 from torch import nn
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.data import build_inference_loader
 from clipreid_plugin.engine import HOOK_REGISTRY, HookBase, PhaseHook
 from clipreid_plugin.solver import WarmupCosineLR, build_optimizer
@@ -177,7 +178,7 @@ class _Stage1Progress(HookBase):
     def after_epoch(self):
         phase = self.phase
         phase.epochs_done = self.trainer.epoch + 1
-        period = phase.cfg.CLIPREID.STAGE1.CHECKPOINT_PERIOD
+        period = phase.trainer.cfg.CLIPREID.STAGE1.CHECKPOINT_PERIOD
         if period > 0 and phase.epochs_done % period == 0 and phase.epochs_done < phase.num_epochs:
             self.trainer.check_weights_finite()
             phase.trainer.checkpointer.save(f"model_stage1_{phase.epochs_done:04d}")
@@ -187,20 +188,30 @@ class _Stage1Progress(HookBase):
 class CLIPReIDStage1Hook(PhaseHook):
     """Runs CLIP-ReID stage 1 in ``before_train`` unless a checkpoint says it is done.
 
+    Built from a config (``CLIPREID.PHASES``, ``CLIPREID.STAGE1.MAX_EPOCHS``) or from plain
+    arguments; the rest of stage 1's settings (``CLIPREID.STAGE1.*``, ``SOLVER.SEED``) are read
+    from the trainer's config when the phase runs.
+
     Args:
-        cfg: the config (``CLIPREID.*``, ``SOLVER.SEED``, ``SOLVER.AMP``).
+        phases: "both" (run stage 1) or "stage2" (stage 1's text features come from MODEL.WEIGHTS).
+        max_epochs: stage-1 epochs.
     """
 
     phase_name = "stage1"
 
-    def __init__(self, cfg):
-        check_phases(cfg)
-        self.cfg = cfg
-        self.num_epochs = 0 if cfg.CLIPREID.PHASES == "stage2" else int(cfg.CLIPREID.STAGE1.MAX_EPOCHS)
+    @configurable
+    def __init__(self, *, phases: str = "both", max_epochs: int = 60):
+        self.phases = phases
+        self.num_epochs = 0 if phases == "stage2" else int(max_epochs)
         self.done = False
         self.epochs_done = 0
         self._resume_state: Dict = {}
         self._loop = None
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        check_phases(cfg)
+        return {"phases": cfg.CLIPREID.PHASES, "max_epochs": cfg.CLIPREID.STAGE1.MAX_EPOCHS}
 
     # ------------------------------------------------------------------------ resumable state
     def state_dict(self) -> Dict:
@@ -228,7 +239,7 @@ class CLIPReIDStage1Hook(PhaseHook):
 
     def before_train(self):
         model = self._model()
-        if self.cfg.CLIPREID.PHASES == "stage2":
+        if self.phases == "stage2":
             if not model.has_text_features():
                 raise ConfigError(
                     "CLIPREID.PHASES is 'stage2' but the model has no stage-1 text features: set "
@@ -248,7 +259,8 @@ class CLIPReIDStage1Hook(PhaseHook):
     def _cache_image_features(self, model) -> Tuple[torch.Tensor, torch.Tensor]:
         # the training samples of the main loop, in their order, with the test transform
         samples = self.trainer.data_loader.dataset
-        loader = build_inference_loader(self.cfg, samples, self.cfg.CLIPREID.STAGE1.IMS_PER_BATCH, "stage1")
+        cfg = self.trainer.cfg
+        loader = build_inference_loader(cfg, samples, cfg.CLIPREID.STAGE1.IMS_PER_BATCH, "stage1")
         device = next(model.parameters()).device
         feats: List[torch.Tensor] = []
         labels: List[torch.Tensor] = []
@@ -262,7 +274,8 @@ class CLIPReIDStage1Hook(PhaseHook):
         return torch.cat(feats), torch.cat(labels)
 
     def _run_stage1(self, model) -> None:
-        cfg, s1 = self.cfg, self.cfg.CLIPREID.STAGE1
+        cfg = self.trainer.cfg
+        s1 = cfg.CLIPREID.STAGE1
         logger.info(f"CLIP-ReID stage 1: learning identity prompts for {self.num_epochs} epochs "
                     f"(starting after epoch {self.epochs_done}).")
         text_head = getattr(model, "text_head", None)

@@ -102,9 +102,9 @@ def test_grad_checkpointing_same_gradients():
 def test_other_vit_patch_sizes_build(tiny_openclip_names):
     """Any open_clip ViT builds (ViT-L-14-like patch 14): the grid follows the real patch size,
     (256 - 14) // 14 + 1 = 18 by (128 - 14) // 14 + 1 = 9."""
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = "cliptest-vit-p14"
-    cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [14, 14]
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = "cliptest-vit-p14"
+    cfg.CLIPREID.BACKBONE.STRIDE_SIZE = [14, 14]
     enc = build_clip_backbone(cfg).eval()
     assert enc.grid_size == (18, 9) and enc.visual.positional_embedding.shape == (1 + 18 * 9, 64)
     with torch.no_grad():
@@ -114,7 +114,7 @@ def test_other_vit_patch_sizes_build(tiny_openclip_names):
 
 def test_pretrain_without_source_is_explained():
     """PRETRAIN True with neither a weights file nor a pretrained tag names both keys."""
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.BACKBONE.PRETRAIN = True
     with pytest.raises(ValueError, match="PRETRAIN_PATH.*PRETRAINED_TAG"):
         build_clip_backbone(cfg)
@@ -129,8 +129,8 @@ def test_config_check_and_builder_give_one_message(key, value, message):
     """The plugin's config check and the backbone builder use the same validators."""
     from clipreid_plugin.plugins.clipreid.config import check_clipreid_config
 
-    cfg = get_cfg()
-    setattr(cfg.MODEL.BACKBONE.CLIP, key, value)
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    setattr(cfg.CLIPREID.BACKBONE, key, value)
     with pytest.raises(ValueError, match=message):
         check_clipreid_config(cfg, False)
     with pytest.raises(ValueError, match=message):

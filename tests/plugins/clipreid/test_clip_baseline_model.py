@@ -46,7 +46,7 @@ def test_train_and_eval_contract(neck_feat):
     written out by hand ("after"), 128 + 64 wide."""
     assert META_ARCH_REGISTRY.get("CLIPBaseline") is CLIPBaseline
     cfg = _tiny_cfg()
-    cfg.MODEL.HEADS.NECK_FEAT = neck_feat
+    cfg.CLIPREID.NECK_FEAT = neck_feat
     model = CLIPBaseline(cfg).train()
     losses = model(random_batch())
     assert set(losses) == {"loss_cls", "loss_triplet"} and all(v.dim() == 0 for v in losses.values())
@@ -92,7 +92,7 @@ def test_config_errors():
     model = CLIPBaseline(cfg).train()
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         model(random_batch())
-    cfg.MODEL.HEADS.NECK_FEAT = "middle"
+    cfg.CLIPREID.NECK_FEAT = "middle"
     with pytest.raises(ValueError, match="NECK_FEAT"):
         CLIPBaseline(cfg)
 
@@ -110,7 +110,7 @@ DATASETS = {"market1501": ("Market1501", [256, 128]), "msmt17": ("MSMT17", [256,
 @pytest.mark.parametrize("fname", ["vit_base", "cnn_base"])
 def test_baseline_configs_match_the_reference(folder, fname):
     """Each shipped baseline config resolves to the reference's values (CLIPREID_SPEC.md 1.4)."""
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.merge_from_file(os.path.join(CONFIGS, folder, fname + ".yml"))
     exp = dict(VIT if fname == "vit_base" else CNN)
     if folder == "vehicleid" and fname == "vit_base":
@@ -118,9 +118,9 @@ def test_baseline_configs_match_the_reference(folder, fname):
     name, size = DATASETS[folder]
     m, s = cfg.MODEL, cfg.SOLVER
     assert m.META_ARCHITECTURE == "CLIPBaseline" and m.BACKBONE.NAME == "build_clip_backbone"
-    assert m.BACKBONE.CLIP.MODEL_NAME == exp["model"] and m.BACKBONE.PRETRAIN
-    assert list(m.BACKBONE.CLIP.STRIDE_SIZE) == [16, 16] and not m.BACKBONE.CLIP.SIE_CAMERA
-    assert m.HEADS.NECK_FEAT == "before"
+    assert cfg.CLIPREID.BACKBONE.MODEL_NAME == exp["model"] and m.BACKBONE.PRETRAIN
+    assert list(cfg.CLIPREID.BACKBONE.STRIDE_SIZE) == [16, 16] and not cfg.CLIPREID.BACKBONE.SIE_CAMERA
+    assert cfg.CLIPREID.NECK_FEAT == "before"
     assert m.LOSSES.CE.EPSILON == (0.0 if folder == "vehicleid" else 0.1)
     assert (m.LOSSES.CE.SCALE, m.LOSSES.TRI.SCALE, m.LOSSES.TRI.MARGIN) == (1.0, 1.0, 0.3)
     assert list(cfg.INPUT.SIZE_TRAIN) == size and list(cfg.INPUT.SIZE_TEST) == size
@@ -148,12 +148,12 @@ def test_every_baseline_config_is_covered():
 ])
 def test_full_size_parameter_counts(name, stride, sie_cams, encoder_params, total_params, n_keys):
     """CLIPREID_SPEC.md 2.7 (Market-1501: 751 classes, 256x128), random init, no download."""
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = name
-    cfg.MODEL.BACKBONE.CLIP.STRIDE_SIZE = [stride, stride]
-    cfg.MODEL.BACKBONE.CLIP.SIE_CAMERA = sie_cams > 0
-    cfg.MODEL.BACKBONE.CLIP.NUM_CAMERAS = sie_cams
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = name
+    cfg.CLIPREID.BACKBONE.STRIDE_SIZE = [stride, stride]
+    cfg.CLIPREID.BACKBONE.SIE_CAMERA = sie_cams > 0
+    cfg.CLIPREID.BACKBONE.NUM_CAMERAS = sie_cams
     cfg.MODEL.HEADS.NUM_CLASSES = 751
     model = CLIPBaseline(cfg)
     assert sum(p.numel() for p in model.backbone.visual.parameters()) == encoder_params

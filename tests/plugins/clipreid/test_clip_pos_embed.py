@@ -51,7 +51,7 @@ def test_backbone_resizes_at_build(openai_weights_file, kind):
     cfg = tiny_clip_cfg(kind, size=(256, 128), STRIDE_SIZE=stride)
     cfg.MODEL.BACKBONE.PRETRAIN = True
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = path
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""  # architecture from the file
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = ""  # architecture from the file
     enc = build_clip_backbone(cfg)
     got = (enc.visual.positional_embedding if kind == "vit" else enc.visual.attnpool.positional_embedding).detach()
     width = pe.shape[1]

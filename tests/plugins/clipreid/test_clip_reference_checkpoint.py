@@ -116,7 +116,7 @@ def test_sie_table_mapped_with_sie(baseline_sd):
 
 @pytest.mark.parametrize("change, key, cause", [
     (("MODEL.HEADS.NUM_CLASSES", 9), "classifier.weight", "number of classes"),
-    (("MODEL.BACKBONE.CLIP.STRIDE_SIZE", [12, 12]), "image_encoder.positional_embedding", "stride"),
+    (("CLIPREID.BACKBONE.STRIDE_SIZE", [12, 12]), "image_encoder.positional_embedding", "stride"),
 ])
 def test_shape_mismatch_is_explained(baseline_sd, change, key, cause):
     """A shape that does not fit names the key, both shapes and the likely cause."""

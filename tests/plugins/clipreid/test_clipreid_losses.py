@@ -37,8 +37,8 @@ def test_supcon_without_positive_is_a_clear_error():
 
 
 def test_stage1_loss_is_both_directions_scaled():
-    cfg = get_cfg()
-    cfg.MODEL.LOSSES.SUPCON.SCALE = 2.0
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    cfg.CLIPREID.LOSSES.SUPCON.SCALE = 2.0
     loss = LOSS_REGISTRY.get("ImageTextSupConLoss")(cfg)
     img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     txt = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
@@ -52,23 +52,23 @@ def test_stage1_loss_is_both_directions_scaled():
 
 
 def test_i2t_cross_entropy_label_smoothing_and_scale():
-    cfg = get_cfg()
-    cfg.MODEL.LOSSES.I2T.EPSILON = 0.1
-    cfg.MODEL.LOSSES.I2T.SCALE = 0.5
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    cfg.CLIPREID.LOSSES.I2T.EPSILON = 0.1
+    cfg.CLIPREID.LOSSES.I2T.SCALE = 0.5
     loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(cfg)
     logits = torch.tensor([[math.log(3.0), 0.0]])  # softmax = [3/4, 1/4]
     out = loss({"i2t_logits": logits}, torch.tensor([0]))
     # smoothed target = [0.9 + 0.05, 0.05]
     expected = -(0.95 * math.log(0.75) + 0.05 * math.log(0.25))
     assert out["loss_i2t"].item() == pytest.approx(0.5 * expected, abs=1e-6)
-    cfg.MODEL.LOSSES.I2T.EPSILON = 0.0
-    cfg.MODEL.LOSSES.I2T.SCALE = 1.0
+    cfg.CLIPREID.LOSSES.I2T.EPSILON = 0.0
+    cfg.CLIPREID.LOSSES.I2T.SCALE = 1.0
     plain = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(cfg)({"i2t_logits": logits}, torch.tensor([0]))
     assert plain["loss_i2t"].item() == pytest.approx(-math.log(0.75), abs=1e-6)
 
 
 def test_i2t_loss_without_text_features_names_the_fix():
-    loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(get_cfg())
+    loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(get_cfg(["clipreid_plugin.plugins.clipreid"]))
     with pytest.raises(ConfigError, match="stage 1"):
         loss({"cls_outputs": []}, torch.tensor([0]))
 

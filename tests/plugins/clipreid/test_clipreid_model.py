@@ -180,7 +180,7 @@ def test_evaluation_only_model_has_no_text_side():
     """NUM_CLASSES 0: no text side; the embedding is concat(feature, projected) of the backbone
     (NECK_FEAT "before"); asking for text features names the key."""
     cfg = tiny_clip_cfg("vit", "CLIPReID", 0)
-    cfg.MODEL.HEADS.NECK_FEAT = "before"
+    cfg.CLIPREID.NECK_FEAT = "before"
     model = CLIPReID(cfg).eval()
     assert model.text_head is None and not model.has_text_features()
     images = random_batch(2)["images"]
@@ -194,19 +194,19 @@ def test_evaluation_only_model_has_no_text_side():
 
 
 def test_non_clip_backbone_gets_a_projection_into_text_space(openai_weights_file):
-    """A torchvision ResNet-18 with the text tower of a CLIP file (MODEL.PROMPT.TEXT_WEIGHTS): a
+    """A torchvision ResNet-18 with the text tower of a CLIP file (CLIPREID.PROMPT.TEXT_WEIGHTS): a
     learned projection 512 -> 64 (the text width) joins them; both stages run; the projection
     learns from the image-to-text loss; the eval embedding is 512 + 64 wide."""
     cfg = tiny_clip_cfg("vit", "CLIPReID", 3)
     cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
     cfg.MODEL.BACKBONE.DEPTH = "18x"
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = ""
-    cfg.MODEL.PROMPT.TEXT_WEIGHTS = openai_weights_file("vit")
-    cfg.MODEL.PROMPT.CLASS_WORD = "vehicle"
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = ""
+    cfg.CLIPREID.PROMPT.TEXT_WEIGHTS = openai_weights_file("vit")
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "vehicle"
     cfg.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss", "ImageTextCrossEntropyLoss")
     model = CLIPReID(cfg)
     assert model.text_head.prompt_text == "A photo of a X X X X vehicle."
-    file_proj = torch.load(cfg.MODEL.PROMPT.TEXT_WEIGHTS, weights_only=True)["text_projection"]
+    file_proj = torch.load(cfg.CLIPREID.PROMPT.TEXT_WEIGHTS, weights_only=True)["text_projection"]
     assert torch.equal(model.text_head.text_encoder.text_projection, file_proj.float())
     images = torch.randn(4, 3, *SIZE)
     labels = torch.tensor([0, 0, 2, 2])

@@ -8,7 +8,7 @@ from clipreid_plugin.plugins.clipreid.stage1 import CLIPReIDStage1Hook, check_ph
 
 
 def _cfg(phases="both", epochs=2, hooks=("CLIPReIDStage1Hook",)):
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.CLIPREID.PHASES = phases
     cfg.CLIPREID.STAGE1.MAX_EPOCHS = epochs
     cfg.TRAINER.HOOKS = hooks

@@ -30,9 +30,9 @@ def clip():
 
 
 def _cfg():
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.HEADS.NUM_CLASSES = NUM_CLASSES
-    cfg.MODEL.PROMPT.CLASS_WORD = "person"
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "person"
     return cfg
 
 
@@ -54,22 +54,22 @@ def test_tokenize_templates(word):
 
 def test_class_word_from_config():
     """TEMPLATE "auto" reads CLASS_WORD ("person" when empty); a one-word TEMPLATE is the word; else an error."""
-    cfg = get_cfg()
-    cfg.MODEL.PROMPT.CLASS_WORD = "vehicle"
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "vehicle"
     assert prompt_text(resolve_class_word(cfg), 4) == "A photo of a X X X X vehicle."
-    cfg.MODEL.PROMPT.CLASS_WORD = ""
+    cfg.CLIPREID.PROMPT.CLASS_WORD = ""
     assert resolve_class_word(cfg) == "person"  # reference default for unknown datasets
-    cfg.MODEL.PROMPT.TEMPLATE = "vehicle"
+    cfg.CLIPREID.PROMPT.TEMPLATE = "vehicle"
     assert resolve_class_word(cfg) == "vehicle"
-    cfg.MODEL.PROMPT.TEMPLATE = "a photo of"
-    with pytest.raises(ValueError, match="MODEL.PROMPT.TEMPLATE"):
+    cfg.CLIPREID.PROMPT.TEMPLATE = "a photo of"
+    with pytest.raises(ValueError, match="CLIPREID.PROMPT.TEMPLATE"):
         resolve_class_word(cfg)
 
 
 def test_missing_num_classes_is_explained(clip):
     """No identities (NUM_CLASSES 0): the error names the key."""
     with pytest.raises(ValueError, match="NUM_CLASSES"):
-        PromptLearnerHead(get_cfg(), 0, clip)
+        PromptLearnerHead(get_cfg(["clipreid_plugin.plugins.clipreid"]), 0, clip)
 
 
 def test_prefix_suffix_buffers_from_token_embedding(head, clip):

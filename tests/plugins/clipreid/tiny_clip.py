@@ -30,27 +30,27 @@ SIZE = (64, 32)  # (height, width) of the test images: a 4x2 patch grid for the 
 
 
 def tiny_clip_cfg(kind: str = "vit", meta_arch: str = "", num_classes: int = 0, size=SIZE, **clip_keys):
-    """get_cfg() for a randomly initialised tiny CLIP backbone on the CPU.
+    """get_cfg(["clipreid_plugin.plugins.clipreid"]) for a randomly initialised tiny CLIP backbone on the CPU.
 
     Args:
         kind: "vit" (ReID-Tiny-ViT-16) or "rn" (ReID-Tiny-RN).
         meta_arch: MODEL.META_ARCHITECTURE ("" keeps the default).
         num_classes: MODEL.HEADS.NUM_CLASSES.
         size: INPUT.SIZE_TRAIN and INPUT.SIZE_TEST.
-        clip_keys: MODEL.BACKBONE.CLIP.* values (e.g. ``SIE_CAMERA=True``).
+        clip_keys: CLIPREID.BACKBONE.* values (e.g. ``SIE_CAMERA=True``).
     """
-    cfg = get_cfg()
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
     cfg.MODEL.DEVICE = "cpu"
     if meta_arch:
         cfg.MODEL.META_ARCHITECTURE = meta_arch
     cfg.MODEL.BACKBONE.NAME = "build_clip_backbone"
     cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.BACKBONE.CLIP.MODEL_NAME = MODEL_NAMES[kind]
+    cfg.CLIPREID.BACKBONE.MODEL_NAME = MODEL_NAMES[kind]
     cfg.MODEL.HEADS.NUM_CLASSES = num_classes
     cfg.INPUT.SIZE_TRAIN = list(size)
     cfg.INPUT.SIZE_TEST = list(size)
     for key, value in clip_keys.items():
-        cfg.MODEL.BACKBONE.CLIP[key] = value
+        cfg.CLIPREID.BACKBONE[key] = value
     return cfg
 
 
