@@ -58,7 +58,6 @@ def _value_checks(cfg: CfgNode, training: bool):
     from clipreid_plugin.data import build_transforms
     from clipreid_plugin.evaluation.distance import METRICS
     from clipreid_plugin.modeling.heads.bnneck import NECK_FEATS
-    from clipreid_plugin.solver import OPTIMIZERS
     from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
 
     s = cfg.SOLVER
@@ -68,7 +67,6 @@ def _value_checks(cfg: CfgNode, training: bool):
     yield _at_least("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH, 1)
     yield lambda: build_transforms(cfg, is_train=False)
     if training:
-        yield _choice("SOLVER.OPTIMIZER_NAME", s.OPTIMIZER_NAME, tuple(OPTIMIZERS))
         yield _choice("SOLVER.SCHED.UNIT", s.SCHED.UNIT, UNITS)
         yield _choice("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, WARMUP_METHODS)
         yield _choice("SOLVER.AMP.DTYPE", s.AMP.DTYPE, ("float16", "bfloat16"))

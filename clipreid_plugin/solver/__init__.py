@@ -9,10 +9,10 @@ from .lr_scheduler import (
     warmup_multiplier,
     warmup_multistep_lr,
 )
-from .optimizer import OPTIMIZERS, build_optimizer, build_param_groups
+from .optimizer import OPTIMIZER_REGISTRY, build_optimizer, build_param_groups
 
 __all__ = [
     "LR_SCHEDULER_REGISTRY", "WarmupCosineLR", "WarmupMultiStepLR", "build_lr_scheduler",
     "warmup_cosine_lr", "warmup_multiplier", "warmup_multistep_lr",
-    "OPTIMIZERS", "build_optimizer", "build_param_groups",
+    "OPTIMIZER_REGISTRY", "build_optimizer", "build_param_groups",
 ]

@@ -15,19 +15,27 @@ the values replace the computed ones for every parameter below that module (the 
 module that defines it wins). The LR schedule then scales that LR like every other.
 """
 
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.registry import Registry
 
-__all__ = ["OPTIMIZERS", "build_param_groups", "build_optimizer", "module_overrides", "merge_param_groups"]
+__all__ = ["OPTIMIZER_REGISTRY", "build_param_groups", "build_optimizer", "module_overrides", "merge_param_groups"]
+
+OPTIMIZER_REGISTRY = Registry("OPTIMIZER", training_keys=["SOLVER.OPTIMIZER_NAME"])
+OPTIMIZER_REGISTRY.__doc__ = """
+Optimizers by ``SOLVER.OPTIMIZER_NAME``. A registered class or function is built as
+``obj(cfg, param_groups=..., lr=...)`` (the configurable convention): the parameter groups
+:func:`build_optimizer` made (each with its own ``lr`` / ``weight_decay``) and the default LR.
+"""
 
 
-def _kernels(groups, cfg) -> dict:
+def _kernels(groups, mode: str) -> dict:
     """``fused`` / ``foreach`` options from ``SOLVER.FUSED_OPTIMIZER`` ("auto": fused on a GPU)."""
-    mode = cfg.SOLVER.FUSED_OPTIMIZER
     if mode not in ("auto", "on", "off"):
         raise ConfigError(f"SOLVER.FUSED_OPTIMIZER must be 'auto', 'on' or 'off', got {mode!r}.")
     on_gpu = all(p.is_cuda for g in groups for p in g["params"])
@@ -36,21 +44,36 @@ def _kernels(groups, cfg) -> dict:
     return {"foreach": False} if mode == "off" else {}
 
 
-def _adam(groups, lr, cfg):
-    # Coupled L2 (weight decay added to the gradient), as the reference's torch.optim.Adam.
-    return torch.optim.Adam(groups, lr=lr, **_kernels(groups, cfg))
+def _common_args(cfg, param_groups, lr) -> dict:
+    return {"param_groups": param_groups, "lr": lr, "fused": cfg.SOLVER.FUSED_OPTIMIZER}
 
 
-def _adamw(groups, lr, cfg):
-    # Decoupled weight decay; each group carries its own weight_decay.
-    return torch.optim.AdamW(groups, lr=lr, **_kernels(groups, cfg))
+def _sgd_args(cfg, param_groups, lr) -> dict:
+    return dict(_common_args(cfg, param_groups, lr), momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
 
 
-def _sgd(groups, lr, cfg):
-    momentum, nesterov = cfg.SOLVER.MOMENTUM, cfg.SOLVER.NESTEROV
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def Adam(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torch Adam: coupled L2 (weight decay added to the gradient), as the reference's."""
+    return torch.optim.Adam(param_groups, lr=lr, **_kernels(param_groups, fused))
+
+
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_common_args)
+def AdamW(*, param_groups, lr: float, fused: str = "auto") -> torch.optim.Optimizer:  # noqa: N802 - config name
+    """torch AdamW: decoupled weight decay; each group carries its own ``weight_decay``."""
+    return torch.optim.AdamW(param_groups, lr=lr, **_kernels(param_groups, fused))
+
+
+@OPTIMIZER_REGISTRY.register()
+@configurable(from_config=_sgd_args)
+def SGD(*, param_groups, lr: float, momentum: float = 0.9, nesterov: bool = False,  # noqa: N802 - config name
+        fused: str = "auto") -> torch.optim.Optimizer:
+    """torch SGD with ``SOLVER.MOMENTUM`` and ``SOLVER.NESTEROV``."""
     if nesterov and momentum <= 0:
         raise ConfigError(f"SOLVER.NESTEROV is True but SOLVER.MOMENTUM is {momentum}: Nesterov needs momentum > 0.")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **_kernels(groups, cfg))
+    return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, nesterov=nesterov, **_kernels(param_groups, fused))
 
 
 def merge_param_groups(groups: List[dict]) -> List[dict]:
@@ -76,8 +99,6 @@ def merge_param_groups(groups: List[dict]) -> List[dict]:
     return list(merged.values())
 
 
-# Name (SOLVER.OPTIMIZER_NAME) -> builder(param_groups, default_lr, cfg).
-OPTIMIZERS: Dict[str, Callable] = {"Adam": _adam, "AdamW": _adamw, "SGD": _sgd}
 
 
 def module_overrides(model: nn.Module) -> Dict[str, dict]:
@@ -163,8 +184,7 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
     """
     s = cfg.SOLVER
     name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {name!r} (SOLVER.OPTIMIZER_NAME); valid: {', '.join(OPTIMIZERS)}.")
+    OPTIMIZER_REGISTRY.get_for_key(name, "SOLVER.OPTIMIZER_NAME" if optimizer_name is None else "optimizer_name", cfg)
     base_lr = s.BASE_LR if base_lr is None else base_lr
     overrides = None
     if params is None:
@@ -186,4 +206,4 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
         raise ConfigError(f"SOLVER.PARAM_GROUPS must be 'merged' or 'per_tensor', got {layout!r}.")
     if layout == "merged":
         groups = merge_param_groups(groups)
-    return OPTIMIZERS[name](groups, base_lr, cfg)
+    return OPTIMIZER_REGISTRY.build(name, cfg, param_groups=groups, lr=base_lr)

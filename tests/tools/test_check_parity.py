@@ -178,9 +178,9 @@ def test_translation_of_the_shipped_vit_clipreid_values():
     assert (cfg.CLIPREID.BACKBONE.SIE_COE, cfg.CLIPREID.BACKBONE.NUM_CAMERAS, cfg.CLIPREID.BACKBONE.NUM_VIEWS) == (1.0, 4, 2)
     assert m.HEADS.NUM_CLASSES == 5 and cfg.CLIPREID.NECK_FEAT == "before"
     assert m.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss", "ImageTextCrossEntropyLoss")
-    assert (m.LOSSES.CE.SCALE, m.LOSSES.CE.EPSILON, m.LOSSES.I2T.EPSILON) == (0.25, 0.1, 0.1)
+    assert (m.LOSSES.CE.SCALE, m.LOSSES.CE.EPSILON, cfg.CLIPREID.LOSSES.I2T.EPSILON) == (0.25, 0.1, 0.1)
     assert (m.LOSSES.TRI.MARGIN, m.LOSSES.TRI.SOFT_MARGIN, m.LOSSES.TRI.SCALE) == (0.3, False, 1.0)
-    assert m.PROMPT.CLASS_WORD == "person"
+    assert cfg.CLIPREID.PROMPT.CLASS_WORD == "person"
     s = cfg.SOLVER
     assert (s.BASE_LR, s.BIAS_LR_FACTOR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_BIAS) == (5e-6, 2.0, 1e-4, 1e-4)
     assert (s.MAX_EPOCHS, tuple(s.STEPS_EPOCHS), s.GAMMA) == (60, (30, 50), 0.1)

@@ -243,12 +243,12 @@ def reference_to_cfg(meta: Dict[str, Any], clip_weights: str = "") -> CfgNode:
     losses.TRI.SOFT_MARGIN = bool(get("MODEL.NO_MARGIN"))
     losses.TRI.NORM_FEAT = False
     losses.TRI.SCALE = float(get("MODEL.TRIPLET_LOSS_WEIGHT"))
-    losses.I2T.EPSILON = smooth
-    losses.I2T.SCALE = float(get("MODEL.I2T_LOSS_WEIGHT"))
+    cfg.CLIPREID.LOSSES.I2T.EPSILON = smooth
+    cfg.CLIPREID.LOSSES.I2T.SCALE = float(get("MODEL.I2T_LOSS_WEIGHT"))
 
     dataset = str(get("DATASETS.NAMES"))
-    m.PROMPT.TEMPLATE = "auto"
-    m.PROMPT.CLASS_WORD = "vehicle" if dataset in _VEHICLE_DATASETS else "person"
+    cfg.CLIPREID.PROMPT.TEMPLATE = "auto"
+    cfg.CLIPREID.PROMPT.CLASS_WORD = "vehicle" if dataset in _VEHICLE_DATASETS else "person"
     cfg.DATASETS.NAMES = (dataset,)
     cfg.DATASETS.TESTS = (dataset,)
     cfg.DATASETS.ROOT_DIR = str(get("DATASETS.ROOT_DIR"))

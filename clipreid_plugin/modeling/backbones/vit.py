@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import Encoder
 
+from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.checkpoint import CheckpointError
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -195,38 +196,56 @@ def _read_state_dict(path: str, arch: str) -> Dict[str, torch.Tensor]:
     return data
 
 
-@BACKBONE_REGISTRY.register()
-def build_vit_backbone(cfg) -> ViTBackbone:
-    """Build the TransReID-style ViT from ``MODEL.BACKBONE.VIT.*``, ``PRETRAIN(_PATH)`` and ``INPUT.SIZE_TRAIN``.
+def _arch_spec(arch: str) -> tuple:
+    """Returns: ``VIT_ARCHS[arch]``; else ConfigError listing the valid names."""
+    if arch not in VIT_ARCHS:
+        raise ConfigError(f"Unknown MODEL.BACKBONE.VIT.ARCH {arch!r}; valid: {', '.join(VIT_ARCHS)}.")
+    return VIT_ARCHS[arch]
 
-    Args:
-        cfg: the config.
 
-    Returns:
-        :class:`ViTBackbone`, with torchvision ImageNet weights loaded when ``PRETRAIN`` is True.
-    """
+def _vit_backbone_args(cfg) -> dict:
+    """``build_vit_backbone``'s arguments from ``MODEL.BACKBONE.{VIT.*, PRETRAIN(_PATH)}`` and ``INPUT.SIZE_*``."""
     b, v = cfg.MODEL.BACKBONE, cfg.MODEL.BACKBONE.VIT
-    if v.ARCH not in VIT_ARCHS:
-        raise ConfigError(f"Unknown MODEL.BACKBONE.VIT.ARCH {v.ARCH!r}; valid: {', '.join(VIT_ARCHS)}.")
+    _arch_spec(v.ARCH)
     if tuple(cfg.INPUT.SIZE_TRAIN) != tuple(cfg.INPUT.SIZE_TEST):
         raise ConfigError(f"The ViT backbone needs INPUT.SIZE_TEST == INPUT.SIZE_TRAIN (got {list(cfg.INPUT.SIZE_TEST)}"
                           f" vs {list(cfg.INPUT.SIZE_TRAIN)}): its positional embedding has one row per patch.")
-    num_cameras = 0
-    if v.SIE_CAMERA:
-        num_cameras = v.NUM_CAMERAS
-        if num_cameras <= 0:
-            raise ConfigError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
-                              "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
-    patch, layers, heads, hidden, mlp, _ = VIT_ARCHS[v.ARCH]
-    backbone = ViTBackbone(cfg.INPUT.SIZE_TRAIN, patch, layers, heads, hidden, mlp, stride=v.STRIDE_SIZE,
-                           num_cameras=num_cameras, sie_coe=v.SIE_COE)
-    if b.PRETRAIN:
-        if not b.PRETRAIN_PATH:
-            raise ConfigError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
-                              f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
-                              f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
-        backbone.load_torchvision_state_dict(_read_state_dict(b.PRETRAIN_PATH, v.ARCH), b.PRETRAIN_PATH)
-    elif b.PRETRAIN_PATH:
+    if v.SIE_CAMERA and v.NUM_CAMERAS <= 0:
+        raise ConfigError("MODEL.BACKBONE.VIT.SIE_CAMERA needs MODEL.BACKBONE.VIT.NUM_CAMERAS > 0 (the number of "
+                          "cameras of the training set, e.g. 6 for Market-1501, 20 for VeRi-776).")
+    if b.PRETRAIN and not b.PRETRAIN_PATH:
+        raise ConfigError(f"MODEL.BACKBONE.PRETRAIN is True but MODEL.BACKBONE.PRETRAIN_PATH is empty: give the "
+                          f"local torchvision weights file (e.g. {_torchvision_file_name(v.ARCH)} from "
+                          f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}).")
+    if not b.PRETRAIN and b.PRETRAIN_PATH:
         logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "
                        f"{b.PRETRAIN_PATH} is not loaded (random initialisation).")
+    return {"image_size": tuple(cfg.INPUT.SIZE_TRAIN), "arch": v.ARCH, "stride": tuple(v.STRIDE_SIZE),
+            "num_cameras": v.NUM_CAMERAS if v.SIE_CAMERA else 0, "sie_coe": v.SIE_COE,
+            "pretrain_path": b.PRETRAIN_PATH if b.PRETRAIN else ""}
+
+
+@BACKBONE_REGISTRY.register()
+@configurable(from_config=_vit_backbone_args)
+def build_vit_backbone(*, image_size: Sequence[int], arch: str = "vit_b_16", stride: Sequence[int] = (16, 16),
+                       num_cameras: int = 0, sie_coe: float = 3.0, pretrain_path: str = "") -> ViTBackbone:
+    """The TransReID-style ViT: from a config (``MODEL.BACKBONE.VIT.*``, ``PRETRAIN(_PATH)``,
+    ``INPUT.SIZE_TRAIN``) or from plain arguments.
+
+    Args:
+        image_size: input (height, width).
+        arch: a key of :data:`VIT_ARCHS` ("vit_b_16", ...).
+        stride: patch-embedding stride (h, w); smaller than the patch = overlapping patches.
+        num_cameras: rows of the SIE camera table (0 = no SIE).
+        sie_coe: SIE scale.
+        pretrain_path: torchvision ImageNet weights to load ("" = random initialisation).
+
+    Returns:
+        :class:`ViTBackbone`.
+    """
+    patch, layers, heads, hidden, mlp, _ = _arch_spec(arch)
+    backbone = ViTBackbone(image_size, patch, layers, heads, hidden, mlp, stride=stride,
+                           num_cameras=num_cameras, sie_coe=sie_coe)
+    if pretrain_path:
+        backbone.load_torchvision_state_dict(_read_state_dict(pretrain_path, arch), pretrain_path)
     return backbone

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range, patch_grid,
                                       resize_pos_embed)
 from clipreid_plugin.utils.errors import ConfigError
@@ -376,25 +377,26 @@ class CLIPImageEncoder(Backbone):
         return f"CLIP {arch}"
 
 
+def _clip_backbone_args(cfg) -> dict:
+    """``build_clip_backbone``'s arguments: the image tower of the CLIP model the config names
+    (``MODEL.BACKBONE.{PRETRAIN, PRETRAIN_PATH}``, ``CLIPREID.BACKBONE.*``; inside
+    :func:`shared_clip_models` the load is shared with a text head of the same source) and
+    ``INPUT.SIZE_TRAIN``."""
+    c = cfg.CLIPREID.BACKBONE
+    return {"visual": load_clip_from_config(cfg).visual, "image_size": tuple(cfg.INPUT.SIZE_TRAIN),
+            "stride": _stride_size(c.STRIDE_SIZE), "sie_camera": c.SIE_CAMERA, "sie_view": c.SIE_VIEW,
+            "num_cameras": c.NUM_CAMERAS, "num_views": c.NUM_VIEWS, "sie_coe": c.SIE_COE,
+            "grad_checkpointing": c.GRAD_CHECKPOINTING}
+
+
 @BACKBONE_REGISTRY.register()
-def build_clip_backbone(cfg) -> CLIPImageEncoder:
-    """Registered backbone: an open_clip image tower adapted for ReID (see module docstring).
-
-    Config: ``MODEL.BACKBONE.{PRETRAIN, PRETRAIN_PATH}``, ``CLIPREID.BACKBONE.*``,
-    ``INPUT.SIZE_TRAIN``. Inside :func:`shared_clip_models` the CLIP model it loads is shared
-    with a text head built from the same source.
-
-    Args:
-        cfg: the config.
+@configurable(from_config=_clip_backbone_args)
+def build_clip_backbone(*, visual: nn.Module, image_size: Tuple[int, int], **options) -> CLIPImageEncoder:
+    """Registered backbone: an open_clip image tower adapted for ReID (see module docstring),
+    from a config or from plain arguments (an open_clip ``visual`` tower, the input size and
+    :class:`CLIPImageEncoder`'s options).
 
     Returns:
         CLIPImageEncoder.
     """
-    c = cfg.CLIPREID.BACKBONE
-    stride = _stride_size(c.STRIDE_SIZE)
-    clip_model = load_clip_from_config(cfg)
-    return CLIPImageEncoder(
-        clip_model.visual, tuple(cfg.INPUT.SIZE_TRAIN), stride,
-        sie_camera=c.SIE_CAMERA, sie_view=c.SIE_VIEW, num_cameras=c.NUM_CAMERAS, num_views=c.NUM_VIEWS,
-        sie_coe=c.SIE_COE, grad_checkpointing=c.GRAD_CHECKPOINTING,
-    )
+    return CLIPImageEncoder(visual, image_size, **options)

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import (META_ARCH_REGISTRY, apply_losses, backbone_inputs, BNNeck, build_backbone,
                                       build_losses, check_backbone_output, global_pool)
 from clipreid_plugin.utils.errors import ConfigError
@@ -57,13 +58,17 @@ class CLIPBaseline(nn.Module):
         REFERENCE_KEY_MAP: ordered (reference prefix, our prefix) pairs used to convert the
             reference implementation's checkpoints; the first matching prefix wins.
 
+    Built from a config (``CLIPBaseline(cfg)``; ``MODEL.HEADS.NUM_CLASSES`` > 0 for training)
+    or from plain arguments.
+
     Args:
-        cfg: the config (``MODEL.HEADS.NUM_CLASSES`` > 0 for training).
-        backbone: an already built backbone (subclasses build it inside
-            :func:`~clipreid_plugin.plugins.clipreid.backbone.shared_clip_models`); built
-            from the config when None.
+        backbone: the backbone.
+        losses: the loss modules (built with the backbone's width as ``MODEL.BACKBONE.FEAT_DIM``).
+        num_classes: training identities (0 = evaluation only, no classifiers).
         proj_dim: width the projected feature must have (None = the backbone's projected
-            width, else ``CLIPREID.PROJ_DIM`` or 512).
+            width, else 512; from a config: also ``CLIPREID.PROJ_DIM``).
+        cls_init_std: std of the classifiers' normal initialisation.
+        neck_feat: the test feature, "before" or "after" the BNNecks (``CLIPREID.NECK_FEAT``).
     """
 
     REFERENCE_KEY_MAP: List[Tuple[str, str]] = [
@@ -75,23 +80,34 @@ class CLIPBaseline(nn.Module):
         ("classifier.", "neck.classifier."),
     ]
 
-    def __init__(self, cfg, backbone: Optional[nn.Module] = None, proj_dim: Optional[int] = None):
+    @configurable
+    def __init__(self, *, backbone: nn.Module, losses: nn.ModuleList, num_classes: int,
+                 proj_dim: Optional[int] = None, cls_init_std: float = 0.001, neck_feat: str = "after"):
         super().__init__()
-        self.backbone = build_backbone(cfg) if backbone is None else backbone
+        self.backbone = backbone
         feat_dim = self.backbone.out_features
         own_proj = int(getattr(self.backbone, "proj_features", 0) or 0)
         if proj_dim is None:
-            proj_dim = own_proj or cfg.CLIPREID.PROJ_DIM or DEFAULT_PROJ_DIM
+            proj_dim = own_proj or DEFAULT_PROJ_DIM
         self.image_proj: Optional[nn.Linear] = None
         if own_proj != proj_dim:
             self.image_proj = nn.Linear(feat_dim, proj_dim, bias=False)
             nn.init.normal_(self.image_proj.weight, std=feat_dim ** -0.5)  # CLIP's projection init
-        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
-        std = cfg.MODEL.HEADS.CLS_INIT_STD
-        self.neck = BNNeck(feat_dim, num_classes, std)
-        self.neck_proj = BNNeck(proj_dim, num_classes, std)
-        self.losses = build_losses(cfg, feat_dim)
-        self.neck_feat = check_test_feature(cfg.CLIPREID.NECK_FEAT)
+        self.neck = BNNeck(feat_dim, num_classes, cls_init_std)
+        self.neck_proj = BNNeck(proj_dim, num_classes, cls_init_std)
+        self.losses = losses
+        self.neck_feat = check_test_feature(neck_feat)
+
+    @classmethod
+    def from_config(cls, cfg, backbone: Optional[nn.Module] = None, proj_dim: Optional[int] = None) -> Dict:
+        """Arguments from the config; ``backbone`` / ``proj_dim`` given by a subclass that builds the
+        backbone itself (inside :func:`~clipreid_plugin.plugins.clipreid.backbone.shared_clip_models`)."""
+        backbone = build_backbone(cfg) if backbone is None else backbone
+        if proj_dim is None:
+            proj_dim = int(getattr(backbone, "proj_features", 0) or 0) or cfg.CLIPREID.PROJ_DIM or None
+        return {"backbone": backbone, "losses": build_losses(cfg, backbone.out_features),
+                "num_classes": cfg.MODEL.HEADS.NUM_CLASSES, "proj_dim": proj_dim,
+                "cls_init_std": cfg.MODEL.HEADS.CLS_INIT_STD, "neck_feat": cfg.CLIPREID.NECK_FEAT}
 
     @property
     def device(self) -> torch.device:

@@ -24,11 +24,12 @@ stage-1 result can be reused) without recomputing them.
 """
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import (LOSS_REGISTRY, META_ARCH_REGISTRY, apply_losses, build_backbone, build_head,
                                       eval_mode, full_precision, weights_replace_pretrained)
 from clipreid_plugin.utils.errors import ConfigError
@@ -66,12 +67,16 @@ class CLIPReID(CLIPBaseline):
     plus ``i2t_logits`` once the text features are set. With ``MODEL.HEADS.NUM_CLASSES`` 0
     (evaluation only) no text side is built.
 
+    Built from a config (``CLIPReID(cfg)``) or from plain arguments.
+
     Args:
-        cfg: the config.
+        text_head: the "text" head (None = evaluation only).
+        stage1_losses: the stage-1 loss modules (``CLIPREID.STAGE1.LOSS_NAMES``).
+        **kwargs: :class:`CLIPBaseline`'s arguments; ``proj_dim`` is the text tower's width.
 
     Raises:
-        ConfigError: ``CLIPREID.PROJ_DIM`` differs from the text tower's width (the image
-            feature could not be compared with the text features).
+        ConfigError: (from a config) ``CLIPREID.PROJ_DIM`` differs from the text tower's width
+            (the image feature could not be compared with the text features).
     """
 
     REFERENCE_KEY_MAP = CLIPBaseline.REFERENCE_KEY_MAP + [
@@ -79,12 +84,22 @@ class CLIPReID(CLIPBaseline):
         ("text_encoder.", "text_head.text_encoder."),
     ]
 
-    def __init__(self, cfg):
-        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
+    @configurable
+    def __init__(self, *, text_head: Optional[nn.Module] = None, stage1_losses: Sequence[nn.Module] = (), **kwargs):
+        if text_head is not None:
+            kwargs["proj_dim"] = text_head.out_dim
+        super().__init__(**kwargs)
+        self.text_head = text_head
+        if text_head is None:
+            logger.info("MODEL.HEADS.NUM_CLASSES is 0: CLIPReID built for evaluation only (no text side).")
+        self.stage1_loss_modules = nn.ModuleList(stage1_losses)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
         with shared_clip_models():
             backbone = build_backbone(cfg)
             text_head = None
-            if num_classes > 0:
+            if cfg.MODEL.HEADS.NUM_CLASSES > 0:
                 text_head = build_head(cfg.CLIPREID.PROMPT.HEAD_NAME, cfg, getattr(backbone, "proj_features", 0),
                                        kind="text", key="CLIPREID.PROMPT.HEAD_NAME",
                                        clip_model=_text_clip_model(cfg, backbone))
@@ -93,12 +108,9 @@ class CLIPReID(CLIPBaseline):
         if proj_dim is not None and asked and asked != proj_dim:
             raise ConfigError(f"CLIPREID.PROJ_DIM is {asked}, but CLIPReID compares the projected image feature "
                               f"with text features of width {proj_dim}: set it to 0 (auto) or {proj_dim}.")
-        super().__init__(cfg, backbone, proj_dim)
-        self.text_head = text_head
-        if text_head is None:
-            logger.info("MODEL.HEADS.NUM_CLASSES is 0: CLIPReID built for evaluation only (no text side).")
-        self.stage1_loss_modules = nn.ModuleList(LOSS_REGISTRY.build(n, cfg, key="CLIPREID.STAGE1.LOSS_NAMES")
-                                                for n in cfg.CLIPREID.STAGE1.LOSS_NAMES)
+        stage1 = [LOSS_REGISTRY.build(n, cfg, key="CLIPREID.STAGE1.LOSS_NAMES") for n in cfg.CLIPREID.STAGE1.LOSS_NAMES]
+        return dict(super().from_config(cfg, backbone=backbone, proj_dim=proj_dim), text_head=text_head,
+                    stage1_losses=stage1)
 
     # ------------------------------------------------------------------ stage 2 (training step)
     def compute_losses(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:

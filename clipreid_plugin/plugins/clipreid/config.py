@@ -10,6 +10,7 @@ import logging
 from clipreid_plugin.config import CfgNode as CN
 from clipreid_plugin.config import declare_data_dependent_key, register_config_check, register_config_extension
 from clipreid_plugin.modeling import HEAD_REGISTRY, LOSS_REGISTRY
+from clipreid_plugin.solver import OPTIMIZER_REGISTRY
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import _quick_gelu, _stride_size
@@ -24,6 +25,7 @@ declare_data_dependent_key("CLIPREID.PROMPT.CLASS_WORD", "kind")
 # the plugin's keys that name registered components: checked with the whole config before a run
 HEAD_REGISTRY.name_config_key("CLIPREID.PROMPT.HEAD_NAME")
 LOSS_REGISTRY.name_config_key("CLIPREID.STAGE1.LOSS_NAMES", training_only=True)
+OPTIMIZER_REGISTRY.name_config_key("CLIPREID.STAGE1.OPTIMIZER", training_only=True)
 
 
 @register_config_extension

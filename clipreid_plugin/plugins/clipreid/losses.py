@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import LOSS_REGISTRY, cross_entropy_label_smooth, full_precision
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -69,13 +70,19 @@ class ImageTextSupConLoss(nn.Module):
     belonging to the identities ``targets`` (the same labels on both sides).
 
     Args:
-        cfg: the config.
+        temperature: SupCon temperature.
+        scale: weight of each direction.
     """
 
-    def __init__(self, cfg):
+    @configurable
+    def __init__(self, *, temperature: float = 1.0, scale: float = 1.0):
         super().__init__()
-        self.temperature = cfg.CLIPREID.LOSSES.SUPCON.TEMPERATURE
-        self.scale = cfg.CLIPREID.LOSSES.SUPCON.SCALE
+        self.temperature = temperature
+        self.scale = scale
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"temperature": cfg.CLIPREID.LOSSES.SUPCON.TEMPERATURE, "scale": cfg.CLIPREID.LOSSES.SUPCON.SCALE}
 
     def forward(self, outputs, targets):
         """Returns: {"loss_supcon_i2t": ..., "loss_supcon_t2i": ...} (already scaled)."""
@@ -98,13 +105,19 @@ class ImageTextCrossEntropyLoss(nn.Module):
     ``CLIPREID.LOSSES.I2T.SCALE`` (weight).
 
     Args:
-        cfg: the config.
+        epsilon: label smoothing (0 = plain cross-entropy).
+        scale: loss weight.
     """
 
-    def __init__(self, cfg):
+    @configurable
+    def __init__(self, *, epsilon: float = 0.1, scale: float = 1.0):
         super().__init__()
-        self.epsilon = cfg.CLIPREID.LOSSES.I2T.EPSILON
-        self.scale = cfg.CLIPREID.LOSSES.I2T.SCALE
+        self.epsilon = epsilon
+        self.scale = scale
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"epsilon": cfg.CLIPREID.LOSSES.I2T.EPSILON, "scale": cfg.CLIPREID.LOSSES.I2T.SCALE}
 
     def forward(self, outputs, targets):
         """Returns: {"loss_i2t": scale * CE_ls(i2t_logits, targets)}."""

@@ -14,6 +14,7 @@ import torch
 from open_clip import tokenizer as clip_tokenizer
 from torch import nn
 
+from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import HEAD_REGISTRY
 from clipreid_plugin.utils.errors import ConfigError
 
@@ -212,34 +213,34 @@ class PromptLearnerHead(nn.Module):
     frozen too (as the reference's make_optimizer_2stage leaves it for stage 2); the stage-1
     hook turns it on for its phase.
 
-    Config: ``MODEL.HEADS.NUM_CLASSES``, ``CLIPREID.PROMPT.{N_CTX, TEMPLATE, CLASS_WORD,
-    CTX_INIT_STD, TRUNCATE_AT_EOT}``; ``MODEL.BACKBONE.*`` (weights) when no ``clip_model``
-    is given.
+    Built from a config (``MODEL.HEADS.NUM_CLASSES``, ``CLIPREID.PROMPT.{N_CTX, TEMPLATE,
+    CLASS_WORD, CTX_INIT_STD, TRUNCATE_AT_EOT}``; ``MODEL.BACKBONE.*`` / ``CLIPREID.BACKBONE.*``
+    for the weights when no ``clip_model`` is given) or from plain arguments.
 
     Args:
-        cfg: the config.
-        in_dim: width of the image feature (unused: the head works in the text tower's space;
-            kept for the HEAD_REGISTRY signature).
         clip_model: the open_clip CLIP model whose text tower to use (the meta-architecture
-            passes the one its image backbone came from, so CLIP is loaded once); loaded by
-            :func:`~clipreid_plugin.plugins.clipreid.backbone.load_clip_from_config` when None.
+            passes the one its image backbone came from, so CLIP is loaded once).
+        num_classes: identities (one prompt each).
+        class_word: the prompt's class word ("person", "vehicle").
+        n_ctx: learnable tokens per identity.
+        ctx_init_std: std of their normal initialisation.
+        truncate_at_eot: run the text transformer only up to the end-of-text token.
+        in_dim: width of the image feature (unused: the head works in the text tower's space;
+            part of every head's build context).
     """
 
     HEAD_KIND = "text"
 
-    def __init__(self, cfg, in_dim: int = 0, clip_model: Optional[nn.Module] = None):
+    @configurable
+    def __init__(self, *, clip_model: nn.Module, num_classes: int, class_word: str = "person", n_ctx: int = 4,
+                 ctx_init_std: float = 0.02, truncate_at_eot: bool = True, in_dim: int = 0):
         super().__init__()
-        if clip_model is None:
-            clip_model = load_clip_from_config(cfg)
-        p = cfg.CLIPREID.PROMPT
-        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
-        self.text_encoder = TextEncoder(clip_model, truncate=p.TRUNCATE_AT_EOT)
+        self.text_encoder = TextEncoder(clip_model, truncate=truncate_at_eot)
         self.text_encoder.requires_grad_(False)
         text = getattr(clip_model, "text", clip_model)
-        self.prompt_text = prompt_text(resolve_class_word(cfg), p.N_CTX)
+        self.prompt_text = prompt_text(class_word, n_ctx)
         tokens = tokenize_prompt(self.prompt_text, self.text_encoder.context_length)
-        self.prompt_learner = PromptLearner(num_classes, p.N_CTX, text.token_embedding, tokens,
-                                            p.CTX_INIT_STD)
+        self.prompt_learner = PromptLearner(num_classes, n_ctx, text.token_embedding, tokens, ctx_init_std)
         self.prompt_learner.cls_ctx.requires_grad_(False)
         self.out_dim = self.text_encoder.output_dim
         self.register_buffer("text_features", torch.zeros(num_classes, self.out_dim))
@@ -248,6 +249,15 @@ class PromptLearnerHead(nn.Module):
         # Python copy of the flag, so that every training step does not read it from the GPU.
         self._ready = False
         self.register_load_state_dict_post_hook(PromptLearnerHead._sync_ready_flag)
+
+    @classmethod
+    def from_config(cls, cfg, in_dim: int = 0, clip_model: Optional[nn.Module] = None) -> dict:
+        """Arguments from the config; the CLIP model is loaded
+        (:func:`~clipreid_plugin.plugins.clipreid.backbone.load_clip_from_config`) unless given."""
+        p = cfg.CLIPREID.PROMPT
+        return {"clip_model": load_clip_from_config(cfg) if clip_model is None else clip_model,
+                "num_classes": cfg.MODEL.HEADS.NUM_CLASSES, "class_word": resolve_class_word(cfg), "n_ctx": p.N_CTX,
+                "ctx_init_std": p.CTX_INIT_STD, "truncate_at_eot": p.TRUNCATE_AT_EOT, "in_dim": in_dim}
 
     @staticmethod
     def _sync_ready_flag(module: "PromptLearnerHead", incompatible_keys) -> None:

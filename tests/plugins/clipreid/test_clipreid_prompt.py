@@ -40,7 +40,7 @@ def _cfg():
 def head(clip):
     """PromptLearnerHead on the tiny CLIP, 7 identities, the person prompt."""
     torch.manual_seed(1)
-    return PromptLearnerHead(_cfg(), 0, clip)
+    return PromptLearnerHead(_cfg(), clip_model=clip)
 
 
 @pytest.mark.parametrize("word", ["person", "vehicle"])
@@ -69,7 +69,7 @@ def test_class_word_from_config():
 def test_missing_num_classes_is_explained(clip):
     """No identities (NUM_CLASSES 0): the error names the key."""
     with pytest.raises(ValueError, match="NUM_CLASSES"):
-        PromptLearnerHead(get_cfg(["clipreid_plugin.plugins.clipreid"]), 0, clip)
+        PromptLearnerHead(get_cfg(["clipreid_plugin.plugins.clipreid"]), clip_model=clip)
 
 
 def test_prefix_suffix_buffers_from_token_embedding(head, clip):
@@ -93,7 +93,7 @@ def test_text_features_equal_open_clip_encode_text(clip, truncate):
     template itself, so the text features must be open_clip's ``encode_text`` of the tokenised
     prompt (its own causal pass, EOT read-out and projection)."""
     torch.manual_seed(2)
-    head = PromptLearnerHead(_cfg(), 0, clip)
+    head = PromptLearnerHead(_cfg(), clip_model=clip)
     head.text_encoder.truncate = truncate
     with torch.no_grad():
         head.prompt_learner.cls_ctx.copy_(clip.token_embedding.weight[X_ID].expand(NUM_CLASSES, 4, -1))
