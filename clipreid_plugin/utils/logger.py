@@ -24,6 +24,20 @@ class _ColorfulFormatter(logging.Formatter):
         return prefix + " " + log
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A console handler that writes to ``sys.stdout`` as it is when a record is emitted, not as
+    it was at setup: code that swaps ``sys.stdout`` after a tool set the logger up (a test's
+    output capture, a notebook) keeps getting the messages instead of a closed stream's error."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns it; the property always answers
+        pass
+
+
 def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, color: bool = True,
                  name: str = "clipreid_plugin") -> logging.Logger:
     """Configure the package logger (idempotent per output/rank).
@@ -46,7 +60,7 @@ def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, col
         h.close()
     plain = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
     if distributed_rank == 0:
-        ch = logging.StreamHandler(stream=sys.stdout)
+        ch = _StdoutHandler()
         ch.setLevel(logging.INFO)
         use_color = color and sys.stdout.isatty()
         ch.setFormatter(

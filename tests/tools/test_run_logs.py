@@ -152,3 +152,17 @@ def test_fvcore_uncounted_ops_list_stays_out_of_the_console():
         assert gflops_per_image(Embed(), (64, 32)) > 0
     uncounted = [r for r in records if "does not count" in r.getMessage()]
     assert uncounted and all(r.levelno == logging.DEBUG for r in uncounted)
+
+
+def test_console_log_follows_the_current_stdout(monkeypatch):
+    """A tool's logger set up earlier writes to sys.stdout as it is now (a closed capture of an
+    earlier test or a notebook's redirect gave 'Logging error' tracebacks)."""
+    import io
+
+    from clipreid_plugin.utils.logger import setup_logger
+
+    setup_logger()
+    later = io.StringIO()
+    monkeypatch.setattr("sys.stdout", later)
+    logging.getLogger("clipreid_plugin.test").info("after the swap")
+    assert "after the swap" in later.getvalue()
