@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check this toolkit against tensors produced by the reference CLIP-ReID code.
+"""Check this toolkit against tensors produced by the reference CLIP-ReID code or by a peer toolkit.
 
 For each case file (format: ../shared/reference/README.md) the equivalent model is built from
 this toolkit's config (the reference config values of ``meta.config`` translated), the
@@ -20,12 +20,20 @@ order; without one the fixed bounds of ``parity_harness.case_replay`` apply.
 The CLIP weights file named by ``meta.tiny_clip_file`` is looked up next to the case file (and
 in its parent folder, for the float64 cases) unless ``--tiny-clip-dir`` says where it is.
 
+A peer case (``meta.peer``: ``fast-reid``; format ``../shared/reference/peers/README.md``) is
+replayed by that peer's module in :data:`PEER_REPLAYS` (the case's own config converted, the
+peer's weights through the checkpoint converter) with one row per output (families of many
+tensors, e.g. the gradients, as one row naming the worst):
+
+    python tools/check_parity.py --dtype float64 ../shared/reference/peers/float64/fastreid_sbs_r50_ibn.pt
+
 Exit status: 0 when every row of every case passes, 1 when a row fails (or the model cannot be
 rebuilt from the case), 2 when a case file cannot be used (missing, unreadable, or lacking keys
 of the format, or its CLIP weights are not found).
 """
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -42,6 +50,30 @@ from tabulate import tabulate
 from parity_harness.case_replay import CaseFormatError, ParityRow, float64_case_path, load_case, run_case
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+# meta.peer of a peer case -> the module replaying it (its run_peer_case(case, path, device, dtype) -> rows)
+PEER_REPLAYS = {"fast-reid": "parity_harness.fastreid_replay"}
+
+
+def read_peer_case(path: str) -> Optional[dict]:
+    """The case dict when ``path`` is a peer case (it has ``meta.peer``), else None (a CLIP-ReID
+    reference case, or a file :func:`load_case` will report)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        case = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file: load_case reports it
+        return None
+    meta = case.get("meta") if isinstance(case, dict) else None
+    return case if isinstance(meta, dict) and "peer" in meta else None
+
+
+def peer_rows(case: dict, path: str, device: str, dtype: torch.dtype) -> List[ParityRow]:
+    """Replay a peer case with its module from :data:`PEER_REPLAYS`."""
+    peer = case["meta"]["peer"]
+    if peer not in PEER_REPLAYS:
+        raise CaseFormatError(f"{path}: meta.peer {peer!r} has no replay here (known: {', '.join(PEER_REPLAYS)}).")
+    return importlib.import_module(PEER_REPLAYS[peer]).run_peer_case(case, path, device, dtype)
 
 
 def format_rows(rows: List[ParityRow]) -> str:
@@ -66,11 +98,16 @@ def _clip_dir(case: dict, path: str, tiny_clip_dir: Optional[str]) -> str:
 def check_file(path: str, tiny_clip_dir: Optional[str], device: str, dtype: torch.dtype) -> int:
     """Check one case file and print its table. Returns: an exit status (see the module doc)."""
     start = time.perf_counter()
+    twin = None
     try:
-        case = load_case(path)
-        twin = float64_case_path(path) if dtype == torch.float32 else None
-        reference64 = load_case(twin) if twin else None
-        rows = run_case(case, _clip_dir(case, path, tiny_clip_dir), device, dtype, reference64)
+        case = read_peer_case(path)
+        if case is not None:
+            rows = peer_rows(case, path, device, dtype)
+        else:
+            case = load_case(path)
+            twin = float64_case_path(path) if dtype == torch.float32 else None
+            reference64 = load_case(twin) if twin else None
+            rows = run_case(case, _clip_dir(case, path, tiny_clip_dir), device, dtype, reference64)
     except CaseFormatError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

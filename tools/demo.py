@@ -25,7 +25,8 @@ from cli_defaults import set_cli_defaults
 set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 import clipreid_plugin  # noqa: E402,F401  (registers components)
-from clipreid_plugin.comparison import MethodSpec, run_benchmark, table_text, write_outputs  # noqa: E402
+from clipreid_plugin.comparison import (MethodSpec, compare_and_report, run_benchmark, table_text,  # noqa: E402
+                                       write_outputs)
 from clipreid_plugin.usertools.visualize import (StripLayout, load_ranking, plot_training_curves, read_metrics,  # noqa: E402
                                                  visualize_ranking)
 from clipreid_plugin.utils.cli import run_tool  # noqa: E402
@@ -96,7 +97,9 @@ def main(argv=None) -> int:
         if record["status"] == "ok":
             method_pictures(record)
     print("\nResults on the synthetic dataset (percent):\n" + table_text(records))
+    report = compare_and_report(records, args.output_dir, title="Demo")[1]["report.html"]
     print_written_files(args.output_dir, start)
+    print(f"\nReport (open it in a browser): {report}")
     return 1 if any(r["status"] != "ok" for r in records) else 0
 
 

@@ -8,7 +8,13 @@ A record describes one config run (one method, possibly several test sets)::
      "results":   {"Market1501": {"mAP": 85.9, "Rank-1": 94.5, ...}},   # percent, as results.json
      "rerank":    {"Market1501": {...}},   # only when re-ranked evaluation was asked for
      "untrained": {"Market1501": {...}},   # only when the untrained model was evaluated
-     "params_m": 23.5, "gflops": 6.1, "train_s": 3600.0, "images_per_s": 850.0}
+     "params_m": 23.5, "gflops": 6.1, "train_s": 3600.0, "images_per_s": 850.0,
+     "train_datasets": ["Market1501"],  # DATASETS.NAMES of the run (cross-domain: other than "datasets")
+     "seed": 1,            # SOLVER.SEED when the benchmark set it (--seeds), else None
+     "camera_pairs": {"Market1501": {...}}}   # per camera pair, when the evaluation computed it
+
+A row of several seeds (:mod:`.seeds`) is a record of the same shape whose numbers are the
+seeds' means, with ``"runs"`` (the seeds' records) and ``"spread"`` (std, min, max per metric).
 
 ``status`` is ``"ok"``, ``"failed: <reason>"`` or ``"missing"`` (``"missing: <what>"`` when
 collected: the path looked at); the numbers of a run that did not finish are ``None``.
@@ -19,6 +25,7 @@ folder works (:func:`collect_run`), a benchmark run's or a plain ``tools/train_n
 import json
 import logging
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import yaml
@@ -30,8 +37,9 @@ from clipreid_plugin.utils.errors import InvalidInputError
 
 logger = logging.getLogger("clipreid_plugin.comparison")
 
-__all__ = ["RECORD_FILE", "RESULTS_FILE", "RUN_INFO_FILE", "CONFIG_FILE", "new_record", "failure_status", "failed_record", "missing_record", "write_record",
-           "read_record", "collect_run", "dataset_rows"]
+__all__ = ["RECORD_FILE", "RESULTS_FILE", "RUN_INFO_FILE", "CONFIG_FILE", "LOG_FILE", "new_record", "failure_status",
+           "failed_record", "missing_record", "write_record", "read_record", "collect_run", "dataset_label",
+           "dataset_rows", "training_seconds"]
 
 RECORD_FILE = "benchmark_record.json"
 STAT_KEYS = ("params_m", "gflops", "train_s", "images_per_s")
@@ -41,7 +49,8 @@ def new_record(method: str, config: str, backbone: str, datasets: Sequence[str],
                status: str = "ok") -> Dict:
     """Returns: a record with the identifying fields set and every result / statistic empty."""
     rec = {"method": method, "config": config, "backbone": backbone, "datasets": list(datasets),
-           "status": status, "output_dir": output_dir, "results": {}, "rerank": {}, "untrained": {}}
+           "status": status, "output_dir": output_dir, "results": {}, "rerank": {}, "untrained": {},
+           "train_datasets": [], "seed": None, "camera_pairs": {}}
     rec.update({k: None for k in STAT_KEYS})
     return rec
 
@@ -102,14 +111,31 @@ def _read_json(path: str, what: str) -> Dict:
     return data
 
 
-def _config_tests(path: str) -> List[str]:
-    """DATASETS.TESTS of a run's merged ``config.yaml`` ([] when unreadable)."""
+def _config_tests(path: str, key: str = "TESTS") -> List[str]:
+    """DATASETS.<key> (TESTS or NAMES) of a run's merged ``config.yaml`` ([] when unreadable)."""
     try:
         with open(path) as f:
-            tests = ((yaml.safe_load(f) or {}).get("DATASETS") or {}).get("TESTS") or []
+            tests = ((yaml.safe_load(f) or {}).get("DATASETS") or {}).get(key) or []
     except (OSError, yaml.YAMLError, AttributeError):
         return []
     return [tests] if isinstance(tests, str) else [str(t) for t in tests]
+
+
+LOG_FILE = "log.txt"
+# the line the engine's IterationTimer logs at the end of training (engine/hooks.py)
+_TRAINING_TOOK = re.compile(r"Training took ([0-9.]+) s")
+
+
+def training_seconds(log_path: str) -> Optional[float]:
+    """The wall clock of training from a run's ``log.txt``: the sum of its "Training took X s"
+    lines (one per training session: a resumed run logs the part after the restart too), or
+    None without such a line."""
+    try:
+        with open(log_path, errors="replace") as f:
+            took = [float(m.group(1)) for m in _TRAINING_TOOK.finditer(f.read())]
+    except OSError:
+        return None
+    return sum(took) if took else None
 
 
 def collect_run(output_dir: str, method: Optional[str] = None, config: str = "",
@@ -159,6 +185,8 @@ def collect_run(output_dir: str, method: Optional[str] = None, config: str = "",
             if os.path.isfile(paths[CONFIG_FILE]):
                 rec["config"] = paths[CONFIG_FILE]
                 rec["datasets"] = [d for d in _config_tests(paths[CONFIG_FILE]) if d in rec["results"]]
+                rec["train_datasets"] = _config_tests(paths[CONFIG_FILE], "NAMES")
+            rec["train_s"] = training_seconds(os.path.join(output_dir, LOG_FILE))
         else:
             return failed_record(name, config, "?", datasets, output_dir,
                                  f"no {RECORD_FILE} or {RESULTS_FILE} in {output_dir} (unfinished or crashed run?)")
@@ -174,11 +202,18 @@ def _first(results: Optional[Dict], name: str) -> Dict:
     return (results or {}).get(name) or {}
 
 
+def dataset_label(train: Sequence[str], test: str) -> str:
+    """Returns: ``test``, or ``"<train>-><test>"`` when the run trained on other data (cross-domain)."""
+    return test if not train or list(train) == [test] else f"{'+'.join(train)}->{test}"
+
+
 def dataset_rows(record: Dict) -> List[Dict]:
     """Split a record into one flat dict per test dataset (metrics and statistics side by side).
 
     Returns:
-        ``[{"method", "backbone", "dataset", "status", "metrics", "rerank", "untrained", <stats>}]``.
+        ``[{"method", "backbone", "dataset" (label, see :func:`dataset_label`), "test_dataset",
+        "train_datasets", "status", "metrics", "rerank", "untrained", "seeds" (None for a single
+        run), "spread" ({group: {metric: {"std", "min", "max", "n"}}}), <stats>}]``.
     """
     names = list(record.get("datasets") or []) or list(record.get("results") or {}) or ["?"]
     rows = []
@@ -187,9 +222,15 @@ def dataset_rows(record: Dict) -> List[Dict]:
         status = record["status"]
         if status == "ok" and not metrics:
             status = f"failed: no results for {ds}"
-        row = {"method": record["method"], "backbone": record.get("backbone", ""), "dataset": ds, "status": status,
+        train = list(record.get("train_datasets") or [])
+        spread = record.get("spread") or {}
+        row = {"method": record["method"], "backbone": record.get("backbone", ""), "dataset": dataset_label(train, ds),
+               "test_dataset": ds, "train_datasets": train, "status": status,
                "metrics": metrics, "rerank": _first(record.get("rerank"), ds),
-               "untrained": _first(record.get("untrained"), ds)}
+               "untrained": _first(record.get("untrained"), ds),
+               "seeds": len(record["runs"]) if record.get("runs") else None,
+               "spread": {"metrics": _first(spread.get("results"), ds), "rerank": _first(spread.get("rerank"), ds),
+                          "untrained": _first(spread.get("untrained"), ds)}}
         row.update({k: record.get(k) for k in STAT_KEYS})
         rows.append(row)
     return rows

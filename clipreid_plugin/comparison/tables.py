@@ -10,7 +10,7 @@ import csv
 import io
 import logging
 import os
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
@@ -20,7 +20,7 @@ from clipreid_plugin.utils.plotting import require_pyplot, save_figure
 
 from .records import dataset_rows
 
-__all__ = ["Column", "table_columns", "table_text", "table_markdown", "table_csv", "CHART_METRICS", "chart_figure",
+__all__ = ["Column", "table_columns", "table_cells", "table_text", "table_markdown", "table_csv", "CHART_METRICS", "chart_figure",
            "draw_chart", "write_outputs"]
 
 logger = logging.getLogger("clipreid_plugin.comparison")
@@ -40,10 +40,23 @@ class Column(NamedTuple):
     csv_name: str
     get: Callable[[Dict], object]
     fmt: str = ""
+    spread: Optional[Tuple[str, str]] = None  # (group, metric) whose seed spread the cell shows
 
 
 def _metric(group: str, name: str) -> Callable[[Dict], Optional[float]]:
     return lambda row: row[group].get(name)
+
+
+def _metric_column(header: str, csv_name: str, group: str, name: str) -> Column:
+    return Column(header, csv_name, _metric(group, name), ".1f", (group, name))
+
+
+def _spread(row: Dict, col: Column) -> Optional[Dict]:
+    """The seed spread of a cell ({"std", "min", "max", "n"}), when it has more than one seed."""
+    if not col.spread:
+        return None
+    found = ((row.get("spread") or {}).get(col.spread[0]) or {}).get(col.spread[1])
+    return found if found and found.get("n", 0) > 1 else None
 
 
 def _scaled(key: str, factor: float) -> Callable[[Dict], Optional[float]]:
@@ -54,15 +67,16 @@ _IDENTITY = [Column("method", "method", lambda r: r["method"]),
              Column("backbone", "backbone", lambda r: r["backbone"]),
              Column("dataset", "dataset", lambda r: r["dataset"]),
              Column("status", "status", lambda r: r["status"])]
-_UNTRAINED = [Column("mAP untrained", "mAP_untrained", _metric("untrained", "mAP"), ".1f"),
-              Column("R-1 untrained", "Rank-1_untrained", _metric("untrained", "Rank-1"), ".1f")]
-_METRICS = [Column("mAP", "mAP", _metric("metrics", "mAP"), ".1f"),
-            Column("R-1", "Rank-1", _metric("metrics", "Rank-1"), ".1f"),
-            Column("R-5", "Rank-5", _metric("metrics", "Rank-5"), ".1f"),
-            Column("R-10", "Rank-10", _metric("metrics", "Rank-10"), ".1f"),
-            Column("mINP", "mINP", _metric("metrics", "mINP"), ".1f")]
-_RERANK = [Column("mAP (RR)", "mAP_rerank", _metric("rerank", "mAP"), ".1f"),
-           Column("R-1 (RR)", "Rank-1_rerank", _metric("rerank", "Rank-1"), ".1f")]
+_UNTRAINED = [_metric_column("mAP untrained", "mAP_untrained", "untrained", "mAP"),
+              _metric_column("R-1 untrained", "Rank-1_untrained", "untrained", "Rank-1")]
+_METRICS = [_metric_column("mAP", "mAP", "metrics", "mAP"),
+            _metric_column("R-1", "Rank-1", "metrics", "Rank-1"),
+            _metric_column("R-5", "Rank-5", "metrics", "Rank-5"),
+            _metric_column("R-10", "Rank-10", "metrics", "Rank-10"),
+            _metric_column("mINP", "mINP", "metrics", "mINP")]
+_RERANK = [_metric_column("mAP (RR)", "mAP_rerank", "rerank", "mAP"),
+           _metric_column("R-1 (RR)", "Rank-1_rerank", "rerank", "Rank-1")]
+_SEEDS = [Column("seeds", "seeds", lambda r: r.get("seeds"))]
 _COSTS = [Column("params (M)", "params_M", lambda r: r["params_m"], ".2f"),
           Column("GFLOPs/img", "GFLOPs_per_image", lambda r: r["gflops"], ".2f"),
           Column("train (min)", "train_min", _scaled("train_s", 1 / 60), ".1f"),
@@ -83,6 +97,8 @@ def table_columns(rows: Sequence[Dict]) -> List[Column]:
         The column list, in display order.
     """
     cols = list(_IDENTITY)
+    if any(r.get("seeds") for r in rows):
+        cols += _SEEDS
     if any(r["untrained"] for r in rows):
         cols += _UNTRAINED
     cols += _METRICS
@@ -91,14 +107,21 @@ def table_columns(rows: Sequence[Dict]) -> List[Column]:
     return cols + _COSTS
 
 
-def _cells(rows: Sequence[Dict], cols: Sequence[Column]) -> List[List[str]]:
+def table_cells(rows: Sequence[Dict], cols: Sequence[Column]) -> List[List[str]]:
+    """Returns: the formatted cells of ``rows`` (``-`` = unknown; with seeds, metric cells read
+    ``mean ± std (min-max)``), as the text tables and report.html show them."""
     out = []
     for row in rows:
         cells = []
         for c in cols:
             v = c.get(row)
+            spread = _spread(row, c)
             if v is None or v == "":
                 cells.append("-")
+            elif spread and c.fmt:  # mean ± std (min-max) over the seeds
+                f = c.fmt
+                cells.append(f"{format(float(v), f)} ± {format(spread['std'], f)} "
+                             f"({format(spread['min'], f)}-{format(spread['max'], f)})")
             elif c.fmt and isinstance(v, (int, float)):
                 cells.append(format(float(v), c.fmt))
             else:
@@ -115,7 +138,7 @@ def table_text(records: Sequence[Dict], tablefmt: str = "simple") -> str:
     """
     rows = _flatten(records)
     cols = table_columns(rows)
-    return tabulate(_cells(rows, cols), headers=[c.header for c in cols], tablefmt=tablefmt, disable_numparse=True)
+    return tabulate(table_cells(rows, cols), headers=[c.header for c in cols], tablefmt=tablefmt, disable_numparse=True)
 
 
 def table_markdown(records: Sequence[Dict]) -> str:
@@ -127,11 +150,21 @@ def table_csv(records: Sequence[Dict]) -> str:
     """Returns: CSV text, one line per (method, dataset), numbers at full precision, empty = unknown."""
     rows = _flatten(records)
     cols = table_columns(rows)
+    # with seeds, every metric column is followed by its std, min and max over the seeds
+    seeded = any(r.get("seeds") for r in rows)
+    header, getters = [], []
+    for c in cols:
+        header.append(c.csv_name)
+        getters.append(c.get)
+        if seeded and c.spread:
+            for stat in ("std", "min", "max"):
+                header.append(f"{c.csv_name}_{stat}")
+                getters.append(lambda r, c=c, stat=stat: (_spread(r, c) or {}).get(stat))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([c.csv_name for c in cols])
+    w.writerow(header)
     for row in rows:
-        w.writerow(["" if c.get(row) is None else c.get(row) for c in cols])
+        w.writerow(["" if g(row) is None else g(row) for g in getters])
     return buf.getvalue()
 
 

@@ -21,8 +21,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-from clipreid_plugin.utils.errors import ConfigError
-from clipreid_plugin.utils.plugins import active_roots, import_plugins, resolve_plugin_spec
+from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
+from clipreid_plugin.utils.errors import ConfigError, PluginError
+from clipreid_plugin.utils.file_io import atomic_write_text
+from clipreid_plugin.utils.plugins import active_roots, import_plugins, is_path_spec, plugin_root, resolve_plugin_spec
 
 from .extensions import apply_config_extensions, lookup_key, plugin_providing_group
 
@@ -241,8 +243,6 @@ class CfgNode(_FvCfgNode):
 
     def dump_to(self, path: str) -> None:
         """Write this config as YAML to ``path`` (atomically)."""
-        from clipreid_plugin.utils.file_io import atomic_write_text
-
         atomic_write_text(path, self.dump())
 
 
@@ -329,7 +329,7 @@ def get_cfg(plugins: Sequence[str] = ()) -> CfgNode:
     Returns:
         The (unfrozen) config.
     """
-    from .defaults import _C
+    from .defaults import _C  # noqa: PLC0415 - defaults.py builds its CfgNode with this module
 
     cfg = _C.clone()
     apply_config_extensions(cfg)
@@ -355,13 +355,44 @@ def config_text_of_checkpoint(path: str) -> str:
     Raises:
         ConfigError: the file holds no config (a reference checkpoint, a plain state dict).
     """
-    from clipreid_plugin.utils.checkpoint import read_checkpoint_metadata
-
     text = read_checkpoint_metadata(path).get("config")
     if not text:
         raise ConfigError(f"{path} holds no config (it is not a checkpoint written by this toolkit's trainer): give "
                           f"the config it was trained with (--config-file, e.g. the run's config.yaml).")
     return text
+
+
+def _plugins_override(opts: Sequence[str]) -> Optional[List[str]]:
+    """The ``PLUGINS`` override among ``KEY VALUE`` pairs, resolved (None when there is none)."""
+    pairs = dict(zip(list(opts)[0::2], list(opts)[1::2]))
+    if PLUGINS_KEY not in pairs:
+        return None
+    return [resolve_plugin_spec(s, os.getcwd()) for s in as_name_list(_coerce_literal(pairs[PLUGINS_KEY]))]
+
+
+def _merge_checkpoint_config(cfg: CfgNode, path: str, opts: Sequence[str]) -> None:
+    """Merge the config a checkpoint stores, activating the plugins it was trained with first.
+
+    A ``PLUGINS`` override replaces a stored plugin of the same name (a plugin file that moved:
+    ``PLUGINS "['new/place/my_plugin.py']"``); a stored plugin file that no longer exists and is
+    not replaced is a one-line error saying so.
+    """
+    data = yaml.safe_load(config_text_of_checkpoint(path)) or {}
+    stored = as_name_list(data.pop(PLUGINS_KEY, None))
+    override = _plugins_override(opts) or []
+    replaced = {plugin_root(s) for s in override}
+    kept = [s for s in stored if plugin_root(s) not in replaced]
+    gone = [s for s in kept if is_path_spec(s) and not os.path.exists(s)]
+    if gone:
+        raise PluginError(f"{path} was trained with the plugin file {gone[0]}, which no longer exists: restore it, "
+                          f"or give its new place with the override PLUGINS \"['new/place/{os.path.basename(gone[0])}']\".")
+    specs = list(dict.fromkeys(kept + override))
+    cfg._load_plugins(specs, None, f"the checkpoint {path}")
+    cfg.PLUGINS = tuple(specs)
+    try:
+        cfg.merge_from_other_cfg(type(cfg)(data))
+    except ConfigError as e:
+        raise ConfigError(f"{e} (in the config stored in {path})") from None
 
 
 def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CfgNode:
@@ -379,14 +410,7 @@ def load_cfg(config_file: str = "", opts: Optional[Sequence[str]] = None, freeze
     """
     cfg = get_cfg()
     if config_file and config_file.endswith(CHECKPOINT_SUFFIXES):
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(config_text_of_checkpoint(config_file))
-        try:
-            cfg.merge_from_file(f.name)
-        finally:
-            os.remove(f.name)
+        _merge_checkpoint_config(cfg, config_file, opts or [])
     elif config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or []))

@@ -38,15 +38,36 @@ _C.MODEL.WEIGHTS = ""
 # Accept MODEL.WEIGHTS that fill only part of the model (the rest keeps its initialisation);
 # False makes that an error naming the missing / mismatched tensors.
 _C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
+# fast-reid's freeze: for the first SOLVER.FREEZE_ITERS optimizer steps, parameters whose name
+# matches one of these patterns from its start (re.match, e.g. "backbone", "b1") are not updated, and
+# the model's direct children named here run in eval mode (their BN statistics do not move).
+# Empty or FREEZE_ITERS 0 = no freeze.
+_C.MODEL.FREEZE_LAYERS = ()
 
 _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY ("build_resnet_backbone", "build_vit_backbone"; the CLIP-ReID
 # plugin adds "build_clip_backbone").
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-# torchvision ResNet depth: "18x", "34x", "50x", "101x", "152x"; ResNeXt "50x_32x4d", "101x_32x8d".
+# ResNet depth (build_resnet_backbone, fast-reid's layout): "18x", "34x", "50x", "101x", "152x";
+# ResNeXt "50x_32x4d", "101x_32x8d". ResNeSt (build_resnest_backbone): "50x", "101x", "200x", "269x".
 _C.MODEL.BACKBONE.DEPTH = "50x"
-# Stride of ResNet layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16), 2 = torchvision.
+# Stride of layer4: 1 = bag-of-tricks "last stride" (feature map H/16 x W/16; ResNeSt dilates layer4
+# instead, as fast-reid), 2 = ImageNet's.
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
+# Normalisation layer of ResNet / ResNeSt (fast-reid's key): "BN", or "syncBN" (synchronised under DDP).
+_C.MODEL.BACKBONE.NORM = "BN"
+# ResNet IBN-a (fast-reid's key): bn1 of the blocks of layer1-3 = InstanceNorm on half the channels +
+# BN on the other half. ImageNet weights for it are IBN-Net's files (resnet50_ibn_a-d9d0bb7b.pth).
+_C.MODEL.BACKBONE.WITH_IBN = False
+# ResNet squeeze-excitation in every block (fast-reid's key; no shipped fast-reid config enables it).
+_C.MODEL.BACKBONE.WITH_SE = False
+# ResNet non-local blocks (fast-reid's key and positions: after the last 2 blocks of layer2 and the last
+# 3 (50x) / 9 (101x) of layer3; none for 18x / 34x), as fast-reid's AGW and SBS use them.
+_C.MODEL.BACKBONE.WITH_NL = False
+# Intermediate width of the non-local blocks: False = 1 channel, fast-reid's arithmetic
+# (reduc_ratio // reduc_ratio) and the shape of its model-zoo checkpoints; True = in_channels // 2,
+# the non-local paper's (and fast-reid's evident intent; not loadable from fast-reid's zoo).
+_C.MODEL.BACKBONE.NL_HALF_CHANNELS = False
 # Width of the main (pre-BN) feature the heads and losses see; 0 = the built backbone's
 # out_features (the meta-architecture fills it into the config its losses are built with).
 _C.MODEL.BACKBONE.FEAT_DIM = 0
@@ -74,24 +95,59 @@ _C.MODEL.HEADS.NAME = "EmbeddingHead"
 # Filled in from the training set when 0.
 _C.MODEL.HEADS.NUM_CLASSES = 0
 declare_data_dependent_key("MODEL.HEADS.NUM_CLASSES", "num_classes")
-# "before" = pre-BN feature at test time, "after" = post-BNNeck feature.
-_C.MODEL.HEADS.NECK_FEAT = "after"
-# Global pooling of the backbone's feature map: "avg" or "max" or "gem".
+# fast-reid's meaning: the feature the metric losses (triplet, circle, cosface) see in training,
+# "before" = pooled (pre-BNNeck) feature (fast-reid's default, bag of tricks), "after" = post-neck
+# feature. (The evaluation feature is EVAL_FEAT; the CLIP-ReID plugin's is CLIPREID.NECK_FEAT.)
+_C.MODEL.HEADS.NECK_FEAT = "before"
+# The feature EmbeddingHead returns in evaluation: "after" = post-neck (fast-reid, bag of tricks),
+# "before" = pooled feature (TransReID's test convention).
+_C.MODEL.HEADS.EVAL_FEAT = "after"
+# Global pooling (fast-reid's names, modeling/heads/pooling.py): GlobalAvgPool, FastGlobalAvgPool,
+# GlobalMaxPool, AdaptiveAvgMaxPool, GeneralizedMeanPooling (GeM p=3), GeneralizedMeanPoolingP
+# (learnable p), ClipGlobalAvgPool, Identity, Flatten; "avg" / "max" / "gem" = the first GAP / GMP / GeM.
 _C.MODEL.HEADS.POOL_LAYER = "avg"
-# Initialisation std of the bias-free classifier weights.
+# Width of a 1x1-convolution embedding after the pooling; 0 = none.
+_C.MODEL.HEADS.EMBEDDING_DIM = 0
+# BatchNorm (bias frozen at 0) after the pooling / embedding: the BNNeck.
+_C.MODEL.HEADS.WITH_BNNECK = True
+# Classifier layer (modeling/heads/cls_layers.py): Linear, CosSoftmax, ArcSoftmax, CircleSoftmax;
+# SCALE multiplies the logits, MARGIN is the margin layers' m.
+_C.MODEL.HEADS.CLS_LAYER = "Linear"
+_C.MODEL.HEADS.SCALE = 1.0
+_C.MODEL.HEADS.MARGIN = 0.0
+# Initialisation std of the bias-free classifier weights (bag of tricks 0.001, fast-reid 0.01).
 _C.MODEL.HEADS.CLS_INIT_STD = 0.001
 
 _C.MODEL.LOSSES = CN()
 # Registered names in LOSS_REGISTRY; each loss reads its own sub-node below.
 _C.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss")
 _C.MODEL.LOSSES.CE = CN()
-_C.MODEL.LOSSES.CE.EPSILON = 0.1  # label smoothing; 0 = plain cross-entropy
+# label smoothing; 0 = plain cross-entropy; < 0 = fast-reid's adaptive smoothing ALPHA x p(target)
+_C.MODEL.LOSSES.CE.EPSILON = 0.1
+_C.MODEL.LOSSES.CE.ALPHA = 0.2
+# Smoothing convention: "uniform" = target (1-eps) onehot + eps/C, batch mean (bag of tricks,
+# TransReID, CLIP-ReID, torchreid); "fastreid" = target 1-eps, others eps/(C-1), sum divided by
+# the number of non-zero per-sample losses (fast-reid's cross_entropy_loss).
+_C.MODEL.LOSSES.CE.CONVENTION = "uniform"
 _C.MODEL.LOSSES.CE.SCALE = 1.0
 _C.MODEL.LOSSES.TRI = CN()
+# Ranking margin; <= 0 = soft margin log(1 + exp(d_ap - d_an)) (fast-reid's meaning)
 _C.MODEL.LOSSES.TRI.MARGIN = 0.3
-_C.MODEL.LOSSES.TRI.SOFT_MARGIN = False  # True = log(1 + exp(d_ap - d_an))
+_C.MODEL.LOSSES.TRI.SOFT_MARGIN = False  # True = soft margin whatever MARGIN says (CLIP-ReID's NO_MARGIN)
+# True = cosine distance 2 - 2 cos (fast-reid); False = Euclidean distance
 _C.MODEL.LOSSES.TRI.NORM_FEAT = False
+# True = hardest positive / negative; False = softmax-weighted positives / negatives (weighted-regularised triplet, AGW)
+_C.MODEL.LOSSES.TRI.HARD_MINING = True
 _C.MODEL.LOSSES.TRI.SCALE = 1.0
+# fast-reid's pairwise circle loss (Sun et al.) and pairwise CosFace on the metric feature.
+_C.MODEL.LOSSES.CIRCLE = CN()
+_C.MODEL.LOSSES.CIRCLE.MARGIN = 0.25
+_C.MODEL.LOSSES.CIRCLE.GAMMA = 128.0
+_C.MODEL.LOSSES.CIRCLE.SCALE = 1.0
+_C.MODEL.LOSSES.COSFACE = CN()
+_C.MODEL.LOSSES.COSFACE.MARGIN = 0.25
+_C.MODEL.LOSSES.COSFACE.GAMMA = 128.0
+_C.MODEL.LOSSES.COSFACE.SCALE = 1.0
 
 # ---------------------------------------------------------------------------------------------
 # INPUT (transforms)
@@ -115,6 +171,12 @@ _C.INPUT.REA.ENABLED = True
 _C.INPUT.REA.PROB = 0.5
 _C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
 _C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
+# fast-reid's AutoAugment (the ImageNet "original" policy of the AutoAugment paper, timm's magnitudes):
+# applied with probability PROB to the resized image, before flip / pad / crop (fast-reid applies it
+# before the resize; applying it after keeps the decoded-and-resized image cacheable).
+_C.INPUT.AUTOAUG = CN()
+_C.INPUT.AUTOAUG.ENABLED = False
+_C.INPUT.AUTOAUG.PROB = 0.0
 # Augment on the model's device: loader workers only decode and resize (or read DATALOADER.DECODE_CACHE)
 # and return uint8 batches with each sample's random draws; flip, pad + crop, normalisation and random
 # erasing then run per sample on the device (test loaders only normalise there). Same draws as the host
@@ -204,8 +266,32 @@ _C.SOLVER.WARMUP_EPOCHS = 10
 _C.SOLVER.WARMUP_FACTOR = 0.01  # LR multiplier at position 0, rising linearly to 1 at WARMUP_EPOCHS
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.ETA_MIN_LR = 1e-6  # cosine floor (absolute LR, all param groups); reached at MAX_EPOCHS
+# fast-reid's schedules ("MultiStepLR", "CosineAnnealingLR"; stepped every iteration whatever
+# SCHED.UNIT says): a linear warmup over WARMUP_ITERS iterations (0 = none; WARMUP_EPOCHS is then the
+# warmup length in epochs), then the epoch schedule, which starts counting once warmup is over and
+# DELAY_EPOCHS have passed: STEPS_EPOCHS count those counted epochs (fast-reid's SOLVER.STEPS), and the
+# cosine runs T_max = MAX_EPOCHS - max(ceil(WARMUP_ITERS / iters per epoch), DELAY_EPOCHS) epochs.
+_C.SOLVER.WARMUP_ITERS = 0
+_C.SOLVER.DELAY_EPOCHS = 0
+# LR multiplier of the parameters of the model's child named "heads" (fast-reid's HEADS_LR_FACTOR;
+# it multiplies BIAS_LR_FACTOR for head biases).
+_C.SOLVER.HEADS_LR_FACTOR = 1.0
+# Weight decay of the parameters of normalisation layers (BN, GN, IN, LN); a negative value = the
+# parameter's usual WEIGHT_DECAY / WEIGHT_DECAY_BIAS (fast-reid's configs set it, 5e-4).
+_C.SOLVER.WEIGHT_DECAY_NORM = -1.0
+# Optimizer steps during which the parameters matched by MODEL.FREEZE_LAYERS are not updated (the
+# count is stored with the optimizer's state, so a resumed run does not freeze again).
+_C.SOLVER.FREEZE_ITERS = 0
 # Gradient clipping by global norm (0 = off).
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
+# fast-reid's gradient clipping, inside the optimizer step, separately for each param group (fast-reid's
+# groups are flat buffers: the norm is the group's): CLIP_TYPE "norm" (clip_grad_norm_ with CLIP_VALUE
+# and NORM_TYPE) or "value" (clip_grad_value_ with CLIP_VALUE). Not together with CLIP_GRAD_NORM.
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False
 # "float16" (with a GradScaler; the reference's choice) or "bfloat16" (no scaler needed; same range
@@ -273,6 +359,13 @@ _C.TEST.RERANK.LAMBDA = 0.3
 # Save query/gallery features, ids and top-k rankings to OUTPUT_DIR for visualisation.
 _C.TEST.SAVE_RESULTS = False
 _C.TEST.SAVE_TOPK = 20
+# Per-query results (OUTPUT_DIR/<dataset>_per_query.npz: AP, first-match rank, INP of every query)
+# are always written. Optional extras, for tools/benchmark.py's report (each adds ranking work):
+_C.TEST.PER_QUERY = CN()
+# also keep the TOPK best gallery items of every query (0 = off)
+_C.TEST.PER_QUERY.TOPK = 0
+# also rank every query against each gallery camera alone (Rank-1 / mAP per camera pair)
+_C.TEST.PER_QUERY.CAMERA_PAIRS = False
 # VehicleID protocol: number of random gallery draws (averaged) and their seed.
 _C.TEST.NUM_TRIALS = 10
 _C.TEST.TRIAL_SEED = 1234

@@ -23,7 +23,7 @@ Example (one file of a third-party loss)::
 from typing import Any, Callable, Collection, Dict, NamedTuple, Optional, Tuple
 
 from clipreid_plugin.utils.errors import PluginError
-from clipreid_plugin.utils.plugins import owner_of, plugin_display_name
+from clipreid_plugin.utils.plugins import load_entry_point_plugins, owner_of, plugin_display_name
 
 __all__ = ["register_config_extension", "apply_config_extensions", "registered_config_extensions",
            "DataInfo", "DATA_SOURCES", "declare_data_dependent_key", "data_dependent_keys",
@@ -90,9 +90,7 @@ def plugin_providing_group(group: str) -> Optional[str]:
     """The plugin (as a user names it in ``PLUGINS``) whose config extension adds the top-level
     ``group``, among the registered ones and the installed ones (imported here to find out: an
     error path only); None when no plugin does."""
-    from clipreid_plugin.utils.plugins import load_entry_point_plugins  # noqa: PLC0415 - error path only
-
-    from .config import CfgNode  # noqa: PLC0415 - config imports this module
+    from .config import CfgNode  # noqa: PLC0415 - config.py imports this module: a top import would be a cycle
 
     load_entry_point_plugins()
     for fn in _EXTENSIONS.values():

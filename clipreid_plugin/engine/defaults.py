@@ -27,6 +27,7 @@ from clipreid_plugin.utils.logger import log_once, setup_logger
 from clipreid_plugin.utils.optional import extra_hint
 
 from . import hooks, run_dir
+from .layer_freeze import LayerFreeze
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training", "maybe_compile",
@@ -361,6 +362,8 @@ class DefaultTrainer(TrainerBase):
         """
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        if cfg.SOLVER.FREEZE_ITERS > 0 and len(cfg.MODEL.FREEZE_LAYERS) > 0:  # fast-reid's freeze (layer_freeze.py)
+            ret.append(LayerFreeze(cfg))
         ret.extend(hooks.build_hook(cfg, name) for name in cfg.TRAINER.HOOKS)
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model),

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 # Files (patterns) a run writes into OUTPUT_DIR; --overwrite removes them.
 RUN_FILES = ("model_*.pth", "last_checkpoint", "metrics.json", "results.json", "results.csv", "results.md",
              "config.yaml", "run_info.json", "evaluations.json", "log.txt", "log.txt.rank*", "events.out.tfevents.*",
-             "*_results.npz", "torchrun_run_id")
+             "*_results.npz", "*_per_query*.npz", "torchrun_run_id")
 # The files that mean "a run happened here" (a folder with only a log of a run that failed at
 # start-up is not a run).
 _MARKERS = ("model_*.pth", "last_checkpoint", "metrics.json", "results.json")

@@ -13,6 +13,11 @@ import os
 from typing import Callable, List
 
 from clipreid_plugin.config import CfgNode, as_name_list, lookup_key, registered_config_checks
+# importing the host's packages creates every registry whose declared config keys are checked here
+from clipreid_plugin.data import DATASET_REGISTRY, build_transforms, test_splits_only
+from clipreid_plugin.evaluation.distance import METRICS
+from clipreid_plugin.modeling.heads.bnneck import EVAL_FEATS, NECK_FEATS
+from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
 from clipreid_plugin.utils.errors import ConfigError, ToolkitError
 from clipreid_plugin.utils.plugins import active_roots
 from clipreid_plugin.utils.registry import all_registries
@@ -25,11 +30,6 @@ logger = logging.getLogger(__name__)
 def _registry_checks(cfg: CfgNode, training: bool):
     """Every config key a registry declared (:meth:`Registry.name_config_key`) resolves to
     registered names of components the config may build (a plugin's only where it is active)."""
-    # the registries of every component kind exist once these packages are imported
-    import clipreid_plugin.data  # noqa: F401
-    import clipreid_plugin.evaluation  # noqa: F401
-    import clipreid_plugin.modeling  # noqa: F401
-    import clipreid_plugin.solver  # noqa: F401
 
     for registry in all_registries():
         for key, training_only in registry.config_keys.items():
@@ -55,14 +55,11 @@ def _at_least(key: str, value, minimum) -> Callable[[], None]:
 
 
 def _value_checks(cfg: CfgNode, training: bool):
-    from clipreid_plugin.data import build_transforms
-    from clipreid_plugin.evaluation.distance import METRICS
-    from clipreid_plugin.modeling.heads.bnneck import NECK_FEATS
-    from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
 
     s = cfg.SOLVER
     yield _choice("TEST.METRIC", cfg.TEST.METRIC, METRICS)
     yield _choice("MODEL.HEADS.NECK_FEAT", cfg.MODEL.HEADS.NECK_FEAT, NECK_FEATS)
+    yield _choice("MODEL.HEADS.EVAL_FEAT", cfg.MODEL.HEADS.EVAL_FEAT, EVAL_FEATS)
     yield _choice("DATALOADER.DECODE_CACHE", cfg.DATALOADER.DECODE_CACHE, ("", "ram", "mmap"))
     yield _at_least("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH, 1)
     yield lambda: build_transforms(cfg, is_train=False)
@@ -84,8 +81,6 @@ def _value_checks(cfg: CfgNode, training: bool):
 def _dataset_folder_checks(cfg: CfgNode, training: bool):
     """Open every dataset the run reads: a training set with its whole layout (the message then
     names the training folders too), a test-only set with its query/gallery splits only."""
-    from clipreid_plugin.data import DATASET_REGISTRY
-    from clipreid_plugin.data.datasets.bases import test_splits_only
 
     def open_full(name):
         DATASET_REGISTRY.build(name, cfg)

@@ -86,10 +86,14 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable, evaluato
         device_type = next(model.parameters()).device.type
         with torch.no_grad(), autocast(device_type, amp_dtype):
             for i, batch in enumerate(iterator):
-                outputs = model(batch).float()
                 if flip_test:
+                    # mirrored before the first forward: a model that normalises its input in place
+                    # (as fast-reid's do) must not see an already normalised copy (peer bug: the
+                    # flipped images were normalised twice)
                     flipped = dict(batch)
                     flipped["images"] = flip_images(batch["images"])
+                outputs = model(batch).float()
+                if flip_test:
                     outputs = (outputs + model(flipped).float()) / 2.0
                 evaluator.process(batch, outputs)
                 if not use_bar and log_period and (i + 1) % log_period == 0:

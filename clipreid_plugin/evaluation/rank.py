@@ -75,6 +75,7 @@ class RankResult:
     topk_indices: Optional[np.ndarray] = None
     topk_distances: Optional[np.ndarray] = None
     roc: Dict[float, float] = field(default_factory=dict)
+    first_rank: Optional[np.ndarray] = None  # (Q,) int64 rank of the first kept match, 0 = no match
 
     @property
     def num_valid(self) -> int:
@@ -257,6 +258,20 @@ class RankAccumulator:
         k = min(self._neg_keep, merged.numel())
         self._neg_best = torch.topk(merged, k, largest=False, sorted=False).values
 
+    def per_query(self) -> Dict[str, np.ndarray]:
+        """Per-query results of every query given so far, skipped ones included.
+
+        Returns:
+            ``{"first_rank": (Q,) int64 (0 = no kept match), "ap": (Q,) float64, "inp": (Q,) float64
+            (NaN where there is no kept match), "valid": (Q,) bool}``; unlike :meth:`result`, a
+            query set without any valid query is not an error (a gallery camera holding none of
+            the queries' identities).
+        """
+        valid = self._valid.numpy()
+        nan = np.full(self.num_q, np.nan)
+        return {"first_rank": np.where(valid, self._first_rank.numpy(), 0), "valid": valid,
+                "ap": np.where(valid, self._ap.numpy(), nan), "inp": np.where(valid, self._inp.numpy(), nan)}
+
     def result(self) -> RankResult:
         """Returns: the RankResult; raises ValueError if a query block is missing or no query is valid."""
         if not bool(self._seen.all()):
@@ -282,7 +297,8 @@ class RankAccumulator:
         return RankResult(
             cmc=cmc, all_AP=self._ap[valid].numpy(), all_INP=self._inp[valid].numpy(), valid=valid.numpy(),
             topk_indices=None if self._topk_idx is None else self._topk_idx.numpy(),
-            topk_distances=None if self._topk_dist is None else self._topk_dist.numpy(), roc=roc)
+            topk_distances=None if self._topk_dist is None else self._topk_dist.numpy(), roc=roc,
+            first_rank=torch.where(valid, self._first_rank, torch.zeros_like(self._first_rank)).numpy())
 
 
 def rank_distance_chunks(chunks: Iterable[Tuple[int, torch.Tensor]], q_pids, q_camids, g_pids, g_camids,

@@ -19,7 +19,7 @@ from .evaluator import DatasetEvaluator
 from .query_expansion import aqe
 from .rank import RankAccumulator, RankResult
 from .rerank import re_ranking_chunks
-from .results import save_ranking_npz
+from .results import per_query_file, save_per_query_npz, save_ranking_npz
 
 __all__ = ["ReidEvaluator"]
 
@@ -106,8 +106,11 @@ class ReidEvaluator(DatasetEvaluator):
         if not 0 < nq < feats.shape[0]:
             raise InvalidInputError(f"num_query={nq} must be between 1 and {feats.shape[0] - 1} "
                                     f"(the {feats.shape[0]} test images are queries first, then gallery).")
-        res, qf, gf = self._run(feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:], True)
+        res, qf, gf, by_camera = self._run(feats[:nq], feats[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:],
+                                           True)
         metrics = self._metrics(res)
+        if self.output_dir:
+            self._save_per_query(res, by_camera, pids, camids, paths, nq)
         if self.test.SAVE_RESULTS and self.output_dir:
             path = os.path.join(self.output_dir, f"{self.dataset_name or 'test'}_results.npz")
             save_ranking_npz(path, qf.cpu().numpy(), gf.cpu().numpy(), pids[:nq].numpy(), pids[nq:].numpy(),
@@ -116,8 +119,31 @@ class ReidEvaluator(DatasetEvaluator):
             logger.info("Saved features and top-%d rankings to %s", self.test.SAVE_TOPK, path)
         return metrics
 
+    def _save_per_query(self, res: RankResult, by_camera: Optional[Dict], pids, camids, paths, nq: int) -> None:
+        """Write ``<dataset>_per_query.npz`` (see :func:`~.results.save_per_query_npz`): the
+        evaluation's own per-query numbers, what paired comparisons of methods resample."""
+        valid = res.valid
+        arrays = {"query_pids": pids[:nq].numpy(), "query_camids": camids[:nq].numpy(), "query_paths": paths[:nq],
+                  "first_rank": res.first_rank, "ap": np.full(nq, np.nan), "inp": np.full(nq, np.nan)}
+        arrays["ap"][valid], arrays["inp"][valid] = res.all_AP, res.all_INP
+        k = self.test.PER_QUERY.TOPK
+        if k > 0 and res.topk_indices is not None:
+            arrays.update(topk_indices=res.topk_indices[:, :k], topk_distances=res.topk_distances[:, :k],
+                          gallery_pids=pids[nq:].numpy(), gallery_camids=camids[nq:].numpy(),
+                          gallery_paths=paths[nq:])
+        if by_camera is not None:
+            arrays.update(by_camera)
+        path = per_query_file(self.output_dir, self.dataset_name, rerank=self.test.RERANK.ENABLED)
+        save_per_query_npz(path, arrays)
+
     def _run(self, qf, gf, q_pids, g_pids, q_camids, g_camids, remove_same_camera: bool):
-        """Features -> (normalise, AQE, normalise) -> distance blocks -> RankResult."""
+        """Features -> (normalise, AQE, normalise) -> distance blocks -> RankResult.
+
+        Returns:
+            (RankResult, query features, gallery features, per-gallery-camera arrays or None).
+            With ``TEST.PER_QUERY.CAMERA_PAIRS`` every distance block is also ranked against
+            each gallery camera's columns alone (about as much work again as the ranking).
+        """
         t = self.test
         dev = choose_device(qf)
         qf, gf = qf.to(dev), gf.to(dev)
@@ -134,11 +160,27 @@ class ReidEvaluator(DatasetEvaluator):
             chunks = pairwise_distance_chunks(qf, gf, t.METRIC, memory_budget_mb=t.MEMORY_BUDGET_MB)
         acc = RankAccumulator(q_pids, q_camids, g_pids, g_camids, max_rank=t.MAX_RANK,
                               remove_same_camera=remove_same_camera,
-                              topk=t.SAVE_TOPK if t.SAVE_RESULTS else 0,
+                              topk=max(t.SAVE_TOPK if t.SAVE_RESULTS else 0, t.PER_QUERY.TOPK),
                               roc_fprs=t.ROC.FPRS if t.ROC.ENABLED else (), device=dev)
+        cameras, per_camera = [], []
+        if t.PER_QUERY.CAMERA_PAIRS:
+            for cam in torch.unique(g_camids).tolist():
+                cols = torch.nonzero(g_camids == cam).flatten()
+                cameras.append(cam)
+                per_camera.append((cols.to(dev), RankAccumulator(q_pids, q_camids, g_pids[cols], g_camids[cols],
+                                                                 max_rank=1, remove_same_camera=remove_same_camera,
+                                                                 device=dev)))
         for start, block in chunks:
             acc.add(start, block)
-        return acc.result(), qf, gf
+            for cols, cam_acc in per_camera:
+                cam_acc.add(start, block.index_select(1, cols.to(block.device)))
+        by_camera = None
+        if per_camera:
+            parts = [cam_acc.per_query() for _, cam_acc in per_camera]
+            by_camera = {"gallery_cameras": np.asarray(cameras, np.int64),
+                         "ap_by_gallery_camera": np.stack([p["ap"] for p in parts], 1),
+                         "first_rank_by_gallery_camera": np.stack([p["first_rank"] for p in parts], 1)}
+        return acc.result(), qf, gf, by_camera
 
     def _metrics(self, res: RankResult) -> "OrderedDict[str, float]":
         out: "OrderedDict[str, float]" = OrderedDict()
@@ -172,7 +214,7 @@ class ReidEvaluator(DatasetEvaluator):
             is_g[g_idx] = True
             q_idx = np.flatnonzero(~is_g)
             qi, gi = torch.from_numpy(q_idx), torch.from_numpy(g_idx)
-            res, _, _ = self._run(feats[qi], feats[gi], pids[qi], pids[gi], camids[qi], camids[gi], False)
+            res, _, _, _ = self._run(feats[qi], feats[gi], pids[qi], pids[gi], camids[qi], camids[gi], False)
             for k, v in self._metrics(res).items():
                 trials.setdefault(k, []).append(v)
         out: "OrderedDict[str, float]" = OrderedDict()

@@ -10,16 +10,22 @@ from typing import List, Mapping, Optional, Sequence
 import numpy as np
 from tabulate import tabulate
 
+from clipreid_plugin.utils.errors import InvalidInputError
 from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
 
 __all__ = ["RESULTS_FILE", "results_table", "results_csv", "results_markdown", "save_results_json", "save_results_csv",
-           "save_ranking_npz", "NPZ_KEYS"]
+           "save_ranking_npz", "NPZ_KEYS", "PER_QUERY_KEYS", "per_query_file", "save_per_query_npz",
+           "load_per_query"]
 
 RESULTS_FILE = "results.json"  # a run's final results, written by save_run_results
 
 # Keys of <OUTPUT_DIR>/<dataset>_results.npz (see docs/EVALUATION.md).
 NPZ_KEYS = ("query_feats", "gallery_feats", "query_pids", "gallery_pids", "query_camids", "gallery_camids",
             "query_paths", "gallery_paths", "topk_indices", "topk_distances")
+
+# Keys always present in <OUTPUT_DIR>/<dataset>_per_query.npz (see docs/EVALUATION.md); the
+# optional top-k and per-gallery-camera arrays are listed in save_per_query_npz.
+PER_QUERY_KEYS = ("query_pids", "query_camids", "query_paths", "ap", "inp", "first_rank")
 
 
 def _columns(results: Mapping[str, Mapping[str, float]]) -> List[str]:
@@ -134,3 +140,52 @@ def save_ranking_npz(path: str, query_feats: np.ndarray, gallery_feats: np.ndarr
                  topk_indices=np.zeros((len(query_pids), 0), np.int64) if topk_indices is None else topk_indices,
                  topk_distances=np.zeros((len(query_pids), 0), np.float32) if topk_distances is None else topk_distances)
     atomic_write(path, write, mode="wb")
+
+
+def per_query_file(output_dir: str, dataset: str, rerank: bool = False) -> str:
+    """Returns: ``output_dir/<dataset>_per_query.npz`` (``_per_query_rerank.npz`` for re-ranked
+    results, so that a re-ranked evaluation of the same model does not replace the plain one)."""
+    return os.path.join(output_dir, f"{dataset or 'test'}_per_query{'_rerank' if rerank else ''}.npz")
+
+
+def save_per_query_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomically write the per-query results of one evaluation (compressed ``.npz``).
+
+    Args:
+        path: destination (:func:`per_query_file`).
+        arrays: ``PER_QUERY_KEYS``, one entry per query in evaluation order: ``query_pids`` /
+            ``query_camids`` int64, ``query_paths`` str, ``ap`` / ``inp`` float64 in [0, 1] (NaN
+            for a query without a kept match), ``first_rank`` int64 (1-based rank of the first
+            kept match, 0 = none). Optional: ``topk_indices`` (Q, k) int64 / ``topk_distances``
+            (Q, k) float32 with ``gallery_pids``, ``gallery_camids`` and ``gallery_paths``; and
+            ``gallery_cameras`` (C,) with ``ap_by_gallery_camera`` / ``first_rank_by_gallery_camera``
+            (Q, C): each query ranked against the gallery items of one camera only.
+    """
+    missing = [k for k in PER_QUERY_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"Per-query results lack {missing}.")
+    data = {k: np.asarray(v) for k, v in arrays.items()}
+    for key in ("query_paths", "gallery_paths"):
+        if key in data:
+            data[key] = np.asarray([str(p) for p in data[key]], dtype=str)
+    atomic_write(path, lambda f: np.savez_compressed(f, **data), mode="wb")
+
+
+def load_per_query(path: str) -> dict:
+    """Read a per-query file (:func:`save_per_query_npz`).
+
+    Returns:
+        ``{key: array}`` for every key in the file.
+
+    Raises:
+        InvalidInputError: the file is unreadable or lacks ``PER_QUERY_KEYS``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"Cannot read per-query results {path}: {e}") from None
+    missing = [k for k in PER_QUERY_KEYS if k not in out]
+    if missing:
+        raise InvalidInputError(f"{path} is not a per-query results file: missing {missing}.")
+    return out

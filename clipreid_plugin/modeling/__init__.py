@@ -9,6 +9,7 @@ from .backbones import (BACKBONE_REGISTRY, Backbone, BackboneOutput, build_backb
 from .heads import HEAD_REGISTRY, BNNeck, build_head, build_heads
 from .losses import LOSS_REGISTRY, build_losses, cross_entropy_label_smooth, full_precision
 from .meta_arch import META_ARCH_REGISTRY, apply_losses, backbone_inputs, build_model, weights_replace_pretrained
+from . import fastreid_checkpoint  # noqa: F401  registers the fast-reid checkpoint converter
 
 __all__ = [
     "BACKBONE_REGISTRY", "build_backbone", "Backbone", "BackboneOutput", "check_backbone_output", "check_ids_in_range",

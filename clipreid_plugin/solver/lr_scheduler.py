@@ -15,6 +15,12 @@ period) is measured in iterations.
 
 Both schedules are defined for every position >= 0, including positions past the end of
 training (a resumed or extended run never crashes; the cosine schedule stays at its floor).
+
+fast-reid's two schedules are here too, registered under fast-reid's names ``MultiStepLR`` and
+``CosineAnnealingLR`` (:func:`fastreid_epoch_steps`, :func:`fastreid_multistep_lr`,
+:func:`fastreid_cosine_lr`): a per-iteration warmup, then torch's epoch schedule stepped at the
+end of each epoch once warmup is over and ``DELAY_EPOCHS`` have passed. They are pure functions
+of the iteration index too (the trainer steps them after every iteration).
 """
 
 import bisect
@@ -36,6 +42,12 @@ __all__ = [
     "warmup_cosine_lr",
     "WarmupMultiStepLR",
     "WarmupCosineLR",
+    "fastreid_epoch_steps",
+    "fastreid_cosine_t_max",
+    "fastreid_multistep_lr",
+    "fastreid_cosine_lr",
+    "MultiStepLR",
+    "CosineAnnealingLR",
     "build_lr_scheduler",
 ]
 
@@ -212,6 +224,7 @@ class WarmupMultiStepLR(_PositionScheduler):
     def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
         """Arguments from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
+        _no_warmup_iters(cfg, "WarmupMultiStepLR")
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
         return {"optimizer": optimizer, "milestones": [m * k for m in s.STEPS_EPOCHS], "gamma": s.GAMMA,
                 "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
@@ -258,10 +271,197 @@ class WarmupCosineLR(_PositionScheduler):
     def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> Dict:
         """Arguments from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_*, SCHED.UNIT}`` (lengths scaled to iterations if needed)."""
         s = cfg.SOLVER
+        _no_warmup_iters(cfg, "WarmupCosineLR")
         k = _positions_per_epoch(s.SCHED.UNIT, iters_per_epoch)
         return {"optimizer": optimizer, "total_length": s.MAX_EPOCHS * k, "lr_min": s.ETA_MIN_LR,
                 "warmup_factor": s.WARMUP_FACTOR, "warmup_length": s.WARMUP_EPOCHS * k,
                 "warmup_method": s.WARMUP_METHOD, "unit": s.SCHED.UNIT}
+
+
+def _no_warmup_iters(cfg, name: str) -> None:
+    if int(cfg.SOLVER.WARMUP_ITERS) > 0 or int(cfg.SOLVER.DELAY_EPOCHS) > 0:
+        raise ConfigError(
+            f"SOLVER.WARMUP_ITERS / SOLVER.DELAY_EPOCHS belong to fast-reid's schedules (SOLVER.SCHED.NAME "
+            f"MultiStepLR or CosineAnnealingLR); {name} warms up over SOLVER.WARMUP_EPOCHS: set them to 0.")
+
+
+def fastreid_epoch_steps(iteration: int, iters_per_epoch: int, warmup_iters: int, delay_epochs: int) -> int:
+    """How many times fast-reid has stepped its epoch schedule before ``iteration`` (0-based).
+
+    fast-reid's ``LRScheduler`` hook steps the epoch schedule after epoch ``e`` (0-based) only
+    when ``(e + 1) * ipe + 1 > WARMUP_ITERS`` and ``e + 1 > DELAY_EPOCHS``; iteration ``i`` has
+    seen the ends of epochs ``1 .. i // ipe``. So ``STEPS [40, 90]`` with 2000 warmup iterations
+    at 202 iterations per epoch decay from the 50th and 100th epochs (0-based 49 and 99).
+
+    Args:
+        iteration: global iteration index (0-based).
+        iters_per_epoch: iterations per epoch.
+        warmup_iters: WARMUP_ITERS.
+        delay_epochs: DELAY_EPOCHS.
+
+    Returns:
+        The number of epoch-schedule steps (>= 0).
+    """
+    first = max(math.ceil(warmup_iters / iters_per_epoch), delay_epochs + 1)  # first epoch end that steps (1-based)
+    return max(0, iteration // iters_per_epoch - first + 1)
+
+
+def fastreid_cosine_t_max(max_epochs: int, iters_per_epoch: int, warmup_iters: int, delay_epochs: int) -> int:
+    """fast-reid's cosine period: ``MAX_EPOCH - max(ceil(WARMUP_ITERS / ipe), DELAY_EPOCHS)`` (may be <= 0)."""
+    return max_epochs - max(math.ceil(warmup_iters / iters_per_epoch), delay_epochs)
+
+
+def fastreid_multistep_lr(iteration: int, base_lr: float, iters_per_epoch: int, milestones: Sequence[int],
+                          gamma: float = 0.1, warmup_iters: int = 0, warmup_factor: float = 0.1,
+                          warmup_method: str = "linear", delay_epochs: int = 0) -> float:
+    """fast-reid's ``WarmupLR`` + ``MultiStepLR`` at ``iteration``.
+
+    ``base * w(i)`` during warmup (:func:`warmup_multiplier` with W = ``warmup_iters``), then
+    ``base * gamma ** (milestones <= n)`` with n = :func:`fastreid_epoch_steps`.
+
+    Returns:
+        The learning rate.
+    """
+    w = warmup_multiplier(iteration, warmup_iters, warmup_factor, warmup_method)
+    n = fastreid_epoch_steps(iteration, iters_per_epoch, warmup_iters, delay_epochs)
+    return base_lr * w * gamma ** bisect.bisect_right(list(milestones), n)
+
+
+def fastreid_cosine_lr(iteration: int, base_lr: float, iters_per_epoch: int, max_epochs: int,
+                       eta_min: float = 0.0, warmup_iters: int = 0, warmup_factor: float = 0.1,
+                       warmup_method: str = "linear", delay_epochs: int = 0) -> float:
+    """fast-reid's ``WarmupLR`` + ``CosineAnnealingLR`` at ``iteration``.
+
+    ``base * w(i)`` during warmup, then ``eta_min + (base - eta_min) * (1 + cos(pi * n / T)) / 2``
+    with n = :func:`fastreid_epoch_steps` and T = :func:`fastreid_cosine_t_max`.
+
+    Fix of the peer: with ``T <= 0`` (VeRi's 3000 warmup iterations at few iterations per epoch)
+    torch's ``CosineAnnealingLR`` divides by zero (``T == 0``) or oscillates (``T < 0``) at the
+    end of the last epoch. Here the cosine never starts during training in that case (n is 0
+    until the last epoch's end, as in the peer), and any step at or past T is the floor
+    ``eta_min``: every LR the peer trains with is unchanged, and no position crashes.
+
+    Returns:
+        The learning rate.
+    """
+    n = fastreid_epoch_steps(iteration, iters_per_epoch, warmup_iters, delay_epochs)
+    if n == 0:
+        return base_lr * warmup_multiplier(iteration, warmup_iters, warmup_factor, warmup_method)
+    t_max = fastreid_cosine_t_max(max_epochs, iters_per_epoch, warmup_iters, delay_epochs)
+    if n >= t_max:
+        return eta_min
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * n / t_max)) / 2
+
+
+def _fastreid_warmup_iters(s, iters_per_epoch: int) -> int:
+    """WARMUP_ITERS, or WARMUP_EPOCHS in iterations when WARMUP_ITERS is 0 (one of them may be set)."""
+    if int(s.WARMUP_ITERS) > 0 and int(s.WARMUP_EPOCHS) > 0:
+        raise ConfigError(f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) and SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) both "
+                          f"set the warmup: set one of them to 0.")
+    return int(s.WARMUP_ITERS) if int(s.WARMUP_ITERS) > 0 else int(s.WARMUP_EPOCHS) * iters_per_epoch
+
+
+class _FastReIDScheduler(_PositionScheduler):
+    """A fast-reid schedule: position = global iteration, stepped after every iteration."""
+
+    def __init__(self, optimizer: Optimizer, iters_per_epoch: int, warmup_iters: int, warmup_factor: float,
+                 warmup_method: str, delay_epochs: int, last_epoch: int):
+        if int(iters_per_epoch) < 1:
+            raise ConfigError(f"fast-reid's schedules need at least one iteration per epoch, got {iters_per_epoch}: "
+                              f"the train loader yields no full batch (fewer images than SOLVER.IMS_PER_BATCH?).")
+        if warmup_method not in WARMUP_METHODS:
+            raise ConfigError(
+                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
+            )
+        self.iters_per_epoch = int(iters_per_epoch)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_method = warmup_method
+        self.delay_epochs = int(delay_epochs)
+        super().__init__(optimizer, "iter", last_epoch)
+
+    @classmethod
+    def _common_args(cls, cfg, iters_per_epoch: int) -> dict:
+        s = cfg.SOLVER
+        return dict(iters_per_epoch=iters_per_epoch, warmup_iters=_fastreid_warmup_iters(s, int(iters_per_epoch)),
+                    warmup_factor=s.WARMUP_FACTOR, warmup_method=s.WARMUP_METHOD, delay_epochs=s.DELAY_EPOCHS)
+
+
+@LR_SCHEDULER_REGISTRY.register()
+class MultiStepLR(_FastReIDScheduler):
+    """fast-reid's ``MultiStepLR`` with its ``WarmupLR`` (:func:`fastreid_multistep_lr`), every param group.
+
+    Args:
+        optimizer: the optimizer (each group's ``lr`` at construction is its base LR).
+        iters_per_epoch: iterations per epoch.
+        milestones: counts of epoch-schedule steps (fast-reid's ``SOLVER.STEPS``; here
+            ``SOLVER.STEPS_EPOCHS``), counted from the end of warmup / DELAY_EPOCHS.
+        gamma: decay per milestone.
+        warmup_iters: warmup length in iterations (0 = none).
+        warmup_factor: LR multiplier at iteration 0.
+        warmup_method: "linear" or "constant".
+        delay_epochs: epochs before the epoch schedule starts counting.
+        last_epoch: -1 for a fresh schedule (the position is the iteration).
+    """
+
+    @configurable
+    def __init__(self, optimizer: Optimizer, *, iters_per_epoch: int, milestones: Sequence[int], gamma: float = 0.1,
+                 warmup_iters: int = 0, warmup_factor: float = 0.1, warmup_method: str = "linear",
+                 delay_epochs: int = 0, last_epoch: int = -1):
+        milestones = [int(m) for m in milestones]
+        if milestones != sorted(milestones):
+            raise ConfigError(f"Milestones must be increasing, got {milestones} (SOLVER.STEPS_EPOCHS).")
+        self.milestones = milestones
+        self.gamma = float(gamma)
+        super().__init__(optimizer, iters_per_epoch, warmup_iters, warmup_factor, warmup_method, delay_epochs,
+                         last_epoch)
+
+    @classmethod
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> dict:
+        """Arguments from ``SOLVER.{STEPS_EPOCHS, GAMMA, WARMUP_ITERS or WARMUP_EPOCHS, WARMUP_FACTOR, WARMUP_METHOD, DELAY_EPOCHS}``."""
+        return dict(optimizer=optimizer, milestones=list(cfg.SOLVER.STEPS_EPOCHS), gamma=cfg.SOLVER.GAMMA,
+                    **cls._common_args(cfg, iters_per_epoch))
+
+    def _lr(self, base_lr: float, position: int) -> float:
+        return fastreid_multistep_lr(position, base_lr, self.iters_per_epoch, self.milestones, self.gamma,
+                                     self.warmup_iters, self.warmup_factor, self.warmup_method, self.delay_epochs)
+
+
+@LR_SCHEDULER_REGISTRY.register()
+class CosineAnnealingLR(_FastReIDScheduler):
+    """fast-reid's ``CosineAnnealingLR`` with its ``WarmupLR`` (:func:`fastreid_cosine_lr`), every param group.
+
+    Args:
+        optimizer: the optimizer (each group's ``lr`` at construction is its base LR).
+        iters_per_epoch: iterations per epoch.
+        max_epochs: training length in epochs (the cosine period is :func:`fastreid_cosine_t_max`).
+        eta_min: the floor (absolute LR).
+        warmup_iters, warmup_factor, warmup_method, delay_epochs, last_epoch: see :class:`MultiStepLR`.
+    """
+
+    @configurable
+    def __init__(self, optimizer: Optimizer, *, iters_per_epoch: int, max_epochs: int, eta_min: float = 0.0,
+                 warmup_iters: int = 0, warmup_factor: float = 0.1, warmup_method: str = "linear",
+                 delay_epochs: int = 0, last_epoch: int = -1):
+        self.max_epochs = int(max_epochs)
+        self.eta_min = float(eta_min)
+        super().__init__(optimizer, iters_per_epoch, warmup_iters, warmup_factor, warmup_method, delay_epochs,
+                         last_epoch)
+
+    @property
+    def t_max(self) -> int:
+        """Returns: the cosine period in epoch-schedule steps (fast-reid's ``T_max``; may be <= 0)."""
+        return fastreid_cosine_t_max(self.max_epochs, self.iters_per_epoch, self.warmup_iters, self.delay_epochs)
+
+    @classmethod
+    def from_config(cls, cfg, optimizer: Optimizer, iters_per_epoch: int) -> dict:
+        """Arguments from ``SOLVER.{MAX_EPOCHS, ETA_MIN_LR, WARMUP_ITERS or WARMUP_EPOCHS, WARMUP_FACTOR, WARMUP_METHOD, DELAY_EPOCHS}``."""
+        return dict(optimizer=optimizer, max_epochs=cfg.SOLVER.MAX_EPOCHS, eta_min=cfg.SOLVER.ETA_MIN_LR,
+                    **cls._common_args(cfg, iters_per_epoch))
+
+    def _lr(self, base_lr: float, position: int) -> float:
+        return fastreid_cosine_lr(position, base_lr, self.iters_per_epoch, self.max_epochs, self.eta_min,
+                                  self.warmup_iters, self.warmup_factor, self.warmup_method, self.delay_epochs)
 
 
 def _positions_per_epoch(unit: str, iters_per_epoch: int) -> int:

@@ -13,9 +13,20 @@ own, e.g. a center loss's class centers with a larger LR) by defining
 ``optimizer_overrides() -> dict`` (keys of a param group such as ``lr``, ``weight_decay``):
 the values replace the computed ones for every parameter below that module (the innermost
 module that defines it wins). The LR schedule then scales that LR like every other.
+
+fast-reid's settings (``get_default_optimizer_params``) are the same walk with three more
+rules, all off by default: parameters of normalisation layers take ``SOLVER.WEIGHT_DECAY_NORM``
+(then the bias rule applies to their biases, as there), parameters of the model's child
+``heads`` have their LR multiplied by ``SOLVER.HEADS_LR_FACTOR``, and every group carries a
+``freeze_status`` ("freeze" for parameters whose name ``re.match``-es a ``MODEL.FREEZE_LAYERS``
+pattern while ``SOLVER.FREEZE_ITERS > 0``, else "normal"). Merged groups are then keyed by
+(freeze_status, lr, weight_decay) in first-seen order: exactly the groups fast-reid's
+``ContiguousParams`` builds. Freezing and fast-reid's gradient clipping are optimizer step
+hooks (:mod:`.freeze`, :mod:`.clipping`), so every trainer and training phase gets them.
 """
 
-from typing import Dict, Iterable, List, Optional, Tuple
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +35,17 @@ from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
-__all__ = ["OPTIMIZER_REGISTRY", "build_param_groups", "build_optimizer", "module_overrides", "merge_param_groups"]
+from .clipping import add_gradient_clipping
+from .freeze import add_group_freeze
+
+__all__ = ["OPTIMIZER_REGISTRY", "NORM_MODULE_TYPES", "build_param_groups", "build_optimizer", "module_overrides",
+           "merge_param_groups", "norm_parameter_names"]
+
+# Normalisation layers whose parameters take SOLVER.WEIGHT_DECAY_NORM (fast-reid's list).
+NORM_MODULE_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+)
 
 OPTIMIZER_REGISTRY = Registry("OPTIMIZER", training_keys=["SOLVER.OPTIMIZER_NAME"])
 OPTIMIZER_REGISTRY.__doc__ = """
@@ -121,9 +142,18 @@ def module_overrides(model: nn.Module) -> Dict[str, dict]:
     return result
 
 
+def norm_parameter_names(model: nn.Module) -> Set[str]:
+    """Returns: the names of the parameters that belong directly to a normalisation layer of ``model``."""
+    return {f"{prefix}.{name}" if prefix else name
+            for prefix, module in model.named_modules() if isinstance(module, NORM_MODULE_TYPES)
+            for name, _ in module.named_parameters(recurse=False)}
+
+
 def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr: float, weight_decay: float,
                        weight_decay_bias: float, bias_lr_factor: float,
-                       overrides: Optional[Dict[str, dict]] = None) -> List[dict]:
+                       overrides: Optional[Dict[str, dict]] = None, *,
+                       norm_names: Optional[Set[str]] = None, weight_decay_norm: Optional[float] = None,
+                       heads_lr_factor: float = 1.0, freeze_layers: Sequence[str] = ()) -> List[dict]:
     """One param group per trainable tensor, in the given order.
 
     Args:
@@ -135,22 +165,36 @@ def build_param_groups(named_params: Iterable[Tuple[str, nn.Parameter]], base_lr
         bias_lr_factor: LR multiplier of tensors whose name contains "bias".
         overrides: ``{name: {group key: value}}`` replacing the computed settings of those
             parameters (see :func:`module_overrides`).
+        norm_names: names of parameters of normalisation layers (:func:`norm_parameter_names`).
+        weight_decay_norm: weight decay of those (None = the usual rule); a norm layer's bias
+            still takes ``weight_decay_bias``, as fast-reid.
+        heads_lr_factor: LR multiplier of parameters under the top-level module ``heads``.
+        freeze_layers: ``re.match`` patterns; a matching parameter's group has
+            ``freeze_status`` "freeze" (else "normal").
 
     Returns:
-        List of dicts ``{"params": [p], "name": name, "names": [name], "lr": ..., "weight_decay": ...}``.
+        List of dicts ``{"params": [p], "name": name, "names": [name], "lr": ..., "weight_decay": ...,
+        "freeze_status": ...}``.
     """
     overrides = overrides or {}
+    norm_names = norm_names or set()
+    patterns = [re.compile(p) for p in freeze_layers]
     groups = []
     for name, param in named_params:
         if not param.requires_grad:
             continue
         is_bias = "bias" in name  # substring, as the reference: in_proj_bias, ln_pre.bias, ...
+        wd = weight_decay_norm if (weight_decay_norm is not None and name in norm_names) else weight_decay
+        lr = base_lr * bias_lr_factor if is_bias else base_lr
+        if heads_lr_factor != 1.0 and name.split(".")[0] == "heads":
+            lr = lr * heads_lr_factor
         groups.append({
             "params": [param],
             "name": name,
             "names": [name],
-            "lr": base_lr * bias_lr_factor if is_bias else base_lr,
-            "weight_decay": weight_decay_bias if is_bias else weight_decay,
+            "lr": lr,
+            "weight_decay": weight_decay_bias if is_bias else wd,
+            "freeze_status": "freeze" if any(p.match(name) for p in patterns) else "normal",
             **overrides.get(name, {}),
         })
     return groups
@@ -164,6 +208,8 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
 
     Values not passed explicitly come from ``cfg.SOLVER`` (``BASE_LR``, ``WEIGHT_DECAY``,
     ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``, ``OPTIMIZER_NAME``, ``MOMENTUM``, ``NESTEROV``).
+    With a model, fast-reid's ``WEIGHT_DECAY_NORM``, ``HEADS_LR_FACTOR`` and
+    ``MODEL.FREEZE_LAYERS`` / ``FREEZE_ITERS`` apply too, and ``SOLVER.CLIP_GRADIENTS`` in any case.
     A training phase with parameters of its own (CLIP-ReID's prompt learning) passes its own
     parameter list and values, e.g.
     ``build_optimizer(cfg, None, params=[("prompt_learner.cls_ctx", p)], base_lr=3.5e-4,
@@ -179,25 +225,33 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
     Returns:
         A torch optimizer with one group per distinct setting (``SOLVER.PARAM_GROUPS`` "merged")
         or per trainable tensor ("per_tensor", the reference's layout); keys ``names`` (the
-        tensors' names), ``name``, ``lr``, ``weight_decay``; each group's ``lr`` is its base LR
-        for the LR scheduler. Fused kernels on a GPU (``SOLVER.FUSED_OPTIMIZER``).
+        tensors' names), ``name``, ``lr``, ``weight_decay``, ``freeze_status``; each group's ``lr``
+        is its base LR for the LR scheduler. Fused kernels on a GPU (``SOLVER.FUSED_OPTIMIZER``).
     """
     s = cfg.SOLVER
     name = s.OPTIMIZER_NAME if optimizer_name is None else optimizer_name
     OPTIMIZER_REGISTRY.get_for_key(name, "SOLVER.OPTIMIZER_NAME" if optimizer_name is None else "optimizer_name", cfg)
     base_lr = s.BASE_LR if base_lr is None else base_lr
     overrides = None
+    fastreid_rules = {}
     if params is None:
         if model is None:
             raise ValueError("build_optimizer needs a model or an explicit `params` list of (name, parameter).")
         params = model.named_parameters()
         overrides = module_overrides(model)
+        freeze = int(s.FREEZE_ITERS) > 0 and len(cfg.MODEL.FREEZE_LAYERS) > 0
+        fastreid_rules = dict(
+            norm_names=norm_parameter_names(model) if s.WEIGHT_DECAY_NORM >= 0 else None,
+            weight_decay_norm=float(s.WEIGHT_DECAY_NORM) if s.WEIGHT_DECAY_NORM >= 0 else None,
+            heads_lr_factor=float(s.HEADS_LR_FACTOR),
+            freeze_layers=tuple(cfg.MODEL.FREEZE_LAYERS) if freeze else (),
+        )
     groups = build_param_groups(
         params, base_lr,
         s.WEIGHT_DECAY if weight_decay is None else weight_decay,
         s.WEIGHT_DECAY_BIAS if weight_decay_bias is None else weight_decay_bias,
         s.BIAS_LR_FACTOR if bias_lr_factor is None else bias_lr_factor,
-        overrides,
+        overrides, **fastreid_rules,
     )
     if not groups:
         raise ValueError("No trainable parameters to optimise: every parameter has requires_grad=False.")
@@ -206,4 +260,8 @@ def build_optimizer(cfg, model: Optional[nn.Module], base_lr: Optional[float] = 
         raise ConfigError(f"SOLVER.PARAM_GROUPS must be 'merged' or 'per_tensor', got {layout!r}.")
     if layout == "merged":
         groups = merge_param_groups(groups)
-    return OPTIMIZER_REGISTRY.build(name, cfg, param_groups=groups, lr=base_lr)
+    optimizer = OPTIMIZER_REGISTRY.build(name, cfg, param_groups=groups, lr=base_lr)
+    if fastreid_rules.get("freeze_layers"):
+        add_group_freeze(optimizer, int(s.FREEZE_ITERS))
+    add_gradient_clipping(cfg, optimizer)
+    return optimizer

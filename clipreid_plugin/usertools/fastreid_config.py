@@ -1,15 +1,22 @@
 """Read a fast-reid YAML config and write this toolkit's equivalent, naming what cannot be mapped.
 
-fast-reid (JDAI-CV/fast-reid) and this toolkit share the detectron2-style CLI and most key names;
-the differences are in :data:`KEY_MAP` (renamed keys, value conversions such as
-``MODEL.PIXEL_MEAN`` on 0..255 becoming ``INPUT.PIXEL_MEAN`` on 0..1, and registered names such
-as ``MultiStepLR`` -> ``WarmupMultiStepLR``), :data:`SAME_BEHAVIOUR` (fast-reid switches whose
-value here is the only behaviour there is: dropped when they hold it) and everything else, which
-is reported as not mapped with the reason. Keys a fast-reid file does not set take this
-toolkit's defaults, not fast-reid's.
+fast-reid (JDAI-CV/fast-reid @ c9bc3ce) and this toolkit share the detectron2-style CLI and,
+for fast-reid's own methods (BoT, AGW, SBS, MGN), fast-reid's key names *and meanings*
+(``MODEL.BACKBONE.WITH_IBN``, ``MODEL.HEADS.NECK_FEAT`` = the feature the triplet loss sees,
+``SOLVER.WARMUP_ITERS``, ``SOLVER.STEPS`` counted once warmup is over, ...). The differences
+are in :data:`KEY_MAP` (renamed keys, value conversions such as ``MODEL.PIXEL_MEAN`` on 0..255
+becoming ``INPUT.PIXEL_MEAN`` on 0..1), :data:`SAME_BEHAVIOUR` (fast-reid switches whose
+value here is the only behaviour there is: dropped when they hold it) and everything else,
+which is reported as not mapped with the reason. A mapped key whose target this build does
+not have (a component not installed) is reported as not mapped too.
+
+The solver keys a fast-reid file does not set take fast-reid's defaults
+(:data:`FASTREID_SOLVER_DEFAULTS`: the schedule, warmup, weight decay of norm layers and biases
+are part of a fast-reid method); every other key a file does not set takes this toolkit's
+default.
 
     from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config
-    ours, unmapped = convert_fastreid_config("fastreid/configs/Market1501/bagtricks_R50.yml")
+    ours, unmapped = convert_fastreid_config("fastreid/configs/Market1501/sbs_R50-ibn.yml")
 """
 
 import ast
@@ -18,13 +25,13 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
-from clipreid_plugin.config import as_name_list
+from clipreid_plugin.config import as_name_list, get_cfg
 from clipreid_plugin.modeling.backbones.resnet import RESNET_ARCHS
 from clipreid_plugin.modeling.backbones.torchvision_weights import torchvision_weights_file_name
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 
-__all__ = ["Mapping", "KEY_MAP", "SAME_BEHAVIOUR", "Unmapped", "read_fastreid_yaml", "convert_fastreid_config",
-           "converted_yaml"]
+__all__ = ["Mapping", "KEY_MAP", "SAME_BEHAVIOUR", "FASTREID_SOLVER_DEFAULTS", "Unmapped", "read_fastreid_yaml",
+           "is_fastreid_config", "convert_fastreid_config", "convert_fastreid_config_with_notes", "converted_yaml"]
 
 
 class Mapping(NamedTuple):
@@ -60,52 +67,97 @@ def _names(table: Dict[str, str], what: str) -> Callable[[Any], Any]:
     return convert
 
 
-def _loss_names(value) -> List[str]:
-    names = as_name_list(value)
-    known = ("CrossEntropyLoss", "TripletLoss")
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise ValueError(f"no loss {', '.join(missing)} here (built-in: {', '.join(known)}; a new loss is one "
-                         f"registered class, see README 'Extending')")
-    return names
+def _registered(registry_name: str, what: str) -> Callable[[Any], Any]:
+    """A converter that keeps the name when this build registers it (fast-reid's names are ours)."""
+    def convert(value):
+        from clipreid_plugin import modeling
+
+        registry = getattr(modeling, registry_name)
+        names = as_name_list(value)
+        missing = [n for n in names if n not in registry.names()]
+        if missing:
+            raise ValueError(f"no {what} {', '.join(missing)} here (registered: {', '.join(registry.names())}; a new "
+                             f"one is one registered class, see README 'Extending')")
+        return names if isinstance(value, (list, tuple)) else value
+    return convert
 
 
 def _per_255(value) -> List[float]:
     return [round(float(v) / 255.0, 6) for v in value]
 
 
-SCHEDULERS = {"MultiStepLR": "WarmupMultiStepLR", "CosineAnnealingLR": "WarmupCosineLR"}
-SAMPLERS = {"NaiveIdentitySampler": "PKSampler", "TrainingSampler": "RandomSampler"}
-POOLS = {"GlobalAvgPool": "avg", "GlobalMaxPool": "max", "GeneralizedMeanPooling": "gem"}
+def _sampler(value) -> str:
+    from clipreid_plugin.data import SAMPLER_REGISTRY
+
+    ours = SAMPLERS.get(value, value)
+    if ours not in SAMPLER_REGISTRY.names():
+        raise ValueError(f"no sampler {value!r} here (registered: {', '.join(SAMPLER_REGISTRY.names())})")
+    return ours
+
+
+def _dataset_names(value) -> List[str]:
+    names = []
+    for n in as_name_list(value):
+        n = VEHICLEID_TESTS.get(n, n)
+        if n not in names:
+            names.append(n)
+    return names
+
+
+SAMPLERS = {"NaiveIdentitySampler": "PKSampler", "TrainingSampler": "RandomSampler",
+            "BalancedIdentitySampler": "BalancedIdentitySampler"}
+OPTIMIZERS = {"Adam": "Adam", "AdamW": "AdamW", "SGD": "SGD"}
+SCHEDULERS = {"MultiStepLR": "MultiStepLR", "CosineAnnealingLR": "CosineAnnealingLR"}
+# fast-reid's VehicleID test sets; here one dataset, its size DATASETS.VEHICLEID.TEST_SIZE per run
+VEHICLEID_TESTS = {"SmallVehicleID": "VehicleID", "MediumVehicleID": "VehicleID", "LargeVehicleID": "VehicleID"}
 
 # fast-reid key -> ours; every key of fast-reid's defaults that has an equivalent here
 KEY_MAP: List[Mapping] = [
-    Mapping("MODEL.META_ARCHITECTURE", "MODEL.META_ARCHITECTURE", _names({"Baseline": "Baseline"},
-                                                                          "meta-architecture")),
+    Mapping("MODEL.META_ARCHITECTURE", "MODEL.META_ARCHITECTURE", _registered("META_ARCH_REGISTRY",
+                                                                              "meta-architecture")),
     Mapping("MODEL.DEVICE", "MODEL.DEVICE", note="also `auto`, `cpu`"),
     Mapping("MODEL.WEIGHTS", "MODEL.WEIGHTS"),
+    Mapping("MODEL.FREEZE_LAYERS", "MODEL.FREEZE_LAYERS"),
     Mapping("MODEL.PIXEL_MEAN", "INPUT.PIXEL_MEAN", _per_255, "0..255 there, 0..1 here (divided by 255)"),
     Mapping("MODEL.PIXEL_STD", "INPUT.PIXEL_STD", _per_255, "0..255 there, 0..1 here (divided by 255)"),
-    Mapping("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.NAME", _names({"build_resnet_backbone": "build_resnet_backbone"},
-                                                                 "backbone")),
+    Mapping("MODEL.BACKBONE.NAME", "MODEL.BACKBONE.NAME", _registered("BACKBONE_REGISTRY", "backbone")),
+    Mapping("MODEL.BACKBONE.NORM", "MODEL.BACKBONE.NORM"),
     Mapping("MODEL.BACKBONE.DEPTH", "MODEL.BACKBONE.DEPTH"),
     Mapping("MODEL.BACKBONE.LAST_STRIDE", "MODEL.BACKBONE.LAST_STRIDE"),
+    Mapping("MODEL.BACKBONE.WITH_IBN", "MODEL.BACKBONE.WITH_IBN"),
+    Mapping("MODEL.BACKBONE.WITH_SE", "MODEL.BACKBONE.WITH_SE"),
+    Mapping("MODEL.BACKBONE.WITH_NL", "MODEL.BACKBONE.WITH_NL"),
     Mapping("MODEL.BACKBONE.PRETRAIN", "MODEL.BACKBONE.PRETRAIN"),
     Mapping("MODEL.BACKBONE.PRETRAIN_PATH", "MODEL.BACKBONE.PRETRAIN_PATH",
-            note="a local torchvision ImageNet file; when unset with `PRETRAIN True`, the converter writes "
+            note="a local ImageNet file; when unset with `PRETRAIN True` and a plain ResNet, the converter writes "
                  "torchvision's cache path (`~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth` for 50x)"),
-    Mapping("MODEL.HEADS.NAME", "MODEL.HEADS.NAME", _names({"EmbeddingHead": "EmbeddingHead"}, "head")),
+    Mapping("MODEL.HEADS.NAME", "MODEL.HEADS.NAME", _registered("HEAD_REGISTRY", "head")),
     Mapping("MODEL.HEADS.NUM_CLASSES", "MODEL.HEADS.NUM_CLASSES", note="0 = from the training set, as there"),
-    Mapping("MODEL.HEADS.NECK_FEAT", "MODEL.HEADS.NECK_FEAT"),
-    Mapping("MODEL.HEADS.POOL_LAYER", "MODEL.HEADS.POOL_LAYER", _names(POOLS, "pooling"),
-            "`GlobalAvgPool` -> `avg`, `GlobalMaxPool` -> `max`, `GeneralizedMeanPooling` -> `gem`"),
-    Mapping("MODEL.LOSSES.NAME", "MODEL.LOSSES.NAMES", _loss_names, "`CrossEntropyLoss`, `TripletLoss`"),
-    Mapping("MODEL.LOSSES.CE.EPSILON", "MODEL.LOSSES.CE.EPSILON"),
+    Mapping("MODEL.HEADS.WITH_BNNECK", "MODEL.HEADS.WITH_BNNECK"),
+    Mapping("MODEL.HEADS.EMBEDDING_DIM", "MODEL.HEADS.EMBEDDING_DIM"),
+    Mapping("MODEL.HEADS.NECK_FEAT", "MODEL.HEADS.NECK_FEAT",
+            note="the feature the triplet loss sees, as there; evaluation uses the post-neck feature "
+                 "(`MODEL.HEADS.EVAL_FEAT after`, written by the converter)"),
+    Mapping("MODEL.HEADS.POOL_LAYER", "MODEL.HEADS.POOL_LAYER"),
+    Mapping("MODEL.HEADS.CLS_LAYER", "MODEL.HEADS.CLS_LAYER"),
+    Mapping("MODEL.HEADS.SCALE", "MODEL.HEADS.SCALE"),
+    Mapping("MODEL.HEADS.MARGIN", "MODEL.HEADS.MARGIN"),
+    Mapping("MODEL.LOSSES.NAME", "MODEL.LOSSES.NAMES", _registered("LOSS_REGISTRY", "loss")),
+    Mapping("MODEL.LOSSES.CE.EPSILON", "MODEL.LOSSES.CE.EPSILON",
+            note="with fast-reid's smoothing convention (`MODEL.LOSSES.CE.CONVENTION fastreid`, written by the "
+                 "converter)"),
+    Mapping("MODEL.LOSSES.CE.ALPHA", "MODEL.LOSSES.CE.ALPHA"),
     Mapping("MODEL.LOSSES.CE.SCALE", "MODEL.LOSSES.CE.SCALE"),
-    Mapping("MODEL.LOSSES.TRI.MARGIN", "MODEL.LOSSES.TRI.MARGIN", note="0 = soft margin there; here "
-            "`MODEL.LOSSES.TRI.SOFT_MARGIN True`"),
+    Mapping("MODEL.LOSSES.TRI.MARGIN", "MODEL.LOSSES.TRI.MARGIN", note="0 = soft margin, as there"),
+    Mapping("MODEL.LOSSES.TRI.HARD_MINING", "MODEL.LOSSES.TRI.HARD_MINING"),
     Mapping("MODEL.LOSSES.TRI.NORM_FEAT", "MODEL.LOSSES.TRI.NORM_FEAT"),
     Mapping("MODEL.LOSSES.TRI.SCALE", "MODEL.LOSSES.TRI.SCALE"),
+    Mapping("MODEL.LOSSES.CIRCLE.MARGIN", "MODEL.LOSSES.CIRCLE.MARGIN"),
+    Mapping("MODEL.LOSSES.CIRCLE.GAMMA", "MODEL.LOSSES.CIRCLE.GAMMA"),
+    Mapping("MODEL.LOSSES.CIRCLE.SCALE", "MODEL.LOSSES.CIRCLE.SCALE"),
+    Mapping("MODEL.LOSSES.COSFACE.MARGIN", "MODEL.LOSSES.COSFACE.MARGIN"),
+    Mapping("MODEL.LOSSES.COSFACE.GAMMA", "MODEL.LOSSES.COSFACE.GAMMA"),
+    Mapping("MODEL.LOSSES.COSFACE.SCALE", "MODEL.LOSSES.COSFACE.SCALE"),
     Mapping("INPUT.SIZE_TRAIN", "INPUT.SIZE_TRAIN"),
     Mapping("INPUT.SIZE_TEST", "INPUT.SIZE_TEST"),
     Mapping("INPUT.FLIP.ENABLED", "INPUT.FLIP.ENABLED"),
@@ -115,36 +167,48 @@ KEY_MAP: List[Mapping] = [
     Mapping("INPUT.PADDING.MODE", "INPUT.PADDING.MODE"),
     Mapping("INPUT.REA.ENABLED", "INPUT.REA.ENABLED", note="erased pixels: N(0, 1) noise here, not `INPUT.REA.VALUE`"),
     Mapping("INPUT.REA.PROB", "INPUT.REA.PROB"),
-    Mapping("DATASETS.NAMES", "DATASETS.NAMES"),
-    Mapping("DATASETS.TESTS", "DATASETS.TESTS"),
-    Mapping("DATALOADER.SAMPLER_TRAIN", "DATALOADER.SAMPLER", _names(SAMPLERS, "sampler"),
+    Mapping("INPUT.AUTOAUG.ENABLED", "INPUT.AUTOAUG.ENABLED", note="applied after the resize here"),
+    Mapping("INPUT.AUTOAUG.PROB", "INPUT.AUTOAUG.PROB"),
+    Mapping("DATASETS.NAMES", "DATASETS.NAMES", _dataset_names),
+    Mapping("DATASETS.TESTS", "DATASETS.TESTS", _dataset_names,
+            "`Small/Medium/LargeVehicleID` -> `VehicleID` (one test size per run: `DATASETS.VEHICLEID.TEST_SIZE`)"),
+    Mapping("DATALOADER.SAMPLER_TRAIN", "DATALOADER.SAMPLER", _sampler,
             "`NaiveIdentitySampler` -> `PKSampler`, `TrainingSampler` -> `RandomSampler`"),
     Mapping("DATALOADER.NUM_INSTANCE", "DATALOADER.NUM_INSTANCE"),
     Mapping("DATALOADER.NUM_WORKERS", "DATALOADER.NUM_WORKERS"),
     Mapping("SOLVER.AMP.ENABLED", "SOLVER.AMP.ENABLED"),
-    Mapping("SOLVER.OPT", "SOLVER.OPTIMIZER_NAME", _names({"Adam": "Adam", "AdamW": "AdamW", "SGD": "SGD"},
-                                                          "optimizer"), "`Adam`, `AdamW`, `SGD`"),
+    Mapping("SOLVER.OPT", "SOLVER.OPTIMIZER_NAME", _names(OPTIMIZERS, "optimizer"), "`Adam`, `AdamW`, `SGD`"),
     Mapping("SOLVER.MAX_EPOCH", "SOLVER.MAX_EPOCHS"),
     Mapping("SOLVER.BASE_LR", "SOLVER.BASE_LR"),
     Mapping("SOLVER.BIAS_LR_FACTOR", "SOLVER.BIAS_LR_FACTOR"),
+    Mapping("SOLVER.HEADS_LR_FACTOR", "SOLVER.HEADS_LR_FACTOR"),
     Mapping("SOLVER.MOMENTUM", "SOLVER.MOMENTUM"),
     Mapping("SOLVER.NESTEROV", "SOLVER.NESTEROV"),
     Mapping("SOLVER.WEIGHT_DECAY", "SOLVER.WEIGHT_DECAY"),
+    Mapping("SOLVER.WEIGHT_DECAY_NORM", "SOLVER.WEIGHT_DECAY_NORM"),
     Mapping("SOLVER.WEIGHT_DECAY_BIAS", "SOLVER.WEIGHT_DECAY_BIAS"),
     Mapping("SOLVER.IMS_PER_BATCH", "SOLVER.IMS_PER_BATCH", note="global batch in both"),
     Mapping("SOLVER.SCHED", "SOLVER.SCHED.NAME", _names(SCHEDULERS, "schedule"),
-            "`MultiStepLR` -> `WarmupMultiStepLR`, `CosineAnnealingLR` -> `WarmupCosineLR`"),
-    Mapping("SOLVER.STEPS", "SOLVER.STEPS_EPOCHS", note="epochs in both"),
+            "fast-reid's schedules under their names: per-iteration warmup, then the epoch schedule"),
+    Mapping("SOLVER.DELAY_EPOCHS", "SOLVER.DELAY_EPOCHS"),
+    Mapping("SOLVER.STEPS", "SOLVER.STEPS_EPOCHS",
+            note="counted as there: epochs after warmup (with `SOLVER.SCHED.NAME MultiStepLR`)"),
     Mapping("SOLVER.GAMMA", "SOLVER.GAMMA"),
     Mapping("SOLVER.ETA_MIN_LR", "SOLVER.ETA_MIN_LR"),
     Mapping("SOLVER.WARMUP_FACTOR", "SOLVER.WARMUP_FACTOR"),
+    Mapping("SOLVER.WARMUP_ITERS", "SOLVER.WARMUP_ITERS", note="`SOLVER.WARMUP_EPOCHS 0` written with it"),
     Mapping("SOLVER.WARMUP_METHOD", "SOLVER.WARMUP_METHOD"),
+    Mapping("SOLVER.FREEZE_ITERS", "SOLVER.FREEZE_ITERS"),
+    Mapping("SOLVER.CLIP_GRADIENTS.ENABLED", "SOLVER.CLIP_GRADIENTS.ENABLED"),
+    Mapping("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE"),
+    Mapping("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE"),
+    Mapping("SOLVER.CLIP_GRADIENTS.NORM_TYPE", "SOLVER.CLIP_GRADIENTS.NORM_TYPE"),
     Mapping("SOLVER.CHECKPOINT_PERIOD", "SOLVER.CHECKPOINT_PERIOD", note="epochs in both"),
     Mapping("TEST.EVAL_PERIOD", "TEST.EVAL_PERIOD", note="epochs in both"),
     Mapping("TEST.IMS_PER_BATCH", "TEST.IMS_PER_BATCH"),
     Mapping("TEST.METRIC", "TEST.METRIC", _names({"cosine": "cosine", "euclidean": "euclidean"}, "metric")),
     Mapping("TEST.ROC.ENABLED", "TEST.ROC.ENABLED"),
-    Mapping("TEST.FLIP.ENABLED", "TEST.FLIP.ENABLED"),
+    Mapping("TEST.FLIP.ENABLED", "TEST.FLIP.ENABLED", note="the flipped copy is normalised once here"),
     Mapping("TEST.AQE.ENABLED", "TEST.AQE.ENABLED"),
     Mapping("TEST.AQE.ALPHA", "TEST.AQE.ALPHA"),
     Mapping("TEST.AQE.QE_TIME", "TEST.AQE.QE_TIME"),
@@ -159,25 +223,35 @@ KEY_MAP: List[Mapping] = [
 
 # fast-reid switches whose value here is the only behaviour: dropped when they hold it
 SAME_BEHAVIOUR: Dict[str, Any] = {
-    "MODEL.BACKBONE.NORM": "BN", "MODEL.BACKBONE.WITH_IBN": False, "MODEL.BACKBONE.WITH_SE": False,
-    "MODEL.BACKBONE.WITH_NL": False, "MODEL.HEADS.NORM": "BN", "MODEL.HEADS.WITH_BNNECK": True,
-    "MODEL.HEADS.CLS_LAYER": "Linear", "MODEL.HEADS.EMBEDDING_DIM": 0, "MODEL.LOSSES.TRI.HARD_MINING": True,
-    "MODEL.FREEZE_LAYERS": [], "SOLVER.FREEZE_ITERS": 0, "SOLVER.DELAY_EPOCHS": 0,
-    "DATASETS.COMBINEALL": False, "INPUT.CJ.ENABLED": False, "INPUT.AFFINE.ENABLED": False,
-    "INPUT.AUTOAUG.ENABLED": False, "INPUT.AUGMIX.ENABLED": False, "INPUT.CROP.ENABLED": False,
-    "INPUT.RPT.ENABLED": False, "TEST.PRECISE_BN.ENABLED": False, "SOLVER.CLIP_GRADIENTS.ENABLED": False,
-    "KD.MODEL_CONFIG": [], "MODEL.BACKBONE.FEAT_DIM": None,  # inferred from the backbone here, any value
+    "MODEL.HEADS.NORM": "BN", "DATASETS.COMBINEALL": False, "INPUT.CJ.ENABLED": False,
+    "INPUT.AFFINE.ENABLED": False, "INPUT.AUGMIX.ENABLED": False, "INPUT.CROP.ENABLED": False,
+    "INPUT.RPT.ENABLED": False, "TEST.PRECISE_BN.ENABLED": False, "KD.MODEL_CONFIG": [],
+    "MODEL.BACKBONE.FEAT_DIM": None,  # inferred from the built backbone here, any value
+}
+
+# fast-reid's defaults (fastreid/config/defaults.py @ c9bc3ce) of the solver keys: a file that does not
+# set one of them trains with these there, so the converted config does too.
+FASTREID_SOLVER_DEFAULTS: Dict[str, Any] = {
+    "SOLVER.OPT": "Adam", "SOLVER.MAX_EPOCH": 120, "SOLVER.BASE_LR": 3e-4, "SOLVER.BIAS_LR_FACTOR": 1.0,
+    "SOLVER.HEADS_LR_FACTOR": 1.0, "SOLVER.MOMENTUM": 0.9, "SOLVER.NESTEROV": False, "SOLVER.WEIGHT_DECAY": 5e-4,
+    "SOLVER.WEIGHT_DECAY_NORM": 5e-4, "SOLVER.WEIGHT_DECAY_BIAS": 5e-4, "SOLVER.SCHED": "MultiStepLR",
+    "SOLVER.DELAY_EPOCHS": 0, "SOLVER.GAMMA": 0.1, "SOLVER.STEPS": [30, 55], "SOLVER.ETA_MIN_LR": 1e-7,
+    "SOLVER.WARMUP_FACTOR": 0.1, "SOLVER.WARMUP_ITERS": 1000, "SOLVER.WARMUP_METHOD": "linear",
+    "SOLVER.FREEZE_ITERS": 0, "MODEL.FREEZE_LAYERS": [], "SOLVER.IMS_PER_BATCH": 64,
 }
 
 # reasons for fast-reid keys without an equivalent (others: "no such key here")
 REASONS: Dict[str, str] = {
-    "SOLVER.WARMUP_ITERS": "warmup is in epochs here: set SOLVER.WARMUP_EPOCHS (= WARMUP_ITERS / iterations "
-                           "per epoch)",
-    "SOLVER.HEADS_LR_FACTOR": "one LR for backbone and heads here (SOLVER.BIAS_LR_FACTOR for biases)",
-    "SOLVER.WEIGHT_DECAY_NORM": "norm layers take SOLVER.WEIGHT_DECAY here",
     "INPUT.REA.VALUE": "erased pixels are per-pixel N(0, 1) noise here (the reference's random erasing)",
-    "MODEL.LOSSES.CE.ALPHA": "no focal-style CE weighting here",
+    "MODEL.BACKBONE.ATT_DROP_RATE": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
+    "MODEL.BACKBONE.DROP_PATH_RATIO": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
+    "MODEL.BACKBONE.DROP_RATIO": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
+    "MODEL.BACKBONE.STRIDE_SIZE": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
 }
+
+# keys that mark a file as fast-reid's (this toolkit names them otherwise)
+FASTREID_ONLY_KEYS = ("SOLVER.OPT", "SOLVER.MAX_EPOCH", "SOLVER.STEPS", "DATALOADER.SAMPLER_TRAIN",
+                      "MODEL.LOSSES.NAME", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
 
 
 def _dotted(tree: Dict, prefix: str = "") -> Dict[str, Any]:
@@ -231,32 +305,53 @@ def read_fastreid_yaml(path: str, _seen: Tuple[str, ...] = ()) -> Dict[str, Any]
     return dict(merged, **{k: _literal(v) for k, v in _dotted(tree).items()})
 
 
-def convert_fastreid_config(path: str) -> Tuple[Dict[str, Any], List[Unmapped]]:
-    """Map a fast-reid config onto this toolkit's keys.
+def is_fastreid_config(path: str) -> bool:
+    """Whether ``path`` (with its ``_BASE_`` chain) is a fast-reid config rather than one of ours.
+
+    A fast-reid file sets a key this toolkit names otherwise (``SOLVER.OPT``, ``SOLVER.MAX_EPOCH``,
+    ``SOLVER.STEPS``, ``DATALOADER.SAMPLER_TRAIN``, ``MODEL.LOSSES.NAME``, ``MODEL.PIXEL_MEAN``),
+    or ``SOLVER.SCHED`` as a name (a group here).
 
     Args:
-        path: the fast-reid YAML file (its ``_BASE_`` chain is followed).
+        path: a YAML config file.
 
     Returns:
-        (ours, unmapped): ``{our dotted key: value}`` in :data:`KEY_MAP` order, and the keys left
-        out with their reasons (keys in :data:`SAME_BEHAVIOUR` holding that value are dropped
-        silently: they change nothing).
+        True for a fast-reid config.
     """
-    theirs = read_fastreid_yaml(path)
+    try:
+        keys = read_fastreid_yaml(path)
+    except (InputFileError, InvalidInputError):
+        return False
+    return any(k in keys for k in FASTREID_ONLY_KEYS) or isinstance(keys.get("SOLVER.SCHED"), str)
+
+
+def _has_key(cfg, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def convert_fastreid_config_with_notes(path: str) -> Tuple[Dict[str, Any], List[Unmapped], List[str]]:
+    """:func:`convert_fastreid_config`, plus the notes on what the conversion chose (for logs).
+
+    Returns:
+        (ours, unmapped, notes).
+    """
+    theirs = dict(FASTREID_SOLVER_DEFAULTS, **read_fastreid_yaml(path))
+    defaults = get_cfg()
     by_key = {m.fastreid: m for m in KEY_MAP}
     ours: Dict[str, Any] = {}
     unmapped: List[Unmapped] = []
-    clip = {k: theirs.pop(k) for k in list(theirs) if k.startswith("SOLVER.CLIP_GRADIENTS.")}
-    if clip.get("SOLVER.CLIP_GRADIENTS.ENABLED"):
-        if clip.get("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm") == "norm" and \
-                float(clip.get("SOLVER.CLIP_GRADIENTS.NORM_TYPE", 2.0)) == 2.0:
-            ours["SOLVER.CLIP_GRAD_NORM"] = float(clip.get("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 5.0))
-        else:
-            unmapped.append(Unmapped("SOLVER.CLIP_GRADIENTS", clip, "only L2-norm clipping here "
-                                                                     "(SOLVER.CLIP_GRAD_NORM)"))
+    notes: List[str] = []
     for key, value in theirs.items():
         m = by_key.get(key)
         if m is not None:
+            if not _has_key(defaults, m.ours):
+                unmapped.append(Unmapped(key, value, f"this build has no {m.ours} (its component is not installed)"))
+                continue
             try:
                 ours[m.ours] = m.convert(value) if m.convert else value
             except ValueError as e:
@@ -268,15 +363,51 @@ def convert_fastreid_config(path: str) -> Tuple[Dict[str, Any], List[Unmapped]]:
         reason = REASONS.get(key) or (f"only {SAME_BEHAVIOUR[key]!r} here" if key in SAME_BEHAVIOUR
                                       else "no such key here")
         unmapped.append(Unmapped(key, value, reason))
+    _complete(ours, theirs, defaults, notes)
+    order = {m.ours: i for i, m in enumerate(KEY_MAP)}
+    return dict(sorted(ours.items(), key=lambda kv: order.get(kv[0], len(order)))), unmapped, notes
+
+
+def _complete(ours: Dict[str, Any], theirs: Dict[str, Any], defaults, notes: List[str]) -> None:
+    """Keys that follow from fast-reid's meaning of the mapped ones."""
+    ours["SOLVER.WARMUP_EPOCHS"] = 0  # fast-reid warms up over SOLVER.WARMUP_ITERS iterations
+    notes.append("SOLVER.WARMUP_EPOCHS 0: fast-reid's warmup is SOLVER.WARMUP_ITERS iterations")
+    if _has_key(defaults, "MODEL.HEADS.EVAL_FEAT"):  # fast-reid evaluates on the post-neck feature
+        ours["MODEL.HEADS.EVAL_FEAT"] = "after"
+    if _has_key(defaults, "MODEL.LOSSES.CE.CONVENTION"):  # fast-reid's label smoothing and normalisation
+        ours["MODEL.LOSSES.CE.CONVENTION"] = "fastreid"
     if ours.get("MODEL.LOSSES.TRI.MARGIN") == 0:  # fast-reid: margin 0 means soft margin
         ours["MODEL.LOSSES.TRI.SOFT_MARGIN"] = True
+    tests = as_name_list(theirs.get("DATASETS.TESTS", ()))
+    if any(t in VEHICLEID_TESTS for t in tests) and _has_key(defaults, "DATASETS.VEHICLEID.TEST_SIZE"):
+        ours["DATASETS.VEHICLEID.TEST_SIZE"] = 800
+        notes.append(f"DATASETS.TESTS {tests}: VehicleID is tested at one size per run here; "
+                     f"DATASETS.VEHICLEID.TEST_SIZE 800 (Small), 1600 (Medium) or 2400 (Large)")
     depth = ours.get("MODEL.BACKBONE.DEPTH", "50x")
-    if ours.get("MODEL.BACKBONE.PRETRAIN") and not ours.get("MODEL.BACKBONE.PRETRAIN_PATH") \
-            and depth in RESNET_ARCHS:  # fast-reid downloads ImageNet weights; here: torchvision's local copy
-        ours["MODEL.BACKBONE.PRETRAIN_PATH"] = "~/.cache/torch/hub/checkpoints/" + \
-            torchvision_weights_file_name(RESNET_ARCHS[depth][1])
-    order = {m.ours: i for i, m in enumerate(KEY_MAP)}
-    return dict(sorted(ours.items(), key=lambda kv: order.get(kv[0], len(order)))), unmapped
+    plain_resnet = ours.get("MODEL.BACKBONE.NAME", "build_resnet_backbone") == "build_resnet_backbone" and \
+        not theirs.get("MODEL.BACKBONE.WITH_IBN", False)
+    if ours.get("MODEL.BACKBONE.PRETRAIN") and not ours.get("MODEL.BACKBONE.PRETRAIN_PATH"):
+        if plain_resnet and depth in RESNET_ARCHS:  # fast-reid downloads ImageNet weights; here: torchvision's copy
+            ours["MODEL.BACKBONE.PRETRAIN_PATH"] = "~/.cache/torch/hub/checkpoints/" + \
+                torchvision_weights_file_name(RESNET_ARCHS[depth][1])
+        else:
+            notes.append("MODEL.BACKBONE.PRETRAIN True: set MODEL.BACKBONE.PRETRAIN_PATH to the local ImageNet file "
+                         "of this backbone (fast-reid downloads it; this toolkit never downloads at run time)")
+
+
+def convert_fastreid_config(path: str) -> Tuple[Dict[str, Any], List[Unmapped]]:
+    """Map a fast-reid config onto this toolkit's keys.
+
+    Args:
+        path: the fast-reid YAML file (its ``_BASE_`` chain is followed).
+
+    Returns:
+        (ours, unmapped): ``{our dotted key: value}`` in :data:`KEY_MAP` order, and the keys left
+        out with their reasons (keys in :data:`SAME_BEHAVIOUR` holding that value are dropped
+        silently: they change nothing).
+    """
+    ours, unmapped, _ = convert_fastreid_config_with_notes(path)
+    return ours, unmapped
 
 
 def converted_yaml(ours: Dict[str, Any], unmapped: List[Unmapped], source: str) -> str:

@@ -116,14 +116,15 @@ def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[st
     """Return the model state dict held by ``data`` (converted by :data:`CHECKPOINT_CONVERTERS`
     when it has a foreign format) and a word describing its format."""
     sd, fmt = _unwrap_state_dict(data)
-    if fmt != "clipreid_plugin":
-        for _, convert in CHECKPOINT_CONVERTERS:  # registration order
-            converted = convert(sd, model)
-            if converted is not None:
-                sd, fmt, unmatched = converted
-                if unmatched:
-                    logger.warning(f"{fmt} checkpoint keys with no counterpart in this model: " + ", ".join(unmatched))
-                break
+    # Every layout is offered to the converters: foreign toolkits save {"model": ...} too (fast-reid);
+    # each converter recognises its own names and answers None for this toolkit's.
+    for _, convert in CHECKPOINT_CONVERTERS:  # registration order
+        converted = convert(sd, model)
+        if converted is not None:
+            sd, fmt, unmatched = converted
+            if unmatched:
+                logger.warning(f"{fmt} checkpoint keys with no counterpart in this model: " + ", ".join(unmatched))
+            break
     return sd, fmt
 
 

@@ -5,6 +5,7 @@ import sys
 from typing import Callable
 
 from .errors import ToolkitError
+from .logger import setup_logger
 
 __all__ = ["run_tool", "one_line"]
 
@@ -24,8 +25,6 @@ def run_tool(main: Callable[[], object]) -> int:
         after a user error.
         ``CLIPREID_DEBUG=1`` re-raises.
     """
-    from .logger import setup_logger
-
     setup_logger()
     try:
         code = main()

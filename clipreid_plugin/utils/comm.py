@@ -3,6 +3,7 @@
 import functools
 from typing import Any, List
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -97,6 +98,4 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
 
 def shared_random_seed() -> int:
     """Returns: a random integer that is the same on every process (drawn on rank 0)."""
-    import numpy as np
-
     return all_gather(int(np.random.randint(2**31)))[0]

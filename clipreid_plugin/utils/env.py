@@ -1,6 +1,7 @@
 """Environment helpers: device resolution, seeding, mixed precision."""
 
 import contextlib
+import logging
 import os
 import random
 from typing import Optional
@@ -110,8 +111,6 @@ _WARNED = set()
 
 def _warn_once(message: str) -> None:
     """Log ``message`` as a warning the first time only (it may be reached every step)."""
-    import logging
-
     if message not in _WARNED:
         _WARNED.add(message)
         logging.getLogger(__name__).warning(message)

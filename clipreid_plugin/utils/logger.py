@@ -3,6 +3,7 @@
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 from termcolor import colored
@@ -86,8 +87,6 @@ _LAST_LOG = {}
 
 def log_every_n_seconds(logger: logging.Logger, msg: str, n: float = 5.0, key: str = "") -> None:
     """Log ``msg`` at INFO at most once every ``n`` seconds per ``key`` (progress of long loops)."""
-    import time
-
     now = time.perf_counter()
     k = key or msg[:40]
     if now - _LAST_LOG.get(k, -1e9) >= n:

@@ -9,6 +9,8 @@ from clipreid_plugin.config import get_cfg
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.solver import build_lr_scheduler, build_optimizer
 
+from training_checks import assert_weights_moved
+
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
@@ -23,7 +25,9 @@ def test_recipe_values(rel):
     cfg = _load(rel)
     m, s = cfg.MODEL, cfg.SOLVER
     assert m.META_ARCHITECTURE == "Baseline" and m.BACKBONE.NAME == "build_resnet_backbone"
-    assert m.BACKBONE.LAST_STRIDE == 1 and m.HEADS.NAME == "EmbeddingHead" and m.HEADS.NECK_FEAT == "after"
+    assert m.BACKBONE.LAST_STRIDE == 1 and m.HEADS.NAME == "EmbeddingHead"
+    # bag of tricks: triplet on the pre-BN feature (NECK_FEAT, fast-reid's meaning), test on the post-BN one
+    assert m.HEADS.NECK_FEAT == "before" and m.HEADS.EVAL_FEAT == "after"
     assert m.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss")
     assert m.LOSSES.CE.EPSILON == 0.1 and m.LOSSES.TRI.MARGIN == 0.3
     assert cfg.INPUT.REA.ENABLED and cfg.INPUT.FLIP.ENABLED and cfg.DATALOADER.NUM_INSTANCE == 4
@@ -52,7 +56,15 @@ def test_synthetic_demo_model_trains_one_step():
     h, w = cfg.INPUT.SIZE_TRAIN
     p, k = cfg.SOLVER.IMS_PER_BATCH // cfg.DATALOADER.NUM_INSTANCE, cfg.DATALOADER.NUM_INSTANCE
     batch = {"images": torch.randn(p * k, 3, h, w), "targets": torch.arange(p).repeat_interleave(k)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     losses = model.train()(batch)
     sum(losses.values()).backward()
     opt.step()
     assert all(torch.isfinite(v) for v in losses.values())
+    # the step trained: the weights moved and the same batch now has a lower identity loss (the
+    # batch-hard triplet term of random-noise images need not fall: Adam's first step moves every
+    # weight by about the LR, which reshuffles the hardest pairs)
+    assert_weights_moved(before, model.state_dict(), modules=["backbone", "heads"])
+    with torch.no_grad():
+        again = model(batch)
+    assert again["loss_cls"].item() < losses["loss_cls"].item()

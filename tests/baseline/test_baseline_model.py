@@ -37,7 +37,7 @@ IDS = [0, 0, 1, 1]
 W = [[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]  # classifier rows, 3 classes
 
 
-def _tiny_model(neck_feat="after"):
+def _tiny_model(eval_feat="after", neck_feat="before"):
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "Baseline"
@@ -45,6 +45,7 @@ def _tiny_model(neck_feat="after"):
     cfg.MODEL.HEADS.NAME = "EmbeddingHead"
     cfg.MODEL.HEADS.NUM_CLASSES = 3
     cfg.MODEL.HEADS.NECK_FEAT = neck_feat
+    cfg.MODEL.HEADS.EVAL_FEAT = eval_feat
     cfg.MODEL.LOSSES.NAMES = ("CrossEntropyLoss", "TripletLoss")
     cfg.MODEL.LOSSES.CE.EPSILON = 0.1
     cfg.MODEL.LOSSES.CE.SCALE = 0.5
@@ -52,7 +53,7 @@ def _tiny_model(neck_feat="after"):
     cfg.MODEL.LOSSES.TRI.SCALE = 1.0
     model = build_model(cfg)
     with torch.no_grad():
-        model.heads.neck.classifier.weight.copy_(torch.tensor(W))
+        model.heads.weight.copy_(torch.tensor(W))
     return model
 
 
@@ -87,17 +88,17 @@ def test_training_losses_equal_hand_computed_ce_and_triplet():
 
     total = sum(losses.values())
     total.backward()
-    assert model.heads.neck.classifier.weight.grad is not None
-    assert model.heads.neck.bn.bias.grad is None  # BNNeck bias stays frozen
+    assert model.heads.weight.grad is not None
+    assert model.heads.bottleneck[0].bias.grad is None  # BNNeck bias stays frozen
 
 
-@pytest.mark.parametrize("neck_feat", ["after", "before"])
-def test_eval_returns_the_head_embedding(neck_feat):
-    model = _tiny_model(neck_feat).eval()
+@pytest.mark.parametrize("eval_feat", ["after", "before"])
+def test_eval_returns_the_head_embedding(eval_feat):
+    model = _tiny_model(eval_feat).eval()
     emb = model(_batch())
     feats = torch.tensor(POINTS)
     # fresh running statistics: mean 0, var 1
-    expected = feats / math.sqrt(1 + 1e-5) if neck_feat == "after" else feats
+    expected = feats / math.sqrt(1 + 1e-5) if eval_feat == "after" else feats
     torch.testing.assert_close(emb, expected, rtol=0, atol=1e-6)
 
 
@@ -120,7 +121,7 @@ def test_resnet_baseline_follows_the_batch_contract():
 
 def test_training_without_classes_says_what_to_set():
     model = _tiny_model()
-    model.heads.neck.classifier = None  # as built with MODEL.HEADS.NUM_CLASSES = 0
+    model.heads.weight = None  # as built with MODEL.HEADS.NUM_CLASSES = 0
     with pytest.raises(ValueError, match="MODEL.HEADS.NUM_CLASSES"):
         model.train()(_batch())
 

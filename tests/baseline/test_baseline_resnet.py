@@ -1,4 +1,4 @@
-"""torchvision ResNet backbone: output maps, last stride, local pretrained weights and errors."""
+"""ResNet backbone (fast-reid layout): output maps, last stride, torchvision weights, and errors."""
 
 import logging
 
@@ -38,15 +38,25 @@ def test_last_stride_doubles_the_output_map():
         assert b2(x).feature.shape == (2, 512, 2, 1)
 
 
-def test_same_weights_same_features_as_torchvision(tmp_path):
+@pytest.mark.parametrize("depth, ctor", [("18x", "resnet18"), ("50x_32x4d", "resnext50_32x4d")])
+def test_torchvision_weights_load_by_name_and_give_torchvision_blocks(tmp_path, depth, ctor):
+    """Every torchvision tensor loads under its own name; the blocks compute torchvision's. The one
+    layout difference is fast-reid's stem pool (3x3 stride 2, ceil_mode, no padding; torchvision pads
+    by 1), so the expectation is torchvision's network with that pool."""
     torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None).eval()
-    path = tmp_path / "resnet18-f37072fd.pth"
+    net = getattr(torchvision.models, ctor)(weights=None).eval()
+    path = tmp_path / "weights.pth"
     torch.save(net.state_dict(), path)
-    backbone = build_backbone(_cfg("18x", last_stride=2, pretrain=True, path=str(path))).eval()
+    backbone = build_backbone(_cfg(depth, last_stride=2, pretrain=True, path=str(path))).eval()
+    net.maxpool = torch.nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x).feature, _torchvision_features(net, x), rtol=0, atol=0)
+
+
+def test_stem_pool_is_fastreids_not_torchvisions():
+    pool = ResNetBackbone("18x").maxpool
+    assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 0, True)
 
 
 def test_pretrained_load_reports_the_unused_classifier(tmp_path, caplog):

@@ -6,23 +6,25 @@ import pytest
 import torch
 
 from clipreid_plugin.config import get_cfg
-from clipreid_plugin.modeling.losses import (CrossEntropyLoss, TripletLoss, batch_hard_triplet_loss,
+from clipreid_plugin.modeling.losses import (CrossEntropyLoss, TripletLoss, triplet_loss,
                                              cross_entropy_label_smooth)
 
 
 def test_label_smoothed_ce_on_2x3_example():
-    """Label smoothing 0.1 on two rows (values written out below); epsilon 0 is plain cross-entropy."""
+    """Label smoothing 0.1 on two rows; epsilon 0 is plain cross-entropy.
+
+    Per row, loss = sum_k q_k (lse - z_k) with q = 0.9 onehot + 0.1 / 3 and lse = log sum_k e^z_k.
+    Row [1, 2, 3], target 2: lse = 3 + log(1 + e^-1 + e^-2) = 3 + log 1.503215 = 3.407606, so
+    lse - z = (2.407606, 1.407606, 0.407606) and the loss is (0.1/3)(2.407606 + 1.407606)
+    + (0.9 + 0.1/3) 0.407606 = 0.127174 + 0.380432 = 0.507606.
+    Row [0, 0, 0], target 0: every lse - z_k is log 3 = 1.098612, and so is the loss.
+    Batch mean: (0.507606 + 1.098612) / 2 = 0.803109.
+    Epsilon 0: the target's lse - z alone, (0.407606 + 1.098612) / 2 = 0.753109.
+    """
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     targets = torch.tensor([2, 0])
-    # row 1: log-sum-exp = 3 + log(1 + e^-1 + e^-2); row 2: uniform, so the loss is log 3 for any target
-    lse = 3 + math.log(1 + math.exp(-1) + math.exp(-2))
-    row1 = (0.1 / 3) * ((lse - 1) + (lse - 2)) + (0.9 + 0.1 / 3) * (lse - 3)
-    expected = (row1 + math.log(3)) / 2
-    assert abs(expected - 0.80311) < 1e-5  # 0.5 * (0.50761 + 1.09861)
-    assert cross_entropy_label_smooth(logits, targets, 0.1).item() == pytest.approx(expected, abs=1e-7)
-    # epsilon 0 is plain cross-entropy
-    plain = (lse - 3 + math.log(3)) / 2
-    assert cross_entropy_label_smooth(logits, targets, 0.0).item() == pytest.approx(plain, abs=1e-7)
+    assert cross_entropy_label_smooth(logits, targets, 0.1).item() == pytest.approx(0.803109, abs=1e-6)
+    assert cross_entropy_label_smooth(logits, targets, 0.0).item() == pytest.approx(0.753109, abs=1e-6)
 
 
 def test_cross_entropy_module_sums_classifiers_and_scales():
@@ -57,32 +59,38 @@ HARD = [(2.0, 1.0), (2.0, R2), (3.0, 1.0), (3.0, R2)]
 
 
 def test_batch_hard_triplet_on_four_points():
-    """Hinge and soft-margin batch-hard triplet on the four points above; zero when ids are far apart."""
-    expected = (9.2 - 2 * R2) / 4  # sum of (ap - an + 0.3) = 1.3 + (2.3 - sqrt2) + 2.3 + (3.3 - sqrt2)
-    assert expected == pytest.approx(sum(ap - an + 0.3 for ap, an in HARD) / 4)
-    assert batch_hard_triplet_loss(POINTS, IDS, 0.3).item() == pytest.approx(expected, abs=1e-6)
-    # a margin of 0 with well separated ids gives zero: shift id 1 far away
+    """Hinge and soft-margin batch-hard triplet on the four points above (margin 0.3).
+
+    Hinge, ap - an + 0.3 per anchor: 2 - 1 + 0.3 = 1.3; 2 - 1.414214 + 0.3 = 0.885786;
+    3 - 1 + 0.3 = 2.3; 3 - 1.414214 + 0.3 = 1.885786; mean 6.371573 / 4 = 1.592893.
+    Soft margin, log(1 + e^(ap - an)): log(1 + e) = 1.313262; log(1 + e^0.585786) = log 2.796402 =
+    1.028334; log(1 + e^2) = 2.126928; log(1 + e^1.585786) = log 5.883128 = 1.772089;
+    mean 6.240613 / 4 = 1.560153.
+    """
+    assert triplet_loss(POINTS, IDS, 0.3).item() == pytest.approx(1.592893, abs=1e-6)
+    # id 1 moved 100 to the right: every hardest negative (about 100 away) is farther than the
+    # hardest positive (2 or 3) plus the margin 0.3, so every hinge is 0
     far = POINTS + torch.tensor([[0.0, 0.0], [0.0, 0.0], [100.0, 0.0], [100.0, 0.0]])
-    assert batch_hard_triplet_loss(far, IDS, 0.3).item() == 0.0
-    soft = sum(math.log1p(math.exp(ap - an)) for ap, an in HARD) / 4
-    assert batch_hard_triplet_loss(POINTS, IDS, 0.3, soft_margin=True).item() == pytest.approx(soft, abs=1e-6)
+    assert triplet_loss(far, IDS, 0.3).item() == 0.0
+    assert triplet_loss(POINTS, IDS, 0.3, soft_margin=True).item() == pytest.approx(1.560153, abs=1e-6)
 
 
-def test_triplet_normalised_features_by_hand():
-    """normalize=True: distances between the L2-normalised features.
+def test_triplet_norm_feat_uses_cosine_distance_by_hand():
+    """norm_feat=True: fast-reid's cosine distance 2 - 2 cos (not its square root).
 
     u0 = (1, 0), u1 = (0, 1), u2 = (1, 1) / sqrt2, u3 = (-1, 0); ids 0, 0, 1, 1.
-    d01 = d13 = sqrt2 = 1.414214, d02 = d12 = sqrt(2 - sqrt2) = 0.765367, d03 = 2,
-    d23 = sqrt(2 + sqrt2) = 1.847759. Hardest positive - hardest negative + 0.3 per anchor:
-    0: 1.414214 - 0.765367 + 0.3 = 0.948847; 1: the same, 0.948847;
-    2: 1.847759 - 0.765367 + 0.3 = 1.382392; 3: 1.847759 - 1.414214 + 0.3 = 0.733545.
-    Mean = 4.013631 / 4 = 1.003408.
+    d01 = d13 = 2, d02 = d12 = 2 - sqrt2 = 0.585786, d03 = 4, d23 = 2 + sqrt2 = 3.414214.
+    Hardest positive - hardest negative + 0.3 per anchor:
+    0: 2 - 0.585786 + 0.3 = 1.714214; 1: the same; 2: 3.414214 - 0.585786 + 0.3 = 3.128427;
+    3: 3.414214 - 2 + 0.3 = 1.714214. Mean = 8.271068 / 4 = 2.067767.
     """
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
     ids = torch.tensor([0, 0, 1, 1])
-    assert batch_hard_triplet_loss(feats, ids, 0.3, normalize=True).item() == pytest.approx(1.003408, abs=2e-6)
-    # without normalisation the raw distances differ (d23 = sqrt(5) = 2.236068, d02 = 1, ...)
-    assert batch_hard_triplet_loss(feats, ids, 0.3).item() != pytest.approx(1.003408, abs=1e-3)
+    assert triplet_loss(feats, ids, 0.3, norm_feat=True).item() == pytest.approx(2.067767, abs=2e-6)
+    # without normalisation, the raw distances: d01 = d13 = sqrt2, d02 = d12 = 1, d03 = 2,
+    # d23 = sqrt5 = 2.236068; per anchor 1.414214 - 1 + 0.3 = 0.714214 (anchors 0 and 1),
+    # 2.236068 - 1 + 0.3 = 1.536068, 2.236068 - 1.414214 + 0.3 = 1.121854; mean 4.086350 / 4 = 1.021587
+    assert triplet_loss(feats, ids, 0.3).item() == pytest.approx(1.021587, abs=2e-6)
 
 
 def test_triplet_module_sums_feature_lists_and_scales():

@@ -9,16 +9,19 @@ import sys
 import numpy as np
 from PIL import Image
 
+from training_checks import assert_trained
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BAGTRICKS = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
 CLIPREID = os.path.join(REPO, "projects", "CLIPReID", "configs", "synthetic", "cnn_clipreid_tiny.yml")
-# tiny data, 64x32 images, one epoch per phase, CPU: the whole benchmark runs in well under a minute
+# tiny data, 64x32 images, two epochs of the main loop (the training checks compare the first and
+# the last), one of stage 1, CPU: the whole benchmark runs in about a minute
 TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "6",
         "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "2",
         "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[64, 32]",
         "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]", "INPUT.PADDING.SIZE", "2",
-        "SOLVER.MAX_EPOCHS", "1", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.CHECKPOINT_PERIOD", "1",
-        "TEST.EVAL_PERIOD", "1", "TEST.IMS_PER_BATCH", "32", "TEST.RERANK.K1", "5", "TEST.RERANK.K2", "2",
+        "SOLVER.MAX_EPOCHS", "2", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "SOLVER.WARMUP_EPOCHS", "0", "TEST.EVAL_PERIOD", "2", "TEST.IMS_PER_BATCH", "32", "TEST.RERANK.K1", "5", "TEST.RERANK.K2", "2",
         "CLIPREID.STAGE1.MAX_EPOCHS", "1", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
 
 
@@ -57,6 +60,8 @@ def test_benchmark_runs_two_methods_then_collects(tmp_path):
     img = np.asarray(Image.open(out / "benchmark.png").convert("RGB"))
     assert img.shape[0] >= 300 and img.shape[1] >= 400 and img.std() > 10  # drawn, not blank
     assert "bagtricks_R18" in p.stdout and "clipreid" in p.stdout
+    for method in ("bagtricks_R18", "clipreid"):
+        assert_trained(str(out / method / "SyntheticReID"), modules=["backbone"])
 
     # --collect rebuilds the same table from the folders; a run never made shows as missing
     (out / "benchmark.csv").unlink()
@@ -103,9 +108,11 @@ def test_demo_table_and_chart_show_the_untrained_model(tmp_path, monkeypatch):
     with open(out / "demo_results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and 0 <= float(rows[0]["mAP_untrained"]) <= 100 and 0 <= float(rows[0]["mAP"]) <= 100
+    assert_trained(str(out / "bagtricks" / "SyntheticReID"), modules=["backbone"])
     from clipreid_plugin.comparison import chart_figure, collect_run
 
     labels = [c.get_label() for c in chart_figure([collect_run(str(out / "bagtricks" / "SyntheticReID"))]).axes[0].containers]
     assert labels == ["mAP untrained", "mAP", "Rank-1 untrained", "Rank-1"]
     with Image.open(out / "demo_results.png") as im:
         assert im.format == "PNG"
+    assert (out / "report.html").is_file()  # the demo ends by printing its path

@@ -58,9 +58,9 @@ def test_pk_is_deterministic_per_seed_and_epoch():
 
 @pytest.mark.parametrize("cls", [PKSampler, RandomSampler])
 def test_two_ranks_get_disjoint_equal_shares_of_the_epoch(cls):
-    full = cls(PIDS, 16, 4, seed=5).global_epoch_indices(2)
-    r0 = cls(PIDS, 16, 4, seed=5, rank=0, world_size=2).epoch_indices(2)
-    r1 = cls(PIDS, 16, 4, seed=5, rank=1, world_size=2).epoch_indices(2)
+    full = cls(pids=PIDS, batch_size=16, num_instance=4, seed=5).global_epoch_indices(2)
+    r0 = cls(pids=PIDS, batch_size=16, num_instance=4, seed=5, rank=0, world_size=2).epoch_indices(2)
+    r1 = cls(pids=PIDS, batch_size=16, num_instance=4, seed=5, rank=1, world_size=2).epoch_indices(2)
     assert len(r0) == len(r1) == len(full) // 2 and len(r0) % 8 == 0
     for g, batch in enumerate(_batches(full, 16)):  # rank r: its half of every global batch
         assert r0[g * 8:(g + 1) * 8] == batch[:8] and r1[g * 8:(g + 1) * 8] == batch[8:]

@@ -11,6 +11,7 @@ from clipreid_plugin.utils.checkpoint import Checkpointer, CheckpointError, load
 from clipreid_plugin.utils.file_io import atomic_write
 
 from toy_engine import ToyLoader, ToyTrainer, toy_cfg
+from training_checks import assert_weights_moved
 
 
 class _Recorder(HookBase):
@@ -95,8 +96,12 @@ def test_resume_after_interruption_reaches_identical_weights_and_metrics(tmp_pat
     # uninterrupted reference run
     ref = ToyTrainer(toy_cfg(tmp_path / "ref"))
     ref.resume_or_load(resume=True)
+    initial = _final_weights(ref)
     ref_results = ref.train()
     ref_w = _final_weights(ref)
+    # it trained (the toy's labels are random, so its loss need not fall): equal weights below mean
+    # the resumed run repeated the training, not that neither moved
+    assert_weights_moved(initial, ref_w, modules=["fc"])
 
     # same run, killed in the middle of epoch 3 (after the epoch-2 checkpoint)
     class Killer(HookBase):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clipreid_plugin.engine import OptimizationStep
-from clipreid_plugin.modeling.losses import batch_hard_triplet_loss, cross_entropy_label_smooth
+from clipreid_plugin.modeling.losses import triplet_loss, cross_entropy_label_smooth
 from clipreid_plugin.plugins.clipreid.losses import supcon_loss
 
 HALF = [torch.float16, torch.bfloat16]
@@ -25,10 +25,10 @@ def _batch_with_duplicates(std: float, seed: int = 0):
 @pytest.mark.parametrize("std", [1.0, 10.0])
 def test_triplet_loss_is_fp32_exact_and_finite_under_autocast(dtype, std):
     feats, ids = _batch_with_duplicates(std)
-    plain = batch_hard_triplet_loss(feats, ids, 0.3)
+    plain = triplet_loss(feats, ids, 0.3)
     (g_plain,) = torch.autograd.grad(plain, feats)
     with torch.autocast("cpu", dtype=dtype):
-        mixed = batch_hard_triplet_loss(feats, ids, 0.3)
+        mixed = triplet_loss(feats, ids, 0.3)
     (g_mixed,) = torch.autograd.grad(mixed, feats)
     # computed in fp32 whatever the autocast state: the very same number, finite gradients
     assert mixed.dtype == torch.float32 and mixed.item() == plain.item()
@@ -45,10 +45,10 @@ def test_triplet_loss_is_fp32_exact_and_finite_under_autocast(dtype, std):
 def test_half_precision_features_are_upcast_before_the_loss(dtype):
     feats, ids = _batch_with_duplicates(10.0)
     half = feats.detach().to(dtype).requires_grad_(True)
-    loss = batch_hard_triplet_loss(half, ids, 0.3)
+    loss = triplet_loss(half, ids, 0.3)
     (grad,) = torch.autograd.grad(loss, half)
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(grad).all()
-    assert loss.item() == batch_hard_triplet_loss(half.detach().float(), ids, 0.3).item()
+    assert loss.item() == triplet_loss(half.detach().float(), ids, 0.3).item()
 
 
 @pytest.mark.parametrize("dtype", HALF)

@@ -13,18 +13,26 @@ import pytest
 import torch
 
 from mini_trees import make_market, make_veri
+from training_checks import assert_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, "projects", "CLIPReID", "configs")
 TINY = ["SOLVER.MAX_EPOCHS", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2",
         "SOLVER.IMS_PER_BATCH", "16", "TEST.IMS_PER_BATCH", "16", "CLIPREID.STAGE1.MAX_EPOCHS", "2",
-        "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"]
+        "CLIPREID.STAGE1.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+        # the base LR from the first step: two epochs inside the configs' 5 to 10 warm-up epochs (from
+        # 1% of it) move the weights too little for the training checks to see the loss fall
+        "SOLVER.WARMUP_EPOCHS", "0"]
 
 
 def tiny_clip(kind):
-    """Overrides that replace the configs' OpenAI CLIP by the plugin's tiny config, randomly initialised."""
+    """Overrides that replace the configs' OpenAI CLIP by the plugin's tiny config, randomly initialised.
+
+    The ViT configs' base LR, 5e-6, fine-tunes OpenAI's weights; a random tiny ViT barely moves at
+    it in two epochs, so it trains at the CNN configs' 3.5e-4."""
+    lr = ["SOLVER.BASE_LR", "3.5e-4"] if kind == "vit" else []
     return ["MODEL.BACKBONE.PRETRAIN", "False", "CLIPREID.BACKBONE.MODEL_NAME",
-            {"vit": "ReID-Tiny-ViT-16", "rn": "ReID-Tiny-RN"}[kind]]
+            {"vit": "ReID-Tiny-ViT-16", "rn": "ReID-Tiny-RN"}[kind]] + lr
 
 
 def reference_tiny_weights(reference_dir, kind):
@@ -58,6 +66,7 @@ def test_veri_vit_runs_both_phases_and_evaluates(tmp_path):
     assert set(results) == {"VeRi"} and 0 <= results["VeRi"]["mAP"] <= 100
     losses = [json.loads(l) for l in open(out / "metrics.json")]
     assert any("loss_i2t" in r for r in losses)  # stage 2 used the frozen text features
+    assert_trained(str(out), modules=["backbone"])
 
 
 def test_person_cnn_clipreid_runs_both_phases(tmp_path):
@@ -70,6 +79,7 @@ def test_person_cnn_clipreid_runs_both_phases(tmp_path):
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert "CLASS_WORD: person" in open(out / "config.yaml").read()
     assert set(json.load(open(out / "results.json"))) == {"Market1501"}
+    assert_trained(str(out), modules=["backbone"])
 
 
 def _trainer(root, out, *extra):
@@ -100,9 +110,12 @@ def test_resume_inside_stage1_reaches_the_same_prompts(tmp_path):
     ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
     ref = _trainer(root, ref_dir, "SOLVER.MAX_EPOCHS", "0")  # stage 1 alone
     ref.resume_or_load(resume=True)
+    initial = {k: v.clone() for k, v in ref.model.state_dict().items()}
     ref.train()
     ref_ctx, ref_text = _text_side(ref)
     assert ref.model.has_text_features()
+    # stage 1 trained the prompts (and nothing of the image side)
+    assert_trained(ref_dir, phase="stage1", modules=["text_head.prompt_learner"], before=initial)
 
     # the state a kill after stage-1 epoch 2 leaves on disk: the epoch-2 checkpoint is the last one
     run = _trainer(root, run_dir, "SOLVER.MAX_EPOCHS", "0")
@@ -127,6 +140,7 @@ def test_resume_inside_stage1_reaches_the_same_prompts(tmp_path):
     assert torch.equal(_text_side(stage2)[0], ref_ctx)
     stage2.train()
     assert torch.equal(_text_side(stage2)[0], ref_ctx)  # stage 2 never changes the prompts
+    assert_trained(str(tmp_path / "s2"), modules=["backbone"])
     assert not os.path.exists(os.path.join(str(tmp_path / "s2"), "model_stage1_final.pth"))
 
 
@@ -148,6 +162,7 @@ def test_clip_baseline_configs_train_on_synthetic(tmp_path, method, kind):
     records = [json.loads(l) for l in open(out / "metrics.json")]
     assert any("loss_cls" in r and "loss_triplet" in r for r in records)
     assert not any("loss_i2t" in r for r in records)  # the baseline has no text side
+    assert_trained(str(out), modules=["backbone"])
 
 
 def test_reference_checkpoint_evaluates_with_eval_only(tmp_path, reference_dir):

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from training_checks import assert_loss_fell, assert_trained
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MY_PLUGIN = '''
@@ -45,7 +47,7 @@ from clipreid_plugin.utils.checkpoint import unwrap_model
 def add_my_plugin_config(cfg):
     cfg.MY_PLUGIN = CN()
     cfg.MY_PLUGIN.WIDTH = 16
-    cfg.MY_PLUGIN.WARMUP_EPOCHS = 1
+    cfg.MY_PLUGIN.WARMUP_EPOCHS = 2
     cfg.MY_PLUGIN.CAMERAS_PER_BATCH = 2  # the sampler's own key
 
 
@@ -155,7 +157,7 @@ class HeadWarmupHook(PhaseHook):
             print("HeadWarmupHook: already done", flush=True)
             return
         model = unwrap_model(self.trainer.model)
-        optimizer = torch.optim.SGD(model.heads.neck.classifier.parameters(), lr=0.1)
+        optimizer = torch.optim.SGD([model.heads.weight], lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
         scheduler.unit = "epoch"
         self.run_loop(model, self.trainer.data_loader, optimizer, scheduler, start_epoch=0)
@@ -203,7 +205,7 @@ DATASETS: {{NAMES: [TinyFolderReID], TESTS: [TinyFolderReID], ROOT_DIR: {tmp_pat
 TRAINER: {{HOOKS: [HeadWarmupHook]}}
 INPUT: {{SIZE_TRAIN: [32, 16], SIZE_TEST: [32, 16], PADDING: {{SIZE: 2}}}}
 DATALOADER: {{NUM_WORKERS: 0, NUM_INSTANCE: 2, SAMPLER: CameraBalancedSampler}}
-SOLVER: {{MAX_EPOCHS: 2, IMS_PER_BATCH: 8, CHECKPOINT_PERIOD: 2, WARMUP_EPOCHS: 1, STEPS_EPOCHS: [5], LOG_PERIOD_ITERS: 1}}
+SOLVER: {{MAX_EPOCHS: 2, IMS_PER_BATCH: 8, CHECKPOINT_PERIOD: 1, WARMUP_EPOCHS: 1, STEPS_EPOCHS: [5], LOG_PERIOD_ITERS: 1}}
 TEST: {{EVAL_PERIOD: 2, IMS_PER_BATCH: 8, EVALUATOR: CountingReidEvaluator}}
 OUTPUT_DIR: {out}
 """)
@@ -218,10 +220,14 @@ OUTPUT_DIR: {out}
     assert results["TinyFolderReID"]["images_seen"] == 3 + 6  # the plugin's evaluator: query + gallery
     assert "CameraBalancedSampler: epoch 1 batch cameras [4, 4]" in p.stdout  # the plugin's sampler, its key
     log = (out / "log.txt").read_text()
-    assert "Training schedule: head_warmup 1 epoch, then main 2 epochs" in log
+    assert "Training schedule: head_warmup 2 epochs, then main 2 epochs" in log
     records = [json.loads(line) for line in open(out / "metrics.json")]
     assert any(r.get("phase") == "head_warmup" and "loss_cls" in r for r in records)
     assert any("phase" not in r and "loss_center" in r for r in records)
+    # both loops trained: the plugin's phase (the classifier alone) and the main loop (the plugin's
+    # backbone and the README's centers, in their own parameter group)
+    assert_loss_fell(str(out), phase="head_warmup")
+    assert_trained(str(out), modules=["backbone", "losses.2.centers"])
     saved = (out / "config.yaml").read_text()
     assert "MY_PLUGIN" in saved and re.search(r"CENTER_LOSS:\n\s+LR: 0.5\n\s+SCALE: 0.001", saved)
     assert str(tmp_path / "center_loss.py") in saved and str(tmp_path / "my_plugin.py") in saved
@@ -235,9 +241,9 @@ OUTPUT_DIR: {out}
 
     # --resume finds the phase's checkpoint although its name has an underscore: with the main
     # loop's checkpoints gone, the run continues from model_head_warmup_final.pth, phase done.
-    for name in ("model_final.pth", "model_0002.pth", "last_checkpoint", "results.json"):
-        if (out / name).exists():
-            (out / name).unlink()
+    for path in [*out.glob("model_0*.pth"), out / "model_final.pth", out / "last_checkpoint", out / "results.json"]:
+        if path.exists():
+            path.unlink()
     p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
                         str(tmp_path / "run.yml"), "--resume"], cwd=tmp_path, capture_output=True, text=True,
                        env=env, timeout=300)

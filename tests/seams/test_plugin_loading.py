@@ -202,8 +202,8 @@ def test_data_dependent_keys_are_filled_only_when_empty():
 
 def test_config_messages():
     cfg = get_cfg()
-    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.WARMUP_EPOCHS, "
-                                          r"SOLVER.STEPS_EPOCHS\.$"):  # each key once
+    with pytest.raises(ConfigError, match=r"Closest valid keys: SOLVER.MAX_EPOCHS, SOLVER.DELAY_EPOCHS, "
+                                          r"SOLVER.WARMUP_EPOCHS\.$"):  # each key once
         cfg.merge_from_list(["SOLVER.MAX_EPOCH", "3"])
     with pytest.raises(ConfigError, match=r"'SOLVER.MAX_EPOCHS' expects a int \(default 120\), got str 'ten'"):
         cfg.merge_from_list(["SOLVER.MAX_EPOCHS", "ten"])
@@ -236,3 +236,25 @@ def test_a_resnet_run_imports_no_plugin_and_no_open_clip(tmp_path):
     p = _python(code, tmp_path)
     assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "0 []", p.stdout[-2000:] + p.stderr[-2000:]
     assert "CLIPREID" not in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_checkpoint_reactivates_its_plugins_and_a_moved_plugin_file_is_named(tmp_path):
+    """A checkpoint stores its config, PLUGINS included: loading it activates them. When a plugin file
+    is gone the error names that file and the override that gives its new place, which then works."""
+    import torch
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _plugin(tmp_path / "a", "moving_plugin", "K", 1)
+    cfg = load_cfg("", ["PLUGINS", f"['{tmp_path / 'a' / 'moving_plugin.py'}']", "MOVING_PLUGIN.K", "2"])
+    ckpt = tmp_path / "model_final.pth"
+    torch.save({"model": {}, "metadata": {"config": cfg.dump()}}, ckpt)  # what the Checkpointer stores
+    assert load_cfg(str(ckpt)).MOVING_PLUGIN.K == 2  # activated from the .pth alone
+
+    (tmp_path / "a" / "moving_plugin.py").rename(tmp_path / "b" / "moving_plugin.py")
+    with pytest.raises(PluginError, match=r"model_final.pth was trained with the plugin file .*a/moving_plugin.py, "
+                                          r"which no longer exists: restore it, or give its new place with the "
+                                          r"override PLUGINS"):
+        load_cfg(str(ckpt))
+    moved = load_cfg(str(ckpt), ["PLUGINS", f"['{tmp_path / 'b' / 'moving_plugin.py'}']"])
+    assert moved.MOVING_PLUGIN.K == 2 and list(moved.PLUGINS) == [str(tmp_path / "b" / "moving_plugin.py")]

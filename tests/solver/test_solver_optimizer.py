@@ -159,7 +159,7 @@ def test_fused_kernels_are_chosen_by_device_and_setting():
 def test_bad_optimizer_settings_give_clear_errors():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER_NAME = "Adamw"
-    with pytest.raises(ValueError, match=r"Unknown optimizer 'Adamw'.*Adam, AdamW, SGD"):
+    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER_NAME: No object named 'Adamw'.*Registered names: Adam, AdamW, SGD"):
         build_optimizer(cfg, nn.Linear(2, 2))
     cfg.SOLVER.OPTIMIZER_NAME = "SGD"
     cfg.SOLVER.NESTEROV = True

@@ -12,6 +12,8 @@ import sys
 import pytest
 import torch
 
+from training_checks import assert_trained
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 FAULT_PLUGIN = os.path.join(REPO, "tests", "engine", "fault_plugin.py")
@@ -57,6 +59,7 @@ def reference(tmp_path_factory):
     p = _torchrun(["--standalone", "--nproc-per-node", "2"], root / "data", root / "out")
     log, _ = p.communicate(timeout=600)
     assert p.returncode == 0, log[-3000:]
+    assert_trained(str(root / "out"), modules=["backbone", "heads"])  # else equal weights prove nothing
     return root / "data", _final_weights(root / "out")
 
 

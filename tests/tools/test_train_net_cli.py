@@ -1,4 +1,5 @@
-"""tools/train_net.py end to end (subprocess) on a small SyntheticReID."""
+"""tools/train_net.py end to end on a small SyntheticReID: a training run and --eval-only in a
+subprocess (the command a user runs), argument and config errors in-process through cli()."""
 
 import json
 import os
@@ -6,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
+import train_net  # tools/train_net.py (tools/ is on the test path)
+from training_checks import assert_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
@@ -42,6 +46,7 @@ def test_train_writes_config_checkpoints_metrics_and_results(trained_run):
     metrics = results["SyntheticReID"]
     assert 0.0 <= metrics["mAP"] <= 100.0 and 0.0 <= metrics["Rank-1"] <= 100.0
     assert "Rank-1" in p.stdout and "mAP" in p.stdout  # the results table was printed
+    assert_trained(str(out), modules=["backbone", "heads"])
 
 
 def test_eval_only_reproduces_the_final_evaluation(trained_run):
@@ -55,25 +60,30 @@ def test_eval_only_reproduces_the_final_evaluation(trained_run):
     assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-6) and a["Rank-1"] == pytest.approx(b["Rank-1"], abs=1e-6)
 
 
-def test_config_typo_is_a_one_line_error(tmp_path):
-    p = run(["--config-file", os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"), "SOLVER.BASE_LRR", "0.1"],
-            cwd=tmp_path)
-    assert p.returncode == 2
-    assert "SOLVER.BASE_LRR" in p.stderr and "SOLVER.BASE_LR" in p.stderr
-    assert "Traceback" not in p.stderr
+def test_config_typo_is_a_one_line_error(tmp_path, capsys):
+    """In-process through cli(), the code path of the script: exit code 2, one line, no traceback."""
+    code = train_net.cli(["--config-file", os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"),
+                          "SOLVER.BASE_LRR", "0.1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "SOLVER.BASE_LRR" in err and "SOLVER.BASE_LR" in err
+    assert "Traceback" not in err
 
 
-def test_missing_dataset_folder_shows_expected_layout(tmp_path):
-    p = run(["--config-file", os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"),
-             "DATASETS.NAMES", "('Market1501',)", "DATASETS.TESTS", "('Market1501',)",
-             "DATASETS.ROOT_DIR", str(tmp_path / "nowhere"), "OUTPUT_DIR", str(tmp_path / "o")], cwd=tmp_path)
-    assert p.returncode == 2, p.stderr[-2000:]
-    assert "bounding_box_train" in p.stderr and "Traceback" not in p.stderr
+def test_missing_dataset_folder_shows_expected_layout(tmp_path, capsys):
+    code = train_net.cli(["--config-file", os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"),
+                          "DATASETS.NAMES", "('Market1501',)", "DATASETS.TESTS", "('Market1501',)",
+                          "DATASETS.ROOT_DIR", str(tmp_path / "nowhere"), "OUTPUT_DIR", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "bounding_box_train" in err and "Traceback" not in err
 
 
-def test_help_explains_flags():
-    p = subprocess.run([sys.executable, TRAIN_NET, "--help"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0
+def test_help_explains_flags(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_net.cli(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
     for flag in ("--config-file", "--eval-only", "--resume", "--num-gpus", "--num-machines", "--machine-rank",
                  "--dist-url"):
-        assert flag in p.stdout
+        assert flag in out

@@ -8,12 +8,13 @@ import sys
 import torch
 
 from test_train_net_cli import REPO, SMALL, TRAIN_NET
+from training_checks import assert_trained
 
 
 def _args(root, out):
     return ["--config-file", os.path.join(REPO, "configs/SyntheticReID/bagtricks_R18.yml"),
-            "DATASETS.ROOT_DIR", str(root / "data"), "OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCHS", "1",
-            "TEST.EVAL_PERIOD", "1"] + SMALL
+            "DATASETS.ROOT_DIR", str(root / "data"), "OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCHS", "2",
+            "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2"] + SMALL
 
 
 def _check(out):
@@ -25,6 +26,8 @@ def _check(out):
     assert main_log.count("Evaluation results") == 1 and "Evaluation results" not in rank1_log
     sd = torch.load(out / "model_final.pth", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+    # the gradients were reduced and applied: the loss (logged over both ranks) fell, weights moved
+    assert_trained(str(out), modules=["backbone", "heads"])
 
 
 def test_num_gpus_two_cpu_processes(tmp_path):

@@ -39,7 +39,7 @@ def test_clip_sie_export_takes_camera_ids(tmp_path):
     """A CLIP baseline with camera SIE (the plugin's tiny ViT, random init) exports with a camera-id
     input and flip averaging; onnxruntime gives the PyTorch embedding, and the ids change it."""
     ort = ort_or_skip()
-    cfg = tiny_cfg(**{"MODEL.META_ARCHITECTURE": "CLIPBaseline", "MODEL.BACKBONE.NAME": "build_clip_backbone",
+    cfg = tiny_cfg(**{"PLUGINS": "['clipreid_plugin.plugins.clipreid']", "MODEL.META_ARCHITECTURE": "CLIPBaseline", "MODEL.BACKBONE.NAME": "build_clip_backbone",
                       "MODEL.BACKBONE.PRETRAIN": False, "CLIPREID.BACKBONE.MODEL_NAME": "ReID-Tiny-ViT-16",
                       "CLIPREID.BACKBONE.SIE_CAMERA": True,
                       "CLIPREID.BACKBONE.NUM_CAMERAS": 3, "CLIPREID.BACKBONE.NUM_VIEWS": 1,

@@ -3,8 +3,6 @@
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from PIL import Image
 
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
+from clipreid_plugin.utils.cli import run_tool
 
 from usertools_cfg import REPO, SIZE
 
@@ -128,8 +127,10 @@ def test_extract_and_search_command_lines(checkpoint, image_folder, tmp_path, ca
         assert im.format == "PNG" and im.size[0] > im.size[1]
 
 
-def test_search_command_line_error_is_one_line(tmp_path):
-    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", "search.py"), "--gallery",
-                        str(tmp_path / "missing.npz"), "--query-feats", str(tmp_path / "q.npz")],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and "missing.npz not found" in p.stderr and "Traceback" not in p.stderr
+def test_search_command_line_error_is_one_line(tmp_path, capsys):
+    """In-process through run_tool, what the script's __main__ runs: exit code 2, one line."""
+    search_tool = load_tool("search")
+    code = run_tool(lambda: search_tool.main(["--gallery", str(tmp_path / "missing.npz"), "--query-feats",
+                                              str(tmp_path / "q.npz")]))
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.npz not found" in err and "Traceback" not in err

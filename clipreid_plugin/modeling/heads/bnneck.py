@@ -5,18 +5,21 @@ from torch import nn
 
 from clipreid_plugin.utils.errors import ConfigError
 
-from .build import HEAD_REGISTRY
-
-__all__ = ["BNNeck", "EmbeddingHead", "NECK_FEATS", "check_neck_feat"]
+__all__ = ["BNNeck", "NECK_FEATS", "EVAL_FEATS", "check_neck_feat"]
 
 NECK_FEATS = ("before", "after")
+EVAL_FEATS = ("after", "before")
 
 
 def check_neck_feat(value: str) -> str:
-    """Returns: ``value`` if it is a valid ``MODEL.HEADS.NECK_FEAT``; else ConfigError."""
+    """Returns: ``value`` if it is a valid ``MODEL.HEADS.NECK_FEAT``; else ConfigError.
+
+    :class:`~.embedding_head.EmbeddingHead` reads the key as fast-reid does: the feature the
+    metric losses see in training (the evaluation feature is ``MODEL.HEADS.EVAL_FEAT``).
+    """
     if value not in NECK_FEATS:
-        raise ConfigError(f"MODEL.HEADS.NECK_FEAT must be 'before' (pre-BN test feature) or 'after' "
-                          f"(post-BNNeck), got {value!r}.")
+        raise ConfigError(f"MODEL.HEADS.NECK_FEAT must be 'before' (pre-BN feature) or 'after' "
+                          f"(post-BNNeck feature), got {value!r}.")
     return value
 
 
@@ -52,47 +55,3 @@ class BNNeck(nn.Module):
         bn_feat = self.bn(feat)
         logits = self.classifier(bn_feat) if (self.training and self.classifier is not None) else None
         return bn_feat, logits
-
-
-@HEAD_REGISTRY.register()
-class EmbeddingHead(nn.Module):
-    """Global pooling + BNNeck: the bag-of-tricks head for CNN feature maps.
-
-    Config: ``MODEL.HEADS.{NUM_CLASSES, POOL_LAYER, NECK_FEAT, CLS_INIT_STD}``.
-
-    Args:
-        cfg: the config.
-        in_dim: channels of the backbone's feature map.
-    """
-
-    def __init__(self, cfg, in_dim: int):
-        super().__init__()
-        self.pool = cfg.MODEL.HEADS.POOL_LAYER
-        if self.pool not in ("avg", "max", "gem"):
-            raise ConfigError(f"MODEL.HEADS.POOL_LAYER must be 'avg', 'max' or 'gem', got {self.pool!r}.")
-        self.neck_feat = check_neck_feat(cfg.MODEL.HEADS.NECK_FEAT)
-        self.neck = BNNeck(in_dim, cfg.MODEL.HEADS.NUM_CLASSES, cfg.MODEL.HEADS.CLS_INIT_STD)
-        self.out_dim = in_dim
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            return x
-        if self.pool == "avg":
-            return x.mean(dim=(2, 3))
-        if self.pool == "max":
-            return x.amax(dim=(2, 3))
-        return x.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1.0 / 3)  # GeM, p = 3
-
-    def forward(self, x: torch.Tensor):
-        """Args: x (B, C, H, W) feature map or (B, C) pooled feature.
-
-        Returns:
-            Training: dict with ``feat`` (the pre-BN feature), ``cls_outputs`` [logits] and
-            ``triplet_features`` [feat].
-            Eval: the embedding (B, C), post-BN when NECK_FEAT is "after", else pre-BN.
-        """
-        feat = self._pool(x)
-        bn_feat, logits = self.neck(feat)
-        if self.training:
-            return {"feat": feat, "cls_outputs": [logits], "triplet_features": [feat]}
-        return bn_feat if self.neck_feat == "after" else feat

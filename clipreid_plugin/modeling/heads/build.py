@@ -1,6 +1,6 @@
 """Head registry: a head maps backbone features to embeddings and class scores.
 
-A head class may declare ``HEAD_KIND``: ``"feature"`` (the default; built as ``cls(cfg, in_dim)``
+A head class may declare ``HEAD_KIND``: ``"feature"`` (the default; built as ``cls(cfg, in_dim=...)``
 and called on the backbone's feature) or another kind such as the CLIP-ReID plugin's
 ``"text"`` heads, which map identity labels to text features. A meta-architecture asks for
 the kind it can use, so a head of the wrong kind fails when the model is built.

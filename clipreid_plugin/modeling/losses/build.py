@@ -11,6 +11,10 @@ weight from the config; a loss with keys of its own registers them
 give them a parameter group of their own (``optimizer_overrides``, see
 :mod:`clipreid_plugin.solver.optimizer`). Adding a loss is one file plus its name in
 ``MODEL.LOSSES.NAMES``.
+
+A loss that consumes one output list declares it as ``reads`` (``"cls_outputs"`` or
+``"triplet_features"``): a multi-branch meta-architecture (MGN) then calls it once per branch
+with a one-entry list and weights each result.
 """
 
 from torch import nn

@@ -102,10 +102,25 @@ class Baseline(nn.Module):
             Training: ``{"loss_<name>": scalar}`` from every loss, already weighted.
             Eval: the head's embedding (B, D).
         """
-        images, camids, viewids = backbone_inputs(self.backbone, batch, self.device)
-        features = check_backbone_output(self.backbone(images, camids, viewids), self.backbone)
-        outputs = self.heads(features.feature)
         if not self.training:
-            return outputs
+            return self.heads(self.backbone_feature(batch))
+        outputs, targets = self.training_outputs(batch)
+        return self.losses_of(outputs, targets)
+
+    def backbone_feature(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns: the backbone's main feature of the batch's images."""
+        images, camids, viewids = backbone_inputs(self.backbone, batch, self.device)
+        return check_backbone_output(self.backbone(images, camids, viewids), self.backbone).feature
+
+    def training_outputs(self, batch: Dict[str, torch.Tensor]):
+        """The head's training outputs (what the losses read) and the targets, on the model's device.
+
+        Returns:
+            (outputs dict, targets (B,)).
+        """
         targets = batch["targets"].to(self.device, non_blocking=True)
+        return self.heads(self.backbone_feature(batch), targets=targets), targets
+
+    def losses_of(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Returns: the weighted losses of :meth:`training_outputs`' dict."""
         return apply_losses(self.losses, outputs, targets)

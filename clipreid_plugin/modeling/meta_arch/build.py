@@ -4,6 +4,7 @@ import logging
 
 import torch
 
+from clipreid_plugin.utils.env import resolve_device
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
@@ -41,8 +42,6 @@ def build_model(cfg) -> torch.nn.Module:
     Returns:
         nn.Module: the model, moved to its device.
     """
-    from clipreid_plugin.utils.env import resolve_device
-
     if weights_replace_pretrained(cfg) and cfg.MODEL.BACKBONE.PRETRAIN:
         logging.getLogger(__name__).info(f"MODEL.WEIGHTS ({cfg.MODEL.WEIGHTS}) holds every tensor: the pretrained "
                                          f"backbone file is not read.")

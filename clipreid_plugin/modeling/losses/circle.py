@@ -1,0 +1,68 @@
+"""fast-reid's pairwise circle loss (Sun et al. 2020) on the metric feature.
+
+Similarities ``s = cos(f_i, f_j)``; per anchor, over its positives (self excluded) and negatives:
+``softplus(logsumexp_p(-g a_p (s_p - (1 - m))) + logsumexp_n(g a_n (s_n - m)))`` with the
+self-paced weights ``a_p = max(1 + m - s_p, 0)``, ``a_n = max(s_n + m, 0)`` taken as constants;
+averaged over anchors. ``m`` = ``MODEL.LOSSES.CIRCLE.MARGIN``, ``g`` = ``GAMMA``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipreid_plugin.config import configurable
+
+from .build import LOSS_REGISTRY
+from .precision import full_precision
+
+__all__ = ["pair_masks", "pairwise_circle_loss", "CircleLoss"]
+
+# logit given to the pairs a row leaves out (fast-reid's constant): exp() of it is 0
+_EXCLUDED = -99999999.0
+
+
+def pair_masks(sim: torch.Tensor, targets: torch.Tensor):
+    """Returns: (is_pos, is_neg) float (N, N) masks; is_pos excludes the diagonal (self pairs)."""
+    n = sim.size(0)
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    is_pos = same.to(sim.dtype) - torch.eye(n, dtype=sim.dtype, device=sim.device)
+    return is_pos, (~same).to(sim.dtype)
+
+
+def pairwise_circle_loss(feats: torch.Tensor, targets: torch.Tensor, margin: float, gamma: float) -> torch.Tensor:
+    """The pairwise circle loss of the module docstring. Returns: scalar, fp32 or wider."""
+    with full_precision(feats) as (feats,):
+        feats = F.normalize(feats, dim=1)
+        sim = torch.matmul(feats, feats.t())
+        is_pos, is_neg = pair_masks(sim, targets)
+        s_p, s_n = sim * is_pos, sim * is_neg
+        alpha_p = (-s_p.detach() + 1 + margin).clamp(min=0.0)
+        alpha_n = (s_n.detach() + margin).clamp(min=0.0)
+        logit_p = -gamma * alpha_p * (s_p - (1 - margin)) + _EXCLUDED * (1 - is_pos)
+        logit_n = gamma * alpha_n * (s_n - margin) + _EXCLUDED * (1 - is_neg)
+        return F.softplus(torch.logsumexp(logit_p, dim=1) + torch.logsumexp(logit_n, dim=1)).mean()
+
+
+@LOSS_REGISTRY.register()
+class CircleLoss(nn.Module):
+    """Pairwise circle loss summed over ``outputs["triplet_features"]``, times ``SCALE``.
+
+    Config: ``MODEL.LOSSES.CIRCLE.{MARGIN, GAMMA, SCALE}``.
+    """
+
+    reads = "triplet_features"
+
+    @configurable
+    def __init__(self, *, margin: float = 0.25, gamma: float = 128.0, scale: float = 1.0):
+        super().__init__()
+        self.margin, self.gamma, self.scale = margin, gamma, scale
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.LOSSES.CIRCLE
+        return {"margin": c.MARGIN, "gamma": c.GAMMA, "scale": c.SCALE}
+
+    def forward(self, outputs, targets):
+        """Returns: {"loss_circle": scale * sum over feature lists}."""
+        total = sum(pairwise_circle_loss(f, targets, self.margin, self.gamma) for f in outputs["triplet_features"])
+        return {"loss_circle": total * self.scale}
