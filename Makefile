@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-DEMO_EXTRAS := plots
+DEMO_EXTRAS := plots,tensorboard
 TEST_EXTRAS := dev,onnx,plots,faiss
 
 .PHONY: install demo test clean
@@ -13,8 +13,8 @@ $(VENV)/bin/python:
 
 # pip prints what it collects and its download bars (no --quiet: the first install takes minutes)
 $(VENV)/.installed-demo: setup.py | $(VENV)/bin/python
-	@echo ">>> Installing clipreid_plugin into $(VENV)/ with torch, torchvision, open_clip and matplotlib" \
-	      "(the [$(DEMO_EXTRAS)] extra). First time only: about 3-4 minutes, mostly downloading torch."
+	@echo ">>> Installing clipreid_plugin into $(VENV)/ with torch, torchvision, open_clip, matplotlib and" \
+	      "TensorBoard (the [$(DEMO_EXTRAS)] extras). First time only: about 3-4 minutes, mostly downloading torch."
 	$(PY) -m pip install --progress-bar on -e ".[$(DEMO_EXTRAS)]"
 	touch $@
 

@@ -12,6 +12,14 @@ to show the rate each method converges to.
 """
 
 import argparse
+import os
+import sys
+
+# tools/ holds the process defaults every command line sets before torch loads
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from cli_defaults import set_cli_defaults  # noqa: E402
+
+set_cli_defaults()  # before numpy / torch load OpenMP: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 import numpy as np
 

@@ -24,11 +24,16 @@ import subprocess
 import sys
 import time
 
+# tools/ holds the process defaults every command line sets before torch loads
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from cli_defaults import set_cli_defaults  # noqa: E402
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import numpy as np
 import torch
 
-# The reference-style baseline is development tooling kept outside the installed package.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+# The reference-style baseline is development tooling kept outside the installed package (tools/).
 from parity_harness.reference_eval import (reference_euclidean_distance, reference_eval_func,  # noqa: E402
                                            reference_re_ranking)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,8 @@ processes want the same cores, spinning threads take CPU time from the threads d
 This script measures, in one run, the median time of a ResNet-18 training step (batch 32 of
 128x64 images, Adam: the demo's bag-of-tricks step) with each policy, first with nothing else
 running on purpose, then next to ``--busy`` processes that multiply matrices, and prints the
-ratios. ``tools/demo.py`` sets ``OMP_WAIT_POLICY=PASSIVE`` because of it.
+ratios. Every command line in ``tools/`` and ``benchmarks/`` defaults to ``OMP_WAIT_POLICY=PASSIVE``
+because of it (``tools/cli_defaults.py``).
 
     python benchmarks/omp_wait_policy.py                 # 2 threads, 2 busy processes
     python benchmarks/omp_wait_policy.py --threads 4 --busy 4 --steps 10
@@ -22,6 +23,12 @@ import statistics
 import subprocess
 import sys
 import time
+
+# tools/ holds the process defaults every command line sets before torch loads
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from cli_defaults import set_cli_defaults  # noqa: E402
+
+set_cli_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set; each measurement below sets its own policy
 
 STEP = r"""
 import json, sys, time, torch, torchvision

@@ -28,8 +28,15 @@ Needs faiss: pip install 'clipreid_plugin[faiss]'.
 
 import argparse
 import gc
+import os
 import sys
 import time
+
+# tools/ holds the process defaults every command line sets before torch loads
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from cli_defaults import set_cli_defaults  # noqa: E402
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 import torch
 

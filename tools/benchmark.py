@@ -33,6 +33,10 @@ import argparse
 import logging
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import clipreid_plugin  # noqa: F401  (registers components)
 from clipreid_plugin.comparison import compare_and_report, parse_method, run_benchmark, table_text, write_outputs
 from clipreid_plugin.comparison.pair_tables import comparison_table, transfer_table

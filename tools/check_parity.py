@@ -41,6 +41,10 @@ import sys
 import time
 from typing import List, Optional
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import torch
 from tabulate import tabulate
 

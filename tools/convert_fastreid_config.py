@@ -17,6 +17,10 @@ import argparse
 import os
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config, converted_yaml
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.utils.errors import InvalidInputError

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export a trained model's embedding forward to ONNX and check it against PyTorch.
 
-    pip install 'clipreid_plugin[onnx]'     # onnx + onnxruntime, for the check
+    pip install 'clipreid_plugin[onnx]'     # onnx (writes the file) + onnxruntime (the check)
     python tools/export_onnx.py --config-file output/run/config.yaml --weights output/run/model_final.pth \\
         --output model.onnx
 
@@ -16,9 +16,13 @@ import argparse
 import logging
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.utils.cli import run_tool
-from clipreid_plugin.usertools.export import DEFAULT_OPSET, check_onnx, export_onnx
+from clipreid_plugin.usertools.export import DEFAULT_OPSET, check_onnx, export_onnx, require_onnx
 from clipreid_plugin.usertools.extract import FeatureExtractor
 
 
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     """Parse the arguments, export, check."""
     args = build_parser().parse_args(argv)
+    require_onnx(check=not args.no_check)  # before loading anything: one line naming the extra
     logger = logging.getLogger("clipreid_plugin")
     # export on the CPU: the graph is device-independent and onnxruntime checks it on the CPU
     ex = FeatureExtractor(args.config_file, args.weights or None, opts=args.opts, device="cpu")

@@ -16,6 +16,10 @@ import argparse
 import logging
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, save_features

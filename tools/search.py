@@ -20,13 +20,17 @@ import argparse
 import json
 import sys
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 from tabulate import tabulate
 
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
-from clipreid_plugin.usertools.index import INDEX_KINDS
+from clipreid_plugin.usertools.index import INDEX_KINDS, NLIST_RULE, GalleryIndex
 from clipreid_plugin.usertools.visualize import StripLayout, draw_rank_strips, save_png
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 from clipreid_plugin.utils.file_io import atomic_write_text
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default="exact", choices=("exact",) + INDEX_KINDS,
                    help="exact (default: every gallery item compared) or a faiss index: flat (exact), "
                         "ivf, ivfpq (approximate, for millions of items; needs the [faiss] extra)")
-    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(gallery size))")
+    p.add_argument("--nlist", type=int, default=None, help=f"IVF cells (default: {NLIST_RULE}; N = gallery size)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited per query (default nlist/32, >= 8)")
     p.add_argument("--pq-m", type=int, default=None, help="IVF-PQ sub-vectors (must divide the dimension)")
     p.add_argument("--output", default="", metavar="FILE.json", help="write the ranked lists as JSON")
@@ -77,8 +81,13 @@ def main(argv=None) -> None:
                      if v is not None}
     if index_options and args.index in ("exact", "flat"):
         raise InvalidInputError(f"--nlist / --nprobe / --pq-m apply to --index ivf or ivfpq, not {args.index}.")
+    index = None
+    if args.index != "exact":  # built here to report it (cells, PQ code size) under the lists
+        index = GalleryIndex(gallery, args.index, metric=args.metric, normalize=not args.no_normalize,
+                             device="cuda" if str(args.device or "auto").startswith("cuda") else (args.device or "auto"),
+                             **index_options)
     indices, distances = search(query, gallery, topk=args.topk, metric=args.metric, normalize=not args.no_normalize,
-                                index=args.index, device=args.device, **index_options)
+                                index=index, device=args.device)
     ranked = [{"query": qp, "results": [{"rank": r + 1, "path": gallery_paths[int(g)], "distance": float(d)}
                                         for r, (g, d) in enumerate(zip(idx, dist)) if g >= 0]}
               for qp, idx, dist in zip(query_paths, indices.tolist(), distances.tolist())]
@@ -86,6 +95,8 @@ def main(argv=None) -> None:
         print(f"\nquery: {item['query']}")
         print(tabulate([(r["rank"], f"{r['distance']:.4f}", r["path"]) for r in item["results"]],
                        headers=["rank", "distance", "gallery image"], tablefmt="simple"))
+    if index is not None:
+        print(f"\nSearched with a {index.summary()}")
     if args.output:
         atomic_write_text(args.output, json.dumps(ranked, indent=2) + "\n")
         print(f"\nRanked lists written to {args.output}")

@@ -16,6 +16,10 @@ import shutil
 import sys
 import tempfile
 
+from cli_defaults import set_cli_defaults
+
+set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
+
 import clipreid_plugin  # noqa: F401  (registers the host's components; plugins load with the config)
 from clipreid_plugin.engine import default_argument_parser, default_setup, launch, run_training, setup_cfg
 from clipreid_plugin.usertools.fastreid_config import (

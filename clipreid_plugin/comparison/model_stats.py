@@ -90,7 +90,8 @@ def gflops_per_image(model: nn.Module, image_size: Sequence[int]) -> float:
         finally:
             model.train(was_training)
     if skipped:
-        logger.info(f"GFLOPs: ops fvcore does not count (mostly element-wise): {dict(skipped)}")
+        # for the log file only: the list is long and says nothing a reader of the table needs
+        logger.debug(f"GFLOPs: ops fvcore does not count (mostly element-wise): {dict(skipped)}")
     return total / 1e9
 
 

@@ -211,7 +211,7 @@ def build_reid_train_loader(cfg) -> TrainLoader:
     samples, datasets = build_train_samples(cfg)
     loader = TrainLoader(cfg, samples, datasets)
     logger.info(f"Train loader: {len(samples)} images, {loader.num_classes} identities, "
-                f"{loader.num_cameras} cameras, {len(loader)} iterations in epoch 0.")
+                f"{loader.num_cameras} cameras, {len(loader)} iterations in the first epoch.")  # epochs count from 1 in the log
     return loader
 
 
@@ -259,7 +259,7 @@ def build_reid_test_loader(cfg, dataset_name: str) -> Tuple[Union[DataLoader, De
     with test_splits_only():  # evaluation reads no training image
         ds = DATASET_REGISTRY.build(dataset_name, cfg, key="DATASETS.TESTS")
     if comm.is_main_process():
-        ds.show_summary()
+        ds.show_summary(("query", "gallery"))
     rank, world = comm.get_rank(), comm.get_world_size()
     batch = check_batch_size(cfg.TEST.IMS_PER_BATCH, world)
     if ds.random_gallery:

@@ -23,7 +23,8 @@ from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, u
 from clipreid_plugin.utils.env import resolve_amp_dtype, resolve_dtype, seed_all_rng, set_determinism
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
-from clipreid_plugin.utils.logger import setup_logger
+from clipreid_plugin.utils.logger import log_once, setup_logger
+from clipreid_plugin.utils.optional import extra_hint
 
 from . import hooks, run_dir
 from .layer_freeze import LayerFreeze
@@ -202,6 +203,7 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
     if restarted:
         args.resume = True
     cfg, notes = _prepare_output_dir(cfg, args)
+    cfg = _resolve_root_dir(cfg)
     if comm.is_main_process() and not args.eval_only:
         run_dir.record_torchrun_job(cfg.OUTPUT_DIR)
     rank = comm.get_rank()
@@ -217,6 +219,21 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
                     f"resuming from the last good checkpoint of {cfg.OUTPUT_DIR}.")
     seed_all_rng(cfg.SOLVER.SEED)
     set_determinism(cfg.DETERMINISTIC, cfg.CUDNN_BENCHMARK)
+    return cfg
+
+
+def _resolve_root_dir(cfg: CfgNode) -> CfgNode:
+    """``DATASETS.ROOT_DIR`` as an absolute path (``~`` expanded), so that the run's
+    ``config.yaml`` and checkpoints find the data from any working folder (``--eval-only``
+    elsewhere); a ``DATASETS.ROOT_DIR`` override on the command line still replaces it."""
+    root = cfg.DATASETS.ROOT_DIR
+    resolved = os.path.abspath(os.path.expanduser(root)) if root else root
+    if resolved == root:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.ROOT_DIR = resolved
+    cfg.freeze()
     return cfg
 
 
@@ -379,7 +396,8 @@ class DefaultTrainer(TrainerBase):
         try:
             writers.append(TensorboardWriter(self.cfg.OUTPUT_DIR, phase=phase))
         except ImportError:
-            logging.getLogger(__name__).info("TensorBoard not installed: skipping its writer.")
+            log_once(logging.getLogger(__name__), f"TensorBoard not installed: no event files "
+                     f"({extra_hint('tensorboard', 'tensorboard')}).")
         return writers
 
     def schedule(self) -> List[tuple]:

@@ -6,8 +6,9 @@ batch dimension; H x W is fixed to the export size (``INPUT.SIZE_TEST``). Models
 (camera / view embeddings) take ``camids`` / ``viewids`` (B,) int64 inputs as well. Preprocessing (resize to ``INPUT.SIZE_TEST``, scale to [0, 1],
 ``(x - PIXEL_MEAN) / PIXEL_STD``) stays outside the graph, like in evaluation.
 
-Uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which needs only
-torch; ``onnx`` and ``onnxruntime`` (the ``[onnx]`` extra) are needed for the check only.
+Uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which needs the
+``onnx`` package to write the file; the check also needs ``onnxruntime`` (both: the ``[onnx]``
+extra; :func:`require_onnx` says which is missing before any work).
 """
 
 import logging
@@ -22,7 +23,7 @@ from clipreid_plugin.evaluation.evaluator import flip_images
 from clipreid_plugin.utils.checkpoint import unwrap_model
 from clipreid_plugin.utils.optional import import_optional
 
-__all__ = ["EmbeddingModel", "export_onnx", "check_onnx", "DEFAULT_OPSET"]
+__all__ = ["EmbeddingModel", "export_onnx", "check_onnx", "require_onnx", "DEFAULT_OPSET"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def export_onnx(model: nn.Module, path: str, image_size: Sequence[int], opset: i
     Returns:
         The :class:`EmbeddingModel` that was exported (for :func:`check_onnx`).
     """
+    require_onnx(check=False)
     wrapper = EmbeddingModel(model, flip=flip).eval()
     args = wrapper.example_inputs(image_size)
     names = wrapper.input_names
@@ -122,8 +124,25 @@ def export_onnx(model: nn.Module, path: str, image_size: Sequence[int], opset: i
     return wrapper
 
 
+def require_onnx(check: bool = True) -> None:
+    """Fail at once, with one line naming the ``[onnx]`` extra, when a package the export needs is
+    missing: ``onnx`` (torch's exporter writes the file with it) and, for the check, ``onnxruntime``.
+
+    Args:
+        check: whether the onnxruntime check will run too.
+
+    Raises:
+        MissingDependencyError: the package is not installed.
+    """
+    import_optional("onnx", "Exporting to ONNX", "onnx", "onnx onnxruntime",
+                    note="(torch's exporter writes the file with it, also with --no-check)")
+    if check:
+        _onnxruntime()
+
+
 def _onnxruntime():
-    return import_optional("onnxruntime", "Checking an ONNX export", "onnx", "onnx onnxruntime")
+    return import_optional("onnxruntime", "Checking an ONNX export", "onnx", "onnx onnxruntime",
+                           note="(--no-check exports without the check)")
 
 
 def check_onnx(path: str, wrapper: EmbeddingModel, image_size: Sequence[int], batch_size: int = 3) -> float:

@@ -3,28 +3,31 @@
 Example::
 
     from clipreid_plugin.usertools import FeatureExtractor, GalleryIndex, save_features, search
-    ex = FeatureExtractor("output/run/config.yaml", "output/run/model_final.pth")
+    ex = FeatureExtractor.from_checkpoint("output/run/model_final.pth")  # or (config, weights)
     gallery, gallery_paths = ex.embed("my_gallery/")
     query, query_paths = ex.embed(["person.jpg"])
+    feats = ex([pil_image, hwc_uint8_rgb_array, "crop.png"])        # in memory too: (3, D) tensor
     indices, distances = search(query, gallery, topk=5)          # exact
     index = GalleryIndex(gallery, "ivf")                           # faiss ([faiss] extra), built once
     indices, distances = search(query, None, topk=5, index=index)  # approximate, much faster on millions
 
 The images go through the config's *test* transform (``INPUT.SIZE_TEST``, normalisation) and
-the model's eval forward, exactly as in evaluation (``TEST.FLIP.ENABLED`` included); ranking
+the model's eval forward, exactly as in evaluation (``TEST.FLIP.ENABLED`` included), whether
+they come as files, PIL images or arrays; ranking
 uses the evaluator's distance code (``TEST.METRIC`` semantics, squared Euclidean by default).
 """
 
 import logging
 import os
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from clipreid_plugin.config import CfgNode
-from clipreid_plugin.data.common import ReIDImageDataset, collate_batch
+from clipreid_plugin.data.common import collate_batch, read_image
 from clipreid_plugin.data.transforms import build_transforms
 from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
 from clipreid_plugin.evaluation.distance import (as_tensor, check_features, choose_device, normalize_features,
@@ -109,6 +112,68 @@ class _Collector(DatasetEvaluator):
         return None
 
 
+class _ImageItems(Dataset):
+    """Sample dicts (the test loader's format) of image paths, PIL images, or preprocessed (3, H, W)
+    tensors; paths and PIL images go through ``transform`` (the test transform)."""
+
+    def __init__(self, items: Sequence[Any], names: Sequence[str], camids: Sequence[int], transform):
+        self.items, self.names, self.camids, self.transform = list(items), list(names), list(camids), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Dict:
+        item = self.items[i]
+        if isinstance(item, str):
+            item = read_image(item)
+        image = item if isinstance(item, torch.Tensor) else self.transform(item)
+        return {"images": image, "targets": 0, "camids": self.camids[i], "viewids": 0, "img_paths": self.names[i]}
+
+
+def _describe(x: Any) -> str:
+    """The type of an input and, for arrays and tensors, its shape and dtype (never its values)."""
+    kind = f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return f"{kind} of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return kind
+
+
+def _image_items(inputs: Any) -> Tuple[List[Any], List[str]]:
+    """Validate ``inputs`` (see :meth:`FeatureExtractor.embed`) and turn them into dataset items
+    (paths, PIL images, preprocessed (3, H, W) tensors) with a name each."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() != 4 or inputs.shape[1] != 3 or not inputs.is_floating_point() or inputs.shape[0] == 0:
+            raise InvalidInputError(f"A tensor input must be a non-empty (B, 3, H, W) float batch, preprocessed as "
+                                    f"in testing; got a {_describe(inputs)}. Pass uint8 (H, W, 3) arrays or PIL "
+                                    f"images to have them resized and normalised.")
+        return list(inputs.detach().float().cpu().unbind(0)), [f"<tensor {i}>" for i in range(inputs.shape[0])]
+    single = isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray))
+    listed = [inputs] if single else inputs
+    if not isinstance(listed, (list, tuple)):
+        raise InvalidInputError(f"Cannot embed a {_describe(inputs)}: give an image path or folder, a PIL image, a "
+                                f"uint8 (H, W, 3) RGB array, a list of these, or a (B, 3, H, W) float tensor.")
+    if not listed:
+        raise InputFileError("No input images given.")
+    items: List[Any] = []
+    names: List[str] = []
+    for i, x in enumerate(listed):
+        if isinstance(x, (str, os.PathLike)):
+            paths = list_images(str(x))
+            items.extend(paths)
+            names.extend(paths)
+        elif isinstance(x, Image.Image):
+            items.append(x)
+            names.append(f"<PIL image {i}>")
+        elif isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[2] == 3 and x.dtype == np.uint8 and x.size:
+            items.append(Image.fromarray(x, "RGB"))
+            names.append(f"<array {i}>")
+        else:
+            what = "input" if single else f"input {i}"
+            raise InvalidInputError(f"Cannot embed {what}, a {_describe(x)}: give image paths or folders, PIL images, "
+                                    f"uint8 (H, W, 3) RGB arrays (any size), or a (B, 3, H, W) float tensor.")
+    return items, names
+
+
 class FeatureExtractor:
     """A trained model plus its test transform, for embedding arbitrary images.
 
@@ -144,35 +209,62 @@ class FeatureExtractor:
             self.model = build_model(self.cfg).eval()
         self.transform = build_transforms(self.cfg, is_train=False)
 
+    @classmethod
+    def from_checkpoint(cls, weights: str, opts: Optional[Sequence[str]] = None,
+                        device: Optional[str] = None) -> "FeatureExtractor":
+        """A predictor from a checkpoint alone (``model_final.pth`` of this toolkit's trainer stores
+        its config).
+
+        Args:
+            weights: the checkpoint.
+            opts: extra ``KEY VALUE`` overrides (e.g. ``["TEST.FLIP.ENABLED", "True"]``).
+            device: overrides ``MODEL.DEVICE``.
+        """
+        return cls(None, weights, opts=opts, device=device)
+
     @property
     def device(self) -> torch.device:
         """The device the model runs on."""
         return next(self.model.parameters()).device
 
-    def embed(self, inputs: Union[str, Sequence[str]], batch_size: int = 64, num_workers: int = 0,
+    def embed(self, inputs, batch_size: int = 64, num_workers: int = 0,
               camids: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, List[str]]:
-        """Embed images with the model's eval forward (flip-averaged when TEST.FLIP.ENABLED).
+        """Embed images with the model's eval forward (flip-averaged when TEST.FLIP.ENABLED), in
+        batches on the model's device.
 
         Args:
-            inputs: a folder (searched recursively), an image path, or a list of both.
+            inputs: an image path, a folder (searched recursively), a PIL image, a uint8
+                (H, W, 3) RGB array of any size, or a list mixing these: each image is resized
+                and normalised by the config's test transform, as in evaluation. Or a
+                (B, 3, H, W) float tensor already preprocessed that way (the test loader's
+                batches, the ONNX graph's input), which goes to the model as it is.
             batch_size: images per forward pass.
             num_workers: DataLoader worker processes reading the images.
             camids: 0-based camera id per image (only models with SIE use it); default 0.
 
         Returns:
-            (feats, paths): (N, D) float32 CPU tensor, raw (not normalised) as the model returns
-            it; the N image paths in the same order.
+            (feats, names): (N, D) float32 CPU tensor, raw (not normalised) as the model returns
+            it; for each row the image path, or ``"<array i>"`` / ``"<PIL image i>"`` /
+            ``"<tensor i>"`` for an in-memory input at position i.
+
+        Raises:
+            InvalidInputError: an input of another kind or shape (the message names its type and
+                shape, never its values).
+            InputFileError: a path that does not exist, a folder without images.
         """
-        paths = list_images(inputs)
-        cams = [0] * len(paths) if camids is None else [int(c) for c in camids]
-        if len(cams) != len(paths):
-            raise InputFileError(f"--camids has {len(cams)} entries for {len(paths)} images; give one per image.")
-        samples = [(p, 0, c, 0) for p, c in zip(paths, cams)]
-        loader = DataLoader(ReIDImageDataset(samples, self.transform), batch_size=max(1, int(batch_size)),
+        items, names = _image_items(inputs)
+        cams = [0] * len(items) if camids is None else [int(c) for c in camids]
+        if len(cams) != len(items):
+            raise InvalidInputError(f"camids has {len(cams)} entries for {len(items)} images; give one per image.")
+        loader = DataLoader(_ImageItems(items, names, cams, self.transform), batch_size=max(1, int(batch_size)),
                             shuffle=False, num_workers=num_workers, collate_fn=collate_batch)
         collector = _Collector()
         inference_on_dataset(self.model, loader, collector, flip_test=self.cfg.TEST.FLIP.ENABLED)
         return torch.cat(collector.feats), collector.paths
+
+    def __call__(self, inputs, batch_size: int = 64) -> torch.Tensor:
+        """Returns: the (N, D) float32 CPU features of ``inputs`` (anything :meth:`embed` takes)."""
+        return self.embed(inputs, batch_size=batch_size)[0]
 
 
 def save_features(path: str, feats: Union[torch.Tensor, np.ndarray], paths: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ from clipreid_plugin.evaluation.distance import METRICS, as_tensor, check_featur
 from clipreid_plugin.utils.errors import InvalidInputError, MissingDependencyError
 from clipreid_plugin.utils.optional import import_optional
 
-__all__ = ["INDEX_KINDS", "require_faiss", "default_nlist", "GalleryIndex"]
+__all__ = ["INDEX_KINDS", "NLIST_RULE", "require_faiss", "default_nlist", "GalleryIndex"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,14 @@ def require_faiss():
                            "faiss-cpu; faiss-gpu for GPUs", note="Exact search needs nothing.")
 
 
+# the rule of default_nlist, as tools/search.py --help and docs/TOOLS.md state it
+NLIST_RULE = "the power of two nearest sqrt(N), at most N/39 (k-means wants 39 points per cell), at least 1"
+
+
 def default_nlist(num_items: int) -> int:
-    """Returns: IVF cells for a gallery of ``num_items``: the power of two nearest sqrt(N) (1024
-    for a million items: k-means over that many cells trains in seconds on a CPU; faiss suggests
-    up to 16 sqrt(N) when build time does not matter), at most N / 39 (k-means wants >= 39
-    training points per cell) and >= 1."""
+    """Returns: IVF cells for a gallery of ``num_items``: :data:`NLIST_RULE` (1024 for a million
+    items: k-means over that many cells trains in seconds on a CPU; faiss suggests up to
+    16 sqrt(N) when build time does not matter)."""
     if num_items < 39:
         return 1
     target = math.sqrt(num_items)
@@ -78,7 +81,8 @@ class GalleryIndex:
             that divides D into sub-vectors of at least 8 dimensions, else 1; faiss trains
             sub-quantisers of fewer dimensions over 10x slower).
         pq_bits: bits per sub-vector code (default 8: 256 centroids per sub-quantiser; fewer
-            for galleries too small to train 256 centroids: 39 2^bits <= G).
+            for galleries too small to train 256 centroids: 39 2^bits <= G, e.g. 3 bits for
+            G = 500; :meth:`summary` says so).
         train_size: vectors sampled (seeded) from the gallery to train the IVF / PQ k-means
             (default: min(G, max(64 nlist, 39 2^pq_bits))).
         device: ``"auto"`` (GPUs when this faiss has them), ``"cpu"`` or ``"cuda"``.
@@ -157,10 +161,20 @@ class GalleryIndex:
         index.add(x)
         self.index = index
         self.build_seconds = time.perf_counter() - start
-        logger.info(f"Built a faiss {kind} index over {self.num_items} x {self.dim} features in "
-                    f"{self.build_seconds:.1f} s" + (f" (nlist {self.nlist}, nprobe {self.nprobe}" if self.nlist else "")
-                    + (f", {self.pq_m} x {self.pq_bits}-bit PQ" if self.pq_m else "") + (")" if self.nlist else "")
-                    + (" on GPU" if self.on_gpu else ""))
+        self._bits_given = pq_bits is not None
+        logger.info(self.summary())
+
+    def summary(self) -> str:
+        """Returns: one line describing the index: kind, size, cells, PQ codes (saying when the
+        gallery was too small for 8-bit codes), build time."""
+        text = (f"faiss {self.kind} index over {self.num_items} x {self.dim} features, built in "
+                f"{self.build_seconds:.1f} s" + (f"; nlist {self.nlist}, nprobe {self.nprobe}" if self.nlist else ""))
+        if self.pq_m:
+            text += f"; {self.pq_m} x {self.pq_bits}-bit PQ codes"
+            if self.pq_bits < 8 and not self._bits_given:
+                text += (f" (not 8-bit: {self.num_items} items train at most {2 ** self.pq_bits} centroids per "
+                         f"sub-quantiser at 39 points each; 8-bit codes need {39 * 256} items)")
+        return text + (" on GPU" if self.on_gpu else "") + "."
 
     @staticmethod
     def _default_pq_m(dim: int) -> int:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -228,6 +229,10 @@ def load_ranking(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise InputFileError(f"Results file {path} not found: evaluate with TEST.SAVE_RESULTS True "
                              f"(it writes OUTPUT_DIR/<dataset>_results.npz).")
+    if not zipfile.is_zipfile(path):  # an .npz is a zip archive; results.json, a .npy, ... are not
+        raise InvalidInputError(f"{path} is not a saved ranking: --results wants the OUTPUT_DIR/<dataset>_results.npz "
+                                f"that an evaluation with TEST.SAVE_RESULTS True writes (results.json holds the "
+                                f"metrics only).")
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in NPZ_KEYS if k not in data.files]
         if missing:

@@ -8,7 +8,7 @@ from typing import Optional
 
 from termcolor import colored
 
-__all__ = ["setup_logger", "log_every_n_seconds"]
+__all__ = ["setup_logger", "log_every_n_seconds", "log_once"]
 
 
 class _ColorfulFormatter(logging.Formatter):
@@ -23,6 +23,20 @@ class _ColorfulFormatter(logging.Formatter):
         else:
             return log
         return prefix + " " + log
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """A console handler that writes to ``sys.stdout`` as it is when a record is emitted, not as
+    it was at setup: code that swaps ``sys.stdout`` after a tool set the logger up (a test's
+    output capture, a notebook) keeps getting the messages instead of a closed stream's error."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns it; the property always answers
+        pass
 
 
 def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, color: bool = True,
@@ -47,7 +61,7 @@ def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, col
         h.close()
     plain = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
     if distributed_rank == 0:
-        ch = logging.StreamHandler(stream=sys.stdout)
+        ch = _StdoutHandler()
         ch.setLevel(logging.INFO)
         use_color = color and sys.stdout.isatty()
         ch.setFormatter(
@@ -78,3 +92,16 @@ def log_every_n_seconds(logger: logging.Logger, msg: str, n: float = 5.0, key: s
     if now - _LAST_LOG.get(k, -1e9) >= n:
         _LAST_LOG[k] = now
         logger.info(msg)
+
+
+_LOGGED_ONCE = set()
+
+
+def log_once(logger: logging.Logger, msg: str, level: int = logging.INFO, key: str = "") -> None:
+    """Log ``msg`` the first time this process asks for ``key`` (default: the message itself):
+    notices about the data or the environment that every dataset build or evaluation would
+    otherwise repeat."""
+    k = key or msg
+    if k not in _LOGGED_ONCE:
+        _LOGGED_ONCE.add(k)
+        logger.log(level, msg)

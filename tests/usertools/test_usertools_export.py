@@ -81,3 +81,19 @@ def test_check_without_onnxruntime_says_what_to_install(checkpoint, tmp_path, mo
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"pip install 'clipreid_plugin\[onnx\]'"):
         check_onnx(path, wrapper, SIZE)
+
+
+@pytest.mark.parametrize("missing, flags", [("onnx", []), ("onnx", ["--no-check"]), ("onnxruntime", [])])
+def test_export_tool_without_the_extra_is_one_line_before_any_work(missing, flags, tmp_path, monkeypatch, capsys):
+    """The tool names the [onnx] extra before loading anything: the weights file does not even exist."""
+    from clipreid_plugin.utils.cli import run_tool
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    tool = load_tool("export_onnx")
+    code = run_tool(lambda: tool.main(["--weights", str(tmp_path / "absent.pth"), "--output",
+                                       str(tmp_path / "m.onnx")] + flags))
+    err = capsys.readouterr().err
+    assert code == 2 and f"needs {missing}, which is not installed" in err, err
+    assert "pip install 'clipreid_plugin[onnx]'" in err and "absent.pth" not in err and "Traceback" not in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 2  # the message + the debug hint
+    assert not (tmp_path / "m.onnx").exists()

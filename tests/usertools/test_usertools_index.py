@@ -143,3 +143,25 @@ def test_search_index_benchmark_tiny_runs_and_prints_ratios(capsys):
     assert body["exact (torch, default)"][2:] == ["1.0x", "1.000"]
     assert body["faiss flat"][3] == "1.000"  # exact by faiss: same top-10
     assert len(body) == 5 and all(float(v[3]) > 0.5 for v in body.values())
+
+
+def test_search_summary_says_when_ivfpq_codes_are_shorter_than_8_bits(tmp_path, capsys):
+    """500 items train at most 2^3 centroids per sub-quantiser at 39 points each: 3-bit codes, said
+    in the summary line under the lists; --help and docs/TOOLS.md state the one --nlist rule."""
+    gallery, _ = clusters(num_clusters=25, per_cluster=20, dim=16)
+    save_features(str(tmp_path / "g.npz"), gallery, [f"g{i:03d}.jpg" for i in range(len(gallery))])
+    save_features(str(tmp_path / "q.npz"), gallery[:2] + 0.01, ["q0.jpg", "q1.jpg"])
+    tool = load_tool("search")
+    tool.main(["--gallery", str(tmp_path / "g.npz"), "--query-feats", str(tmp_path / "q.npz"), "--index", "ivfpq",
+               "--topk", "3"])
+    out = capsys.readouterr().out
+    # default nlist: sqrt(500) = 22.4 -> 16 (the nearest power of two), under 500 / 39 = 12 -> 12
+    assert ("Searched with a faiss ivfpq index over 500 x 16 features" in out and "nlist 12, nprobe 8" in out
+            and "2 x 3-bit PQ codes (not 8-bit: 500 items train at most 8 centroids per sub-quantiser" in out), out
+    from clipreid_plugin.usertools.index import NLIST_RULE, default_nlist
+
+    assert default_nlist(500) == 12 and default_nlist(1_000_000) == 1024 and default_nlist(20) == 1
+    help_text = " ".join(tool.build_parser().format_help().split())
+    with open(os.path.join(REPO, "docs", "TOOLS.md")) as f:
+        docs = f.read()
+    assert NLIST_RULE in help_text and f"default: {NLIST_RULE}" in docs

@@ -83,6 +83,25 @@ def test_rank_strip_png_size_borders_and_thumbnails(ranking_file, tmp_path):
     assert (band.sum(axis=2) < 200).any()
 
 
+@pytest.mark.parametrize("name, content", [("results.json", b'{"SyntheticReID": {"mAP": 61.2}}\n'),
+                                           ("feats.npy", None)])
+def test_visualize_ranks_given_another_file_says_which_file_it_wants(name, content, tmp_path, capsys):
+    """A run's results.json (the metrics) or a plain .npy: one line naming the <dataset>_results.npz it wants."""
+    from clipreid_plugin.utils.cli import run_tool
+
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.zeros(3))
+    else:
+        path.write_bytes(content)
+    code = run_tool(lambda: load_tool("visualize_ranks").main(["--results", str(path), "--output",
+                                                               str(tmp_path / "x.png")]))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert f"{path} is not a saved ranking: --results wants the OUTPUT_DIR/<dataset>_results.npz" in err
+    assert "TEST.SAVE_RESULTS True" in err and not (tmp_path / "x.png").exists()
+
+
 def test_worst_and_best_orders(ranking_file, tmp_path):
     assert visualize_ranking(str(ranking_file), str(tmp_path / "w.png"), 3, 3, order="worst") == [1, 2, 0]
     assert visualize_ranking(str(ranking_file), str(tmp_path / "b.png"), 2, 3, order="best") == [0, 2]

@@ -30,7 +30,7 @@ DATASET_REGISTRY.__doc__ = (
 
 Sample = Tuple[str, int, int, int]  # (img_path, pid, camid, viewid)
 
-# (class, folder, table) of the datasets already logged by this process (ReIDDataset.show_summary)
+# (class, folder, split, counts) of the dataset splits already logged by this process (ReIDDataset.show_summary)
 _SHOWN_SUMMARIES = set()
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -231,28 +231,28 @@ class ReIDDataset:
         """Returns: number of training identities."""
         return len({s[1] for s in self.train})
 
-    def summary(self) -> str:
-        """Returns: a table of identities, images, cameras and views per split."""
-        rows = [[split, *self.statistics(items)]
-                for split, items in (("train", self.train), ("query", self.query),
-                                     ("gallery", self.gallery))]
+    def summary(self, splits: Sequence[str] = ("train", "query", "gallery")) -> str:
+        """Returns: a table of identities, images, cameras and views per split (of ``splits``)."""
+        rows = [[split, *self.statistics(getattr(self, split))] for split in splits]
         return f"{self.name} ({self.kind}):\n" + tabulate(
             rows, headers=["split", "identities", "images", "cameras", "views"], tablefmt="pipe")
 
-    def show_summary(self) -> str:
-        """Log :meth:`summary` at INFO level, once per process for the same table.
+    def show_summary(self, splits: Sequence[str] = ("train", "query", "gallery")) -> str:
+        """Log :meth:`summary` of ``splits`` at INFO level, unless this process logged each of
+        these splits already.
 
         A run builds a dataset several times (the training loader, then the test loader of every
-        evaluation); a table already logged by this process for the same dataset class and
-        folder is not logged again.
+        evaluation, which reads only query and gallery): a split already logged by this process
+        for the same dataset class and folder, with the same counts, is not logged again.
 
         Returns:
             The table string.
         """
-        text = self.summary()
-        key = (type(self).__name__, str(getattr(self, "dataset_dir", "")), text)
-        if key not in _SHOWN_SUMMARIES:
-            _SHOWN_SUMMARIES.add(key)
+        text = self.summary(splits)
+        folder = (type(self).__name__, str(getattr(self, "dataset_dir", "")))
+        keys = {(*folder, split, self.statistics(getattr(self, split))) for split in splits}
+        if not keys <= _SHOWN_SUMMARIES:
+            _SHOWN_SUMMARIES.update(keys)
             logger.info(text)
         return text
 

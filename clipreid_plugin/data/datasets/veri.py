@@ -6,6 +6,7 @@ import re
 from typing import Dict, List, Optional
 
 from clipreid_plugin.config.configurable import configurable
+from clipreid_plugin.utils.logger import log_once
 
 from .bases import (DatasetError, ReIDDataset, Sample, find_dataset_dir, list_images, parse_int,
                     read_list_file, register_dataset, relabel, train_split_needed)
@@ -75,8 +76,9 @@ class VeRi(ReIDDataset):
                 missing = found[present.index(False)]
                 raise DatasetError(f"{self.name}: found {found[present.index(True)]} but not "
                                    f"{missing}; view labels need both keypoint files (or neither).")
-        logger.warning(f"{self.name}: no {' / '.join(KEYPOINT_FILES)} in {self.dataset_dir} or "
-                       f"{root}; all view ids are 0 and no image is dropped.")
+        # once per process: a run builds the dataset for its keys, its loader and every evaluation
+        log_once(logger, f"{self.name}: no {' / '.join(KEYPOINT_FILES)} in {self.dataset_dir} or "
+                         f"{root}; all view ids are 0 and no image is dropped.", logging.WARNING)
         return None
 
     def _parse(self, folder: str, views: Optional[List[Dict[str, int]]]) -> List[Sample]:
@@ -101,5 +103,5 @@ class VeRi(ReIDDataset):
                     continue
             samples.append((path, pid, cam - 1, view))
         if dropped:
-            logger.info(f"{self.name}: {folder}: dropped {dropped} images without an orientation label.")
+            log_once(logger, f"{self.name}: {folder}: dropped {dropped} images without an orientation label.")
         return samples

@@ -312,6 +312,8 @@ def build_resnet_backbone(*, pretrain: bool = False, pretrain_path: str = "", **
             )
         load_pretrained_resnet(backbone, pretrain_path, depth)
     elif pretrain_path:
+        # name the file of the depth in use: the path often comes from a base config of another depth
         logger.warning(f"MODEL.BACKBONE.PRETRAIN_PATH is set but MODEL.BACKBONE.PRETRAIN is False: "
-                       f"{pretrain_path} is not loaded (random initialisation).")
+                       f"{pretrain_path} is not loaded (random initialisation). The ImageNet weights of "
+                       f"DEPTH {depth!r} are {_torchvision_file_name(depth)}.")
     return backbone

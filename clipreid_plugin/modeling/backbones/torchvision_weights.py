@@ -2,7 +2,6 @@
 
 import os
 
-import torch
 import torchvision
 
 from clipreid_plugin.utils.errors import InputFileError
@@ -39,10 +38,11 @@ def local_torchvision_weights(path: str, weights_enum_name: str, builder: str, w
     """
     path = os.path.expandvars(os.path.expanduser(path))
     if not os.path.isfile(path):
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints", torchvision_weights_file_name(weights_enum_name))
+        name = torchvision_weights_file_name(weights_enum_name)
         raise InputFileError(
             f"MODEL.BACKBONE.PRETRAIN_PATH {path!r} does not exist. It must be a local torchvision state dict for "
-            f"{what}; torchvision caches it as {cache} after `torchvision.models.{builder}(weights='IMAGENET1K_V1')` "
-            f"on a machine with internet access (nothing is downloaded at run time). Or set MODEL.BACKBONE.PRETRAIN False."
+            f"{what}; `python tools/fetch_weights.py {builder}` downloads it (checksum verified) to "
+            f"~/.cache/torch/hub/checkpoints/{name}, where the configs read it (nothing is "
+            f"downloaded at run time). Or train from random weights with MODEL.BACKBONE.PRETRAIN False."
         )
     return path

@@ -105,10 +105,12 @@ def load_clip_from_config(cfg, weights: Optional[str] = None):
     key = (c.MODEL_NAME, weights, tag, qg, cfg.MODEL.WEIGHTS if from_checkpoint else "")
     if _SHARED is not None and key in _SHARED:
         return _SHARED[key]
+    follow = bool(cfg.MODEL.WEIGHTS)  # the checkpoint replaces random weights: its load is what to report
     if from_checkpoint:
-        model = load_clip(quick_gelu=qg, model_cfg=infer_model_config_from_reid_checkpoint(cfg.MODEL.WEIGHTS))
+        model = load_clip(quick_gelu=qg, model_cfg=infer_model_config_from_reid_checkpoint(cfg.MODEL.WEIGHTS),
+                          weights_follow=follow)
     else:
-        model = load_clip(c.MODEL_NAME, weights=weights, pretrained_tag=tag, quick_gelu=qg)
+        model = load_clip(c.MODEL_NAME, weights=weights, pretrained_tag=tag, quick_gelu=qg, weights_follow=follow)
     if _SHARED is not None:
         _SHARED[key] = model
     return model

@@ -94,9 +94,10 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise CheckpointError(
-            f"CLIP weights file not found: {path!r}. Set MODEL.BACKBONE.PRETRAIN_PATH to a local "
-            f"OpenAI release file (e.g. ~/.cache/clip/ViT-B-16.pt), an open_clip checkpoint, or leave "
-            f"it empty and use CLIPREID.BACKBONE.PRETRAINED_TAG (needs the network) or random init."
+            f"CLIP weights file not found: {path!r}. `python tools/fetch_weights.py` downloads the OpenAI "
+            f"release files the configs name (~/.cache/clip/RN50.pt, ~/.cache/clip/ViT-B-16.pt; checksums "
+            f"verified); or set MODEL.BACKBONE.PRETRAIN_PATH to another local OpenAI or open_clip file; or "
+            f"train from random weights with MODEL.BACKBONE.PRETRAIN False."
         )
     is_ts = False
     if path.endswith(".safetensors"):
@@ -340,20 +341,33 @@ def _resolve_quick_gelu(quick_gelu: Optional[bool], default: bool, source: str) 
     return quick_gelu
 
 
+class _NoRandomInitWarning(logging.Filter):
+    """Drops open_clip's root-logger "No pretrained weights loaded ..." warning: a random init is
+    what was asked for, and :func:`load_clip` says so itself (or the checkpoint load that follows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def _create(model_name: str, quick_gelu: bool, pretrained: Optional[str] = None):
     """open_clip.create_model in fp32 with the activation set either way (force_* only turns it on)."""
     import open_clip
 
     extra = {} if quick_gelu else {"quick_gelu": False}
-    return open_clip.create_model(model_name, pretrained=pretrained or None, precision="fp32",
-                                  force_quick_gelu=quick_gelu, **extra)
+    quiet = _NoRandomInitWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return open_clip.create_model(model_name, pretrained=pretrained or None, precision="fp32",
+                                      force_quick_gelu=quick_gelu, **extra)
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "", *,
-              quick_gelu: Optional[bool] = None, model_cfg: Optional[dict] = None):
+              quick_gelu: Optional[bool] = None, model_cfg: Optional[dict] = None, weights_follow: bool = False):
     """Build a float32 open_clip CLIP model from local weights, a pretrained tag or random init.
 
     Which source is used:
@@ -379,6 +393,8 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
         quick_gelu: override the activation choice above (None = automatic). Needed only for
             an open_clip-layout fp32 file holding OpenAI weights under a GELU model name.
         model_cfg: an open_clip model config for random init without a name.
+        weights_follow: a checkpoint will overwrite the random weights (``MODEL.WEIGHTS``): no
+            "random weights" note, the checkpoint's load says what was loaded.
 
     Returns:
         open_clip.model.CLIP in float32 on the CPU, in eval mode.
@@ -451,12 +467,14 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
     elif model_cfg is not None:
         cfg = dict(model_cfg, quick_gelu=_resolve_quick_gelu(quick_gelu, True, "an inferred architecture"))
         model = CLIP(**cfg)
-        logger.info("Built %s with random weights (QuickGELU=%s).", _describe(cfg), cfg["quick_gelu"])
+        if not weights_follow:
+            logger.info("Built %s with random weights (QuickGELU=%s).", _describe(cfg), cfg["quick_gelu"])
     else:
         if not model_name:
             raise ConfigError("Set CLIPREID.BACKBONE.MODEL_NAME (an open_clip model name) or a weights file.")
         _model_config(model_name)
         qg = True if quick_gelu is None else quick_gelu
         model = _create(model_name, qg)
-        logger.info("Built %s with random weights (QuickGELU=%s).", model_name, qg)
+        if not weights_follow:
+            logger.info("Built %s with random weights (QuickGELU=%s).", model_name, qg)
     return model.float().eval()

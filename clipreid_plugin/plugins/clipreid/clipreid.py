@@ -31,7 +31,7 @@ from torch import nn
 
 from clipreid_plugin.config import configurable
 from clipreid_plugin.modeling import (LOSS_REGISTRY, META_ARCH_REGISTRY, apply_losses, build_backbone, build_head,
-                                      eval_mode, weights_replace_pretrained)
+                                      eval_mode, full_precision, weights_replace_pretrained)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .backbone import CLIPImageEncoder, load_clip_from_config, shared_clip_models
@@ -115,7 +115,8 @@ class CLIPReID(CLIPBaseline):
     # ------------------------------------------------------------------ stage 2 (training step)
     def compute_losses(self, outputs: Dict[str, object], targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Add ``i2t_logits`` (projected image feature @ frozen text features.T, raw dot
-        products) when the text features are set, then apply every configured loss.
+        products, in fp32 under any autocast) when the text features are set, then apply every
+        configured loss.
 
         Args:
             outputs: :meth:`extract_features`'s training dict.
@@ -125,7 +126,10 @@ class CLIPReID(CLIPBaseline):
             ``{"loss_<name>": scalar}``, already weighted.
         """
         if self.has_text_features():
-            outputs["i2t_logits"] = outputs["feat_proj"] @ self.text_head.text_features.t()
+            # in fp32 whatever the autocast dtype: under bf16 (8-bit mantissa) the logits of
+            # close identities would round together (the reference computes them in fp16)
+            with full_precision(outputs["feat_proj"], self.text_head.text_features) as (feat, text):
+                outputs["i2t_logits"] = feat @ text.t()
         return super().compute_losses(outputs, targets)
 
     # ------------------------------------------------------------------ stage 1 (PromptLearningModel)

@@ -43,9 +43,11 @@ def supcon_loss(anchors: torch.Tensor, candidates: torch.Tensor, anchor_labels: 
         ValueError: an anchor has no candidate with its label (its term would be NaN).
     """
     positives = anchor_labels.view(-1, 1) == candidate_labels.view(1, -1)
-    # One host sync per call, cheap next to the text-encoder pass that produced the features;
-    # without it a mismatched batch would silently give a NaN loss.
-    if not bool(positives.any(1).all()):
+    # With one label tensor on both sides (stage 1: image and text features of the same
+    # identities) every anchor is a positive of itself, so the check is skipped: it reads the
+    # device (a host sync) and stage 1 calls this twice per step. Other label pairs are checked:
+    # without it an anchor without a positive would silently give a NaN loss.
+    if anchor_labels is not candidate_labels and not bool(positives.any(1).all()):
         raise ValueError(
             "supcon_loss: some anchors have no candidate with the same label; stage 1 must "
             "pair every image feature with the text feature of its own identity."
@@ -85,6 +87,10 @@ class ImageTextSupConLoss(nn.Module):
     def forward(self, outputs, targets):
         """Returns: {"loss_supcon_i2t": ..., "loss_supcon_t2i": ...} (already scaled)."""
         img, txt = outputs["image_features"], outputs["text_features"]
+        if not img.shape[0] == txt.shape[0] == targets.shape[0]:
+            raise ValueError(f"ImageTextSupConLoss: {img.shape[0]} image features, {txt.shape[0]} text features and "
+                             f"{targets.shape[0]} labels; stage 1 pairs each image feature with the text feature "
+                             f"of its own identity (one label per pair).")
         i2t = supcon_loss(img, txt, targets, targets, self.temperature)
         t2i = supcon_loss(txt, img, targets, targets, self.temperature)
         return {"loss_supcon_i2t": i2t * self.scale, "loss_supcon_t2i": t2i * self.scale}

@@ -71,3 +71,32 @@ def test_i2t_loss_without_text_features_names_the_fix():
     loss = LOSS_REGISTRY.get("ImageTextCrossEntropyLoss")(get_cfg(["clipreid_plugin.plugins.clipreid"]))
     with pytest.raises(ConfigError, match="stage 1"):
         loss({"cls_outputs": []}, torch.tensor([0]))
+
+
+def test_stage1_loss_reads_nothing_back_from_the_device(monkeypatch):
+    """Stage 1's loss makes no host sync: every way to read a tensor's value raises during the call
+    (on a GPU each of them waits for the device)."""
+    cfg = get_cfg(["clipreid_plugin.plugins.clipreid"])
+    loss = LOSS_REGISTRY.get("ImageTextSupConLoss")(cfg)
+    img, txt, labels = torch.randn(8, 4), torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    expected = loss({"image_features": img, "text_features": txt}, labels)
+
+    def no_read(*_):
+        raise AssertionError("a tensor value was read on the host")
+
+    for name in ("__bool__", "item", "tolist", "numpy", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, no_read)
+    out = loss({"image_features": img, "text_features": txt}, labels)
+    monkeypatch.undo()
+    assert torch.equal(out["loss_supcon_i2t"], expected["loss_supcon_i2t"])
+    assert torch.equal(out["loss_supcon_t2i"], expected["loss_supcon_t2i"])
+
+
+def test_supcon_checks_labels_that_differ_between_the_sides():
+    """The check still runs when anchors and candidates carry separate label tensors (one anchor of
+    three, label 7, has no candidate), and stage 1's loss rejects features without one label each."""
+    with pytest.raises(ValueError, match="no candidate with the same label"):
+        supcon_loss(torch.ones(3, 2), torch.ones(3, 2), torch.tensor([1, 7, 2]), torch.tensor([1, 2, 2]))
+    loss = LOSS_REGISTRY.get("ImageTextSupConLoss")(get_cfg(["clipreid_plugin.plugins.clipreid"]))
+    with pytest.raises(ValueError, match="3 image features, 2 text features and 3 labels"):
+        loss({"image_features": torch.ones(3, 2), "text_features": torch.ones(2, 2)}, torch.tensor([0, 1, 2]))

@@ -134,6 +134,23 @@ def test_stage2_losses_use_the_frozen_text_features(vit_model):
     assert abs(losses["loss_i2t"].item() - expected) <= TOL
 
 
+def test_stage2_logits_are_fp32_under_bf16_autocast(vit_model):
+    """Under bf16 autocast the image-to-text logits are those of the fp32 product of the same
+    (bf16-computed) projected features with the text features, not a bf16 product."""
+    model = copy.deepcopy(vit_model).train()
+    text = torch.randn(NUM_CLASSES, 64, generator=torch.Generator().manual_seed(3))
+    model.set_text_features(text)
+    batch = random_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.extract_features(batch["images"])
+        model.compute_losses(out, batch["targets"])
+    expected = out["feat_proj"].double() @ text.double().t()
+    bf16_product = (out["feat_proj"].bfloat16() @ text.bfloat16().t()).double()
+    assert out["i2t_logits"].dtype == torch.float32
+    assert max_err(out["i2t_logits"], expected) <= 1e-5 * expected.abs().max()
+    assert max_err(bf16_product, expected) > 1e-3 * expected.abs().max()  # what the test guards against
+
+
 def test_text_features_survive_a_checkpoint(vit_model):
     """The stage-2 text features and the stage-1 prompts travel in the state dict: a fresh model
     loading it has them, and knows it."""
