@@ -183,11 +183,13 @@ _C.INPUT.REA.ENABLED = True
 _C.INPUT.REA.PROB = 0.5
 _C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
 _C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
-# fast-reid's AutoAugment (the ImageNet "original" policy of the AutoAugment paper, timm's magnitudes):
-# applied with probability PROB to the resized image, before flip / pad / crop (fast-reid applies it
+# Registered train augmentations (TRANSFORM_REGISTRY, clipreid_plugin.data) of the resized image, in
+# order, before flip / pad / crop: e.g. ["AutoAugment"]. A plugin's augmentation is one file plus its name here.
+_C.INPUT.TRANSFORMS = ()
+# fast-reid's AutoAugment (the ImageNet "original" policy of the AutoAugment paper, timm's magnitudes),
+# when INPUT.TRANSFORMS names it: applied with probability PROB to the resized image (fast-reid applies it
 # before the resize; applying it after keeps the decoded-and-resized image cacheable).
 _C.INPUT.AUTOAUG = CN()
-_C.INPUT.AUTOAUG.ENABLED = False
 _C.INPUT.AUTOAUG.PROB = 0.0
 # Augment on the model's device: loader workers only decode and resize (or read DATALOADER.DECODE_CACHE)
 # and return uint8 batches with each sample's random draws; flip, pad + crop, normalisation and random

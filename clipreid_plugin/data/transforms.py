@@ -1,6 +1,7 @@
 """Train and test transforms of the reference, with explicit random generators.
 
-Train: Resize(SIZE_TRAIN, bicubic) -> [fast-reid's AutoAugment, INPUT.AUTOAUG] -> RandomHorizontalFlip(p)
+Train: Resize(SIZE_TRAIN, bicubic) -> [the registered augmentations named in INPUT.TRANSFORMS, e.g.
+fast-reid's AutoAugment] -> RandomHorizontalFlip(p)
 -> Pad(10, zeros) -> RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing (timm, mode 'pixel').
 Test: Resize(SIZE_TEST, bilinear) -> ToTensor -> Normalize.
 
@@ -22,7 +23,7 @@ model's device.
 
 import math
 import random
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,11 +31,21 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from clipreid_plugin.config import as_name_list
 from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.registry import Registry
 
-from .transforms_autoaugment import AutoAugment
+__all__ = ["TRANSFORM_REGISTRY", "ReIDTransform", "RandomErasing", "AugmentParams", "normalize_uint8", "build_transforms"]
 
-__all__ = ["ReIDTransform", "RandomErasing", "AugmentParams", "normalize_uint8", "build_transforms"]
+TRANSFORM_REGISTRY = Registry("TRANSFORM", training_keys=["INPUT.TRANSFORMS"])
+TRANSFORM_REGISTRY.__doc__ = """
+Train-time augmentations of the resized uint8 (H, W, 3) image, applied in the order
+``INPUT.TRANSFORMS`` names them, before the flip / pad / crop draws. A registered class is built
+as ``cls(cfg)`` (the configurable convention) and called as ``t(arr, rng, generator) -> arr``:
+``rng`` (a ``random.Random``) and ``generator`` (a ``torch.Generator``) are the sample's own
+random sources, so an epoch's augmentations are a function of the seed (exact resume). fast-reid's
+AutoAugment is one (``AutoAugment``, its probability ``INPUT.AUTOAUG.PROB``).
+"""
 
 _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
                    "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
@@ -155,7 +166,7 @@ class ReIDTransform:
 
     def __init__(self, size: Sequence[int], interpolation: str, mean: Sequence[float],
                  std: Sequence[float], flip_prob: float = 0.0, padding: int = 0,
-                 erasing: Optional[RandomErasing] = None, autoaugment: Optional[AutoAugment] = None):
+                 erasing: Optional[RandomErasing] = None, augmentations: Sequence[Callable] = ()):
         """
         Args:
             size: output (height, width).
@@ -164,7 +175,8 @@ class ReIDTransform:
             flip_prob: horizontal flip probability (0 = no flip, no random draw).
             padding: zero padding before the random crop back to ``size`` (0 = no crop).
             erasing: random erasing after normalisation, or None.
-            autoaugment: fast-reid's AutoAugment on the resized image (:meth:`pre_augment`), or None.
+            augmentations: registered train augmentations of the resized image, in order
+                (:meth:`pre_augment`; :data:`TRANSFORM_REGISTRY`).
         """
         if interpolation not in _INTERPOLATIONS:
             raise ConfigError(f"Unknown interpolation {interpolation!r} (INPUT.INTERPOLATION_*); "
@@ -176,21 +188,23 @@ class ReIDTransform:
         self.flip_prob = flip_prob
         self.padding = int(padding)
         self.erasing = erasing
-        self.autoaugment = autoaugment
+        self.augmentations = list(augmentations)
 
     @property
     def is_random(self) -> bool:
         """Returns: whether :meth:`augment` draws random numbers."""
-        return self.flip_prob > 0 or self.padding > 0 or self.erasing is not None or self.autoaugment is not None
+        return self.flip_prob > 0 or self.padding > 0 or self.erasing is not None or bool(self.augmentations)
 
     def pre_augment(self, arr: np.ndarray, rng: Optional[random.Random] = None,
                     generator: Optional[torch.Generator] = None) -> np.ndarray:
-        """The augmentation of the uint8 image before the flip / crop draws (fast-reid's AutoAugment).
+        """The registered augmentations of the uint8 image, before the flip / crop draws.
 
         Returns:
             ``arr`` itself when there is none, else the augmented copy.
         """
-        return arr if self.autoaugment is None else self.autoaugment(arr, rng, generator)
+        for augment in self.augmentations:
+            arr = augment(arr, rng, generator)
+        return arr
 
     @property
     def cache_key(self) -> str:
@@ -289,4 +303,4 @@ def build_transforms(cfg, is_train: bool) -> ReIDTransform:
         flip_prob=i.FLIP.PROB if i.FLIP.ENABLED else 0.0,
         padding=i.PADDING.SIZE if i.PADDING.ENABLED else 0,
         erasing=erasing,
-        autoaugment=AutoAugment(cfg) if i.AUTOAUG.ENABLED else None)
+        augmentations=[TRANSFORM_REGISTRY.build(name, cfg, key="INPUT.TRANSFORMS") for name in as_name_list(i.TRANSFORMS)])

@@ -1,4 +1,4 @@
-"""fast-reid's AutoAugment (``INPUT.AUTOAUG.ENABLED`` / ``PROB``): the ImageNet policy of the AutoAugment paper.
+"""fast-reid's AutoAugment (``INPUT.TRANSFORMS: [AutoAugment]``, ``INPUT.AUTOAUG.PROB``): the ImageNet policy of the AutoAugment paper.
 
 fast-reid (``fastreid/data/transforms/autoaugment.py``, itself timm's) applies, with probability
 ``PROB`` (torchvision ``RandomApply``: one ``torch.rand(1)`` draw), one of the 25 two-operation
@@ -30,6 +30,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from clipreid_plugin.config.configurable import configurable
 from clipreid_plugin.utils.errors import ConfigError
+
+from .transforms import TRANSFORM_REGISTRY
 
 __all__ = ["AutoAugment", "IMAGENET_POLICY", "apply_operation"]
 
@@ -109,6 +111,7 @@ def apply_operation(img: Image.Image, name: str, magnitude: float, rng: random.R
     raise ValueError(f"unknown AutoAugment operation {name!r}")
 
 
+@TRANSFORM_REGISTRY.register()
 class AutoAugment:
     """fast-reid's AutoAugment step of the train transform (see the module docstring).
 

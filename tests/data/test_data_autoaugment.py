@@ -84,11 +84,11 @@ def test_apply_probability_and_seeding():
 def test_autoaugment_config_and_train_transform():
     cfg = get_cfg()
     cfg.INPUT.SIZE_TRAIN = [16, 8]
-    cfg.INPUT.AUTOAUG.ENABLED = True
+    cfg.INPUT.TRANSFORMS = ("AutoAugment",)
     cfg.INPUT.AUTOAUG.PROB = 1.0
     t = build_transforms(cfg, is_train=True)
-    assert isinstance(t.autoaugment, AutoAugment) and t.autoaugment.prob == 1.0
-    assert build_transforms(cfg, is_train=False).autoaugment is None  # train only
+    assert [type(a) for a in t.augmentations] == [AutoAugment] and t.augmentations[0].prob == 1.0
+    assert build_transforms(cfg, is_train=False).augmentations == []  # train only
     img = Image.fromarray(_image(2))
     x = t(img, random.Random(5), torch.Generator().manual_seed(5))
     assert x.shape == (3, 16, 8) and torch.isfinite(x).all()
