@@ -14,7 +14,9 @@ from PIL import Image
 
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
+from clipreid_plugin.utils.cli import run_tool
 
+from image_files import png_header_only
 from usertools_cfg import REPO, SIZE
 
 
@@ -133,3 +135,34 @@ def test_search_command_line_error_is_one_line(tmp_path):
                         str(tmp_path / "missing.npz"), "--query-feats", str(tmp_path / "q.npz")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "missing.npz not found" in p.stderr and "Traceback" not in p.stderr
+
+
+def run_cli(name, argv):
+    """tools/<name>.py as a user runs it (main under run_tool, in-process); returns the exit code."""
+    mod = load_tool(name)
+    return run_tool(lambda: mod.main([str(a) for a in argv]))
+
+
+def test_extract_sees_a_phone_photo_upright_and_rejects_a_bomb_in_one_line(checkpoint, tmp_path, capsys):
+    cfg, weights = checkpoint
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(cfg.dump())
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    upright = np.random.RandomState(1).randint(0, 256, (64, 32, 3), dtype=np.uint8)
+    Image.fromarray(upright).save(folder / "a_upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees counter-clockwise; "rotate clockwise to display"
+    Image.fromarray(np.rot90(upright, k=1).copy()).save(folder / "b_sideways.png", exif=exif)
+    out = tmp_path / "f.npz"
+    assert run_cli("extract", ["--config-file", cfg_file, "--weights", weights, "--input", folder,
+                               "--output", out, "--num-workers", 0]) == 0
+    feats, _ = load_features(str(out))
+    assert torch.equal(feats[0], feats[1])
+
+    png_header_only(folder / "c_bomb.png", 50000, 50000)
+    assert run_cli("extract", ["--config-file", cfg_file, "--weights", weights, "--input", folder,
+                               "--output", out, "--num-workers", 0]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "c_bomb.png" in err[0] and "decompression bomb" in err[0]
+    assert "SKIP_BAD_IMAGES" not in err[0] and err[0].endswith("Fix or remove the file.")
