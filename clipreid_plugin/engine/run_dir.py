@@ -1,7 +1,8 @@
 """A run's folder (``OUTPUT_DIR``): one run per folder, one process writing it, no leftovers.
 
 * :func:`find_run_files`: what marks a folder as holding a run (checkpoints, their pointer,
-  ``metrics.json``, results). A new run refuses such a folder unless the user resumes it
+  results; a training that stopped before its first checkpoint leaves no run, and
+  :func:`remove_failed_attempt` clears its curves for the next one). A new run refuses such a folder unless the user resumes it
   (``--resume``), replaces it (``--overwrite``) or starts in a fresh sub-folder
   (``--fresh-subdir``).
 * :class:`RunLock`: an OS lock (``flock``) on a file naming the process that writes the folder,
@@ -22,9 +23,11 @@ import socket
 import time
 from typing import Dict, List, Optional, Tuple
 
-from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils import file_io
+from clipreid_plugin.utils.errors import ConfigError, OutputWriteError
 
-__all__ = ["RUN_FILES", "find_run_files", "holds_run", "remove_run_files", "remove_leftovers", "RunLock",
+__all__ = ["RUN_FILES", "find_run_files", "holds_run", "remove_run_files", "remove_failed_attempt",
+           "remove_leftovers", "RunLock",
            "is_elastic_restart", "record_torchrun_job", "check_writable", "fresh_subdir"]
 
 logger = logging.getLogger(__name__)
@@ -33,9 +36,12 @@ logger = logging.getLogger(__name__)
 RUN_FILES = ("model_*.pth", "last_checkpoint", "metrics.json", "results.json", "results.csv", "results.md",
              "config.yaml", "run_info.json", "evaluations.json", "log.txt", "log.txt.rank*", "events.out.tfevents.*",
              "*_results.npz", "torchrun_run_id")
-# The files that mean "a run happened here" (a folder with only a log of a run that failed at
-# start-up is not a run).
-_MARKERS = ("model_*.pth", "last_checkpoint", "metrics.json", "results.json")
+# The files that mean "a run happened here": something to resume or results. A training that
+# stopped before its first checkpoint (a config mistake, a loss that diverged at once, a kill)
+# left nothing to continue: its folder is free for a new run, which first removes that
+# attempt's curves (ATTEMPT_FILES) so they do not mix with its own; log.txt keeps its history.
+_MARKERS = ("model_*.pth", "last_checkpoint", "results.json")
+ATTEMPT_FILES = ("metrics.json", "evaluations.json", "events.out.tfevents.*")
 LOCK_FILE = ".run.lock"
 
 
@@ -59,6 +65,22 @@ def remove_run_files(output_dir: str) -> List[str]:
         The removed paths.
     """
     removed = find_run_files(output_dir, RUN_FILES)
+    for path in removed:
+        os.remove(path)
+    return removed
+
+
+def remove_failed_attempt(output_dir: str) -> List[str]:
+    """Delete the curves of a training that stopped before its first checkpoint (``metrics.json``,
+    TensorBoard events), so that a new run in ``output_dir`` does not append to them. Does nothing
+    in a folder that holds a run (:func:`holds_run`).
+
+    Returns:
+        The removed paths.
+    """
+    if holds_run(output_dir):
+        return []
+    removed = find_run_files(output_dir, ATTEMPT_FILES)
     for path in removed:
         os.remove(path)
     return removed
@@ -115,13 +137,9 @@ def check_writable(output_dir: str) -> None:
         ConfigError: naming the folder and the reason (read-only, no permission, a file there).
     """
     try:
-        os.makedirs(output_dir, exist_ok=True)
-        probe = os.path.join(output_dir, f".write_test.{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror or e}). Choose another OUTPUT_DIR "
+        file_io.check_writable(os.path.join(output_dir, ".write_test"))
+    except OutputWriteError as e:
+        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.cause}). Choose another OUTPUT_DIR "
                           f"or fix the folder's permissions.") from None
 
 

@@ -1,5 +1,6 @@
 """What every command-line tool in ``tools/`` shares: logging setup and one-line error messages."""
 
+import logging
 import os
 import sys
 from typing import Callable
@@ -24,7 +25,7 @@ def run_tool(main: Callable[[], object]) -> int:
         after a user error.
         ``CLIPREID_DEBUG=1`` re-raises.
     """
-    from .logger import setup_logger
+    from .logger import FILE_ONLY, setup_logger
 
     setup_logger()
     try:
@@ -32,6 +33,8 @@ def run_tool(main: Callable[[], object]) -> int:
     except ToolkitError as e:
         if os.environ.get("CLIPREID_DEBUG"):
             raise
+        # the run's log file (when the tool opened one) says why it stopped; the console gets the line once
+        logging.getLogger("clipreid_plugin").error(f"error: {one_line(e)}", extra=FILE_ONLY)
         print(f"error: {one_line(e)}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0

@@ -17,6 +17,7 @@ import train_net  # tools/train_net.py (tools/ is on the test path)
 from clipreid_plugin.config import load_cfg
 from clipreid_plugin.engine import validate_config
 from clipreid_plugin.utils.checkpoint import Checkpointer
+from disk_full import full_disk
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "SyntheticReID", "bagtricks_R18.yml")
@@ -223,7 +224,7 @@ def test_schedules_that_do_not_fit_are_warned_and_workers_capped(caplog):
 
 
 # ----------------------------------------------------------------------------------------- divergence
-def test_a_diverging_run_stops_with_the_exact_iteration_and_keeps_good_checkpoints(data_root, tmp_path, capsys):
+def test_a_nan_loss_stops_in_one_line_and_the_folder_stays_free(data_root, tmp_path, capsys):
     out = tmp_path / "out"
     assert train(out, data_root, "SOLVER.OPTIMIZER_NAME", "SGD", "SOLVER.BASE_LR", "1e30",
                  "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 100) == 2
@@ -232,14 +233,55 @@ def test_a_diverging_run_stops_with_the_exact_iteration_and_keeps_good_checkpoin
     iteration = int(err.split("at iteration ")[1].split(" ")[0].rstrip(")"))
     assert iteration < 3  # found at the step it happened, not at a later log line
     assert not list(out.glob("model_*.pth"))  # nothing diverged was saved
-
-
-def test_an_exploding_loss_is_warned(data_root, tmp_path):
-    out = tmp_path / "out"
-    code = train(out, data_root, "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 1)
+    # no checkpoint: the message does not claim one, and the same folder takes a new run
+    assert "No checkpoint had been written" in err and "last good state" not in err
     log = (out / "log.txt").read_text()
-    assert "training is probably diverging" in log and "rose from" in log
-    assert code == 0 or "became infinite or NaN" in log
+    assert "Exception during training" not in log and "Traceback" not in log
+    assert "error: The loss or the gradient norm became infinite or NaN" in log  # why it stopped, in the file
+    assert train(out, data_root, "SOLVER.MAX_EPOCHS", 1) == 0
+
+
+def test_an_exploding_loss_is_warned_then_stopped_keeping_the_last_good_checkpoint(data_root, tmp_path, capsys):
+    """Adam at LR 1e6 explodes within the first logging period: judged against the loss of the
+    first steps, it is warned and stopped. A LR multiplied by 1e9 after epoch 1 diverges in
+    epoch 2: stopped with model_0001.pth kept and named."""
+    out = tmp_path / "adam"
+    assert train(out, data_root, "SOLVER.OPTIMIZER_NAME", "Adam", "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_EPOCHS", 0,
+                 "SOLVER.LOG_PERIOD_ITERS", 20) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "its smallest value in the first steps" in err and "Traceback" not in err
+    assert "No checkpoint had been written" in err and not list(out.glob("model_*.pth"))
+
+    out = tmp_path / "late"
+    assert train(out, data_root, "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.STEPS_EPOCHS", "[2]", "SOLVER.GAMMA", "1e9",
+                 "SOLVER.LOG_PERIOD_ITERS", 1) == 2
+    err = capsys.readouterr().err
+    assert "The last good state is model_0001.pth" in err and "--resume" in err
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0001.pth"]
+    log = (out / "log.txt").read_text()
+    assert "training is probably diverging" in log or "training diverged" in log
+
+
+# ----------------------------------------------------------------------------------------- loss logs
+def test_a_resumed_run_logs_the_same_metrics_as_an_uninterrupted_one(finished_run, data_root, tmp_path):
+    """The run is killed right after model_0002.pth: its metrics.json has the first two epochs'
+    records. --resume appends the third epoch's: the file then equals the uninterrupted run's
+    (losses are window means, not medians over a history a resumed process does not have)."""
+    run = _copy(finished_run, tmp_path)
+    for name in ("model_final.pth", "last_checkpoint", "results.json", "results.csv", "results.md",
+                 "evaluations.json"):
+        (run / name).unlink()
+    records = [json.loads(line) for line in open(finished_run / "metrics.json")]
+    (run / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records if r["epoch"] < 2))
+    assert train(run, data_root, "--resume") == 0
+
+    def comparable(path):  # wall-clock timings differ between any two runs
+        return [{k: v for k, v in json.loads(line).items() if k not in ("time", "data_time")} for line in open(path)]
+
+    assert comparable(run / "metrics.json") == comparable(finished_run / "metrics.json")
+    assert sum(1 for r in records if "loss_cls" in r) == 3  # one window per epoch, each logged
+    log = (finished_run / "log.txt").read_text()
+    assert "(mean of iters 1-2)" in log  # the console names the window its losses average
 
 
 # ----------------------------------------------------------------------------------------- self-contained checkpoints
@@ -289,21 +331,33 @@ def test_unwritable_output_dir_is_one_line(data_root, tmp_path, capsys):
 
 
 def test_disk_full_during_a_save_is_one_line_and_keeps_earlier_checkpoints(data_root, tmp_path, capsys, monkeypatch):
-    real_save, calls = torch.save, []
-
-    def save(obj, f, *args, **kwargs):  # the second checkpoint (model_0002) finds the disk full
-        calls.append(1)
-        if len(calls) == 2:
-            f.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
+    full_disk(monkeypatch, after_files=1, only="model_*.pth")  # model_0001.pth fits, model_0002.pth does not
     out = tmp_path / "out"
     assert train(out, data_root) == 2
-    err = capsys.readouterr().err
-    assert "Could not write checkpoint" in err and "No space left on device" in err and "Traceback" not in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == (f"error: Could not write checkpoint {out / 'model_0002.pth'}: No space left on device. The "
+                      f"previous checkpoints in {out} are intact; free disk space (or fix permissions) and resume "
+                      f"with --resume.")
     assert _weights(out / "model_0001.pth") and not list(out.glob("*.tmp"))
+
+
+def test_disk_full_at_the_pointer_says_the_checkpoint_was_written(data_root, tmp_path, capsys, monkeypatch):
+    full_disk(monkeypatch, after_files=0, only="last_checkpoint")  # model_0001.pth fits, its pointer does not
+    out = tmp_path / "out"
+    assert train(out, data_root) == 2
+    err = capsys.readouterr().err.strip().splitlines()[0]
+    assert err.startswith(f"error: Wrote checkpoint {out / 'model_0001.pth'}, but not its pointer last_checkpoint: No "
+                          f"space left on device.")
+    assert _weights(out / "model_0001.pth") and not (out / "last_checkpoint").exists()
+
+
+def test_disk_full_at_the_results_is_one_line(finished_run, data_root, tmp_path, capsys, monkeypatch):
+    run = _copy(finished_run, tmp_path)
+    (run / "results.json").unlink()
+    full_disk(monkeypatch, after_files=0, only="results.json")
+    assert train(run, data_root, "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: Could not write {run / 'results.json'}: No space left on device." and len(err) == 2
 
 
 def test_flags_are_accepted_after_the_overrides(finished_run, data_root, tmp_path):
