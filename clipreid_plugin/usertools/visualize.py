@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from clipreid_plugin.data.decode import read_image, upright_size
 from clipreid_plugin.evaluation.results import NPZ_KEYS
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
+from clipreid_plugin.utils.file_io import atomic_write
 from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, save_figure, text_size
 
 __all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "LETTERBOX_COLOUR", "StripLayout",
@@ -315,10 +316,12 @@ def visualize_ranking(results_path: str, output_path: str, num_queries: int = 10
 
 
 def save_png(picture: Image.Image, path: str) -> None:
-    """Write ``picture`` as a PNG at ``path``, creating its folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    picture.save(path, format="PNG", optimize=True)
+    """Atomically write ``picture`` as a PNG at ``path``, creating its folder.
+
+    Raises:
+        OutputWriteError: the file cannot be written (naming ``path`` and the cause).
+    """
+    atomic_write(path, lambda f: picture.save(f, format="PNG", optimize=True))
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,6 +55,13 @@ class _RecordingFile:
         return getattr(self._f, name)
 
 
+def _make_folder(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # a file of that name: the cause is that it is not a folder
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
+
+
 def _temp_file(folder: str, name: str, mode: str):
     """Returns: (an open temporary file in ``folder`` with a plain open()'s permissions, its path)."""
     fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=folder)
@@ -84,7 +91,7 @@ def atomic_write(path: str, write_fn: Callable[[object], None], mode: str = "wb"
     folder = os.path.dirname(os.path.abspath(path))
     tmp, recorder = None, None
     try:
-        os.makedirs(folder, exist_ok=True)
+        _make_folder(folder)
         raw, tmp = _temp_file(folder, os.path.basename(path), mode)
         with raw:
             f = raw if mode == "wb" else _text(raw)
@@ -130,7 +137,7 @@ def check_writable(path: str) -> None:
                                                                 f"file name.")
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
+        _make_folder(folder)
         raw, tmp = _temp_file(folder, os.path.basename(path), "wb")
         try:
             with raw:

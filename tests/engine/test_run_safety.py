@@ -126,6 +126,10 @@ def test_resume_continues_from_the_newest_good_checkpoint(finished_run, data_roo
     assert train(run, data_root, "--resume") == 0
     log = (run / "log.txt").read_text()
     assert "resuming from the newest readable checkpoint, model_0002.pth" in log
+    why = {"pointer_missing": "last_checkpoint is missing:", "pointer_dangling": "last_checkpoint names "
+           "model_0009.pth, which does not exist:", "last_truncated": "last_checkpoint names model_final.pth, "
+           "which cannot be read:"}[damage]
+    assert why in log and "is names" not in log
     assert "2 of 3 epochs done" in log
     # the third epoch again, from the second epoch's state: the very same final weights
     assert _equal(_weights(run / "model_final.pth"), _weights(finished_run / "model_final.pth"))
@@ -149,6 +153,13 @@ def test_a_failed_resume_leaves_the_run_config_alone(finished_run, data_root, tm
     err = capsys.readouterr().err
     assert "Cannot resume from" in err and "different model" in err and "Traceback" not in err
     assert (run / "config.yaml").read_text() == config and "DEPTH: 18x" in config
+    # the keys are summarised (counts, a few per module), not listed one by one (was 3,031 characters)
+    # ResNet-34 has 1, 2, 4 and 1 more BasicBlocks than ResNet-18 in layer1-4; 12 tensors each
+    # (2 convolutions, 2 batch norms of 5 entries)
+    line = err.strip().splitlines()[0]
+    assert len(line) < 800 and ("missing 96 keys in 4 modules: backbone.layer1 (12: 2.conv1.weight, 2.bn1.weight, "
+                                "...); backbone.layer2 (24: 2.conv1.weight, 2.bn1.weight, ...); backbone.layer3 (48: "
+                                "2.conv1.weight, 2.bn1.weight, ...); and 1 more module)") in line
 
 
 def test_leftovers_of_a_killed_write_are_removed(finished_run, data_root, tmp_path):
@@ -431,3 +442,38 @@ def run_tool_exit(main, argv):
     from clipreid_plugin.utils.cli import run_tool
 
     return run_tool(lambda: main(argv))
+
+
+PLAIN_TENSOR_BACKBONE = '''
+from torch import nn
+from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY, Backbone
+
+
+class PlainTensorCNN(Backbone):
+    """Forgets the contract: returns the feature map itself, not a BackboneOutput."""
+
+    def __init__(self):
+        super().__init__()
+        self.out_features = 8
+        self.body = nn.Conv2d(3, 8, 3, 2, 1)
+
+    def forward(self, images, camids=None, viewids=None):
+        return self.body(images)
+
+
+@BACKBONE_REGISTRY.register()
+def build_plain_tensor_backbone(cfg):
+    return PlainTensorCNN()
+'''
+
+
+def test_a_backbone_that_breaks_the_output_contract_is_named_when_the_model_is_built(data_root, tmp_path, capsys):
+    plugin = tmp_path / "plain_backbone.py"
+    plugin.write_text(PLAIN_TENSOR_BACKBONE)
+    out = tmp_path / "out"
+    assert train(out, data_root, "PLUGINS", f"['{plugin}']", "MODEL.BACKBONE.NAME", "build_plain_tensor_backbone") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == ("error: MODEL.BACKBONE.NAME 'build_plain_tensor_backbone': PlainTensorCNN.forward returned a "
+                      "Tensor, not a BackboneOutput: every backbone returns BackboneOutput(feature, ...) "
+                      "(clipreid_plugin/modeling/backbones/base.py).") and len(err) == 2
+    assert "Starting the main loop" not in (out / "log.txt").read_text()  # found at build, before any step

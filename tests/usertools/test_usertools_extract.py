@@ -1,6 +1,5 @@
 """FeatureExtractor, feature files and search (clipreid_plugin.usertools.extract, tools/extract.py, tools/search.py)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,18 +13,10 @@ from PIL import Image
 
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
-from clipreid_plugin.utils.cli import run_tool
 
 from image_files import png_header_only
+from tool_cli import load_tool, run_cli
 from usertools_cfg import REPO, SIZE
-
-
-def load_tool(name):
-    """Import tools/<name>.py as a module (its main(argv) runs in-process, which is fast)."""
-    spec = importlib.util.spec_from_file_location(f"usertools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def expected_features(cfg, weights, paths, flip=False):
@@ -136,11 +127,6 @@ def test_search_command_line_error_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "missing.npz not found" in p.stderr and "Traceback" not in p.stderr
 
-
-def run_cli(name, argv):
-    """tools/<name>.py as a user runs it (main under run_tool, in-process); returns the exit code."""
-    mod = load_tool(name)
-    return run_tool(lambda: mod.main([str(a) for a in argv]))
 
 
 def test_extract_sees_a_phone_photo_upright_and_rejects_a_bomb_in_one_line(checkpoint, tmp_path, capsys):
