@@ -477,3 +477,13 @@ def test_a_backbone_that_breaks_the_output_contract_is_named_when_the_model_is_b
                       "Tensor, not a BackboneOutput: every backbone returns BackboneOutput(feature, ...) "
                       "(clipreid_plugin/modeling/backbones/base.py).") and len(err) == 2
     assert "Starting the main loop" not in (out / "log.txt").read_text()  # found at build, before any step
+
+
+def test_a_plugin_that_fails_to_import_is_one_sentence_and_one_debug_hint(data_root, tmp_path, capsys):
+    plugin = tmp_path / "clash.py"
+    plugin.write_text("from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY\n\n\n"
+                      "@BACKBONE_REGISTRY.register()\ndef build_resnet_backbone(cfg):\n    return None\n")
+    assert train(tmp_path / "out", data_root, "PLUGINS", f"['{plugin}']") == 2
+    err = capsys.readouterr().err
+    assert err.count("CLIPREID_DEBUG") == 1 and ".." not in err.splitlines()[0]
+    assert err.splitlines()[0].endswith("Rename one of them.")
