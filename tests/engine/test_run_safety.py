@@ -342,7 +342,7 @@ def test_unwritable_output_dir_is_one_line(data_root, tmp_path, capsys):
 
 
 def test_disk_full_during_a_save_is_one_line_and_keeps_earlier_checkpoints(data_root, tmp_path, capsys, monkeypatch):
-    full_disk(monkeypatch, after_files=1, only="model_*.pth")  # model_0001.pth fits, model_0002.pth does not
+    full_disk(monkeypatch, after_files=1, only="model_*.pth", free_bytes=64)  # model_0002.pth does not fit
     out = tmp_path / "out"
     assert train(out, data_root) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -353,7 +353,7 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_earlier_checkpoints(data_
 
 
 def test_disk_full_at_the_pointer_says_the_checkpoint_was_written(data_root, tmp_path, capsys, monkeypatch):
-    full_disk(monkeypatch, after_files=0, only="last_checkpoint")  # model_0001.pth fits, its pointer does not
+    full_disk(monkeypatch, after_files=0, only="last_checkpoint", free_bytes=4)  # model_0001.pth fits, its pointer not
     out = tmp_path / "out"
     assert train(out, data_root) == 2
     err = capsys.readouterr().err.strip().splitlines()[0]
