@@ -44,8 +44,16 @@ def shared_parity_run(reference_dir):
     return get
 
 
+# Every training of the suite runs with the same number of threads: a reduction split over
+# another number of threads sums in another order, so a module-scoped fixture's run (set up
+# before any function fixture) and a test's resumed run would differ in the last bits. Set at
+# import as well as per test (a test may change it).
+TEST_THREADS = 2
+torch.set_num_threads(TEST_THREADS)
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     """Keep tests reproducible and light on the 2-core CI machine."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(TEST_THREADS)
     yield

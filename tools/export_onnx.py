@@ -24,6 +24,7 @@ import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.export import DEFAULT_OPSET, check_onnx, export_onnx, require_onnx
 from clipreid_plugin.usertools.extract import FeatureExtractor
+from clipreid_plugin.utils.file_io import check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     require_onnx(check=not args.no_check)  # before loading anything: one line naming the extra
     logger = logging.getLogger("clipreid_plugin")
+    check_writable(args.output)  # before the work, not after it
     # export on the CPU: the graph is device-independent and onnxruntime checks it on the CPU
     ex = FeatureExtractor(args.config_file, args.weights or None, opts=args.opts, device="cpu")
     size = ex.cfg.INPUT.SIZE_TEST

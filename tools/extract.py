@@ -23,6 +23,7 @@ set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (to
 import clipreid_plugin  # noqa: F401  (registers every built-in component)
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, save_features
+from clipreid_plugin.utils.file_io import check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     """Parse the arguments, embed the images, write the feature file."""
     args = build_parser().parse_args(argv)
+    check_writable(args.output)  # before the work, not after it
     ex = FeatureExtractor(args.config_file, args.weights or None, opts=args.opts, device=args.device)
     feats, paths = ex.embed(args.input, batch_size=args.batch_size, num_workers=args.num_workers)
     save_features(args.output, feats, paths)

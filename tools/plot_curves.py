@@ -18,6 +18,7 @@ set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (to
 
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.visualize import plot_training_curves
+from clipreid_plugin.utils.file_io import check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     """Parse the arguments and draw the picture."""
     args = build_parser().parse_args(argv)
+    check_writable(args.output)  # before the work, not after it
     panels = plot_training_curves(args.metrics, args.output, panel_size=tuple(args.panel_size))
     logging.getLogger("clipreid_plugin").info(f"Drew {', '.join(panels)} to {args.output}")
 

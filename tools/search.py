@@ -33,7 +33,7 @@ from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, s
 from clipreid_plugin.usertools.index import INDEX_KINDS, NLIST_RULE, GalleryIndex
 from clipreid_plugin.usertools.visualize import StripLayout, draw_rank_strips, save_png
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
-from clipreid_plugin.utils.file_io import atomic_write_text
+from clipreid_plugin.utils.file_io import atomic_write_text, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     """Parse the arguments, rank the gallery, print / write the ranked lists."""
     args = build_parser().parse_args(argv)
+    for output in (args.output, args.strip):  # before the work, not after it
+        if output:
+            check_writable(output)
     gallery, gallery_paths = load_features(args.gallery)
     if args.query_feats:
         query, query_paths = load_features(args.query_feats)

@@ -28,7 +28,7 @@ from clipreid_plugin.config import DataInfo, as_name_list
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.env import resolve_device
 
-from .common import ReIDImageDataset, collate_batch, drop_unreadable
+from .common import SKIP_ADVICE, ReIDImageDataset, collate_batch, drop_unreadable
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
 from .datasets.bases import Sample, test_splits_only
 from .decode_cache import build_decode_cache
@@ -57,7 +57,8 @@ def _image_dataset(cfg, samples: Sequence[Sample], is_train: bool, purpose: str)
     cache = build_decode_cache(cfg.DATALOADER.DECODE_CACHE, [s[0] for s in samples],
                                transform.size, f"{purpose}-{transform.cache_key}", cfg.OUTPUT_DIR,
                                comm.get_rank())
-    return ReIDImageDataset(samples, transform, cache, device_augment=cfg.INPUT.DEVICE_AUGMENT)
+    return ReIDImageDataset(samples, transform, cache, device_augment=cfg.INPUT.DEVICE_AUGMENT,
+                            bad_image_advice=SKIP_ADVICE)
 
 
 def _device_transform(cfg, image_ds: ReIDImageDataset) -> Optional[DeviceTransform]:

@@ -1,4 +1,5 @@
-"""The torch Dataset over ``(path, pid, camid, viewid)`` samples, image reading and collation."""
+"""The torch Dataset over ``(path, pid, camid, viewid)`` samples, and collation (images are read
+by :func:`~clipreid_plugin.data.decode.read_image`, re-exported here)."""
 
 import logging
 import random
@@ -6,39 +7,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from PIL import Image
-
 from .datasets.bases import DatasetError, Sample
+from .decode import read_image
 from .decode_cache import DecodeCache
 from .device_augment import AUGMENT_KEYS
 from .transforms import ReIDTransform
 
-__all__ = ["ReIDImageDataset", "read_image", "collate_batch", "drop_unreadable"]
+__all__ = ["ReIDImageDataset", "read_image", "collate_batch", "drop_unreadable", "SKIP_ADVICE"]
 
 logger = logging.getLogger(__name__)
 
 
-def read_image(path: str) -> Image.Image:
-    """Open and fully decode an image.
-
-    Args:
-        path: image file.
-
-    Returns:
-        The PIL image (decoded, so truncated files fail here and not later).
-
-    Raises:
-        DatasetError: the file is missing, unreadable or truncated (names the file and the fix).
-    """
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(
-            f"Cannot read image {path}: {e}. Fix or remove the file, or set "
-            f"DATASETS.SKIP_BAD_IMAGES True to skip unreadable images (they are counted and "
-            f"logged).") from None
+# what a user of the training / evaluation loaders can do about a bad image
+SKIP_ADVICE = ("Fix or remove the file, or set DATASETS.SKIP_BAD_IMAGES True to skip unreadable images (they are "
+               "counted and logged).")
 
 
 def drop_unreadable(samples: Sequence[Sample], what: str, num_threads: int = 8) -> List[Sample]:
@@ -54,7 +36,7 @@ def drop_unreadable(samples: Sequence[Sample], what: str, num_threads: int = 8) 
     """
     def ok(sample):
         try:
-            read_image(sample[0])
+            read_image(sample[0], SKIP_ADVICE)
             return True
         except DatasetError:
             return False
@@ -82,7 +64,8 @@ class ReIDImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], transform: ReIDTransform,
-                 cache: Optional[DecodeCache] = None, device_augment: bool = False):
+                 cache: Optional[DecodeCache] = None, device_augment: bool = False,
+                 bad_image_advice: Optional[str] = None):
         """
         Args:
             samples: ``(path, pid, camid, viewid)`` tuples.
@@ -90,11 +73,15 @@ class ReIDImageDataset(torch.utils.data.Dataset):
             cache: optional shared decode cache with one slot per sample.
             device_augment: return uint8 images and the augmentation draws instead of
                 augmented float images (``INPUT.DEVICE_AUGMENT``).
+            bad_image_advice: what the user can do about an unreadable image, appended to its
+                error (default: fix or remove the file; the config's loaders name
+                ``DATASETS.SKIP_BAD_IMAGES``).
         """
         self.samples = list(samples)
         self.transform = transform
         self.cache = cache
         self.device_augment = bool(device_augment)
+        self.bad_image_advice = bad_image_advice
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,7 +91,7 @@ class ReIDImageDataset(torch.utils.data.Dataset):
         path, pid, camid, viewid = self.samples[index]
 
         def produce():
-            return self.transform.prepare(read_image(path))
+            return self.transform.prepare(read_image(path, self.bad_image_advice))
 
         arr = self.cache.get(index, produce) if self.cache is not None else produce()
         rng = generator = None

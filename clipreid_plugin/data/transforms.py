@@ -35,6 +35,8 @@ from clipreid_plugin.config import as_name_list
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
+from .decode import to_rgb
+
 __all__ = ["TRANSFORM_REGISTRY", "ReIDTransform", "RandomErasing", "AugmentParams", "normalize_uint8", "build_transforms"]
 
 TRANSFORM_REGISTRY = Registry("TRANSFORM", training_keys=["INPUT.TRANSFORMS"])
@@ -212,15 +214,16 @@ class ReIDTransform:
         return f"{self.size[0]}x{self.size[1]}-{self.interpolation}"
 
     def prepare(self, img: Image.Image) -> np.ndarray:
-        """Deterministic part: convert to RGB and resize.
+        """Deterministic part: convert to 8-bit RGB (:func:`~clipreid_plugin.data.decode.to_rgb`:
+        upright, 16-bit scaled, alpha over black) and resize.
 
         Args:
-            img: a PIL image.
+            img: a PIL image of any mode (:func:`~clipreid_plugin.data.decode.read_image`'s are RGB).
 
         Returns:
             uint8 array (H, W, 3).
         """
-        img = TF.resize(img.convert("RGB"), list(self.size), _INTERPOLATIONS[self.interpolation])
+        img = TF.resize(to_rgb(img), list(self.size), _INTERPOLATIONS[self.interpolation])
         return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
     def draw(self, rng: Optional[random.Random] = None,

@@ -21,14 +21,15 @@ from clipreid_plugin.config import CfgNode, fill_data_dependent_keys, load_cfg
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.checkpoint import Checkpointer, load_model_weights, unwrap_model
 from clipreid_plugin.utils.env import resolve_amp_dtype, resolve_dtype, seed_all_rng, set_determinism
-from clipreid_plugin.utils.errors import ConfigError
+from clipreid_plugin.utils.errors import ConfigError, TrainingDivergedError
 from clipreid_plugin.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
-from clipreid_plugin.utils.logger import log_once, setup_logger
+from clipreid_plugin.utils.logger import FILE_ONLY, log_once, setup_logger
 from clipreid_plugin.utils.optional import extra_hint
 
 from . import hooks, run_dir
-from .layer_freeze import LayerFreeze
 from .fixbase import FixBaseHook
+from .launch import take_captured_output
+from .layer_freeze import LayerFreeze
 from .train_loop import SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup_cfg", "default_setup", "DefaultTrainer", "run_training", "maybe_compile",
@@ -157,6 +158,11 @@ def _prepare_output_dir(cfg: CfgNode, args) -> Tuple[CfgNode, List[str]]:
                     problem = (f"OUTPUT_DIR {out} already holds a run ({found}). Continue it with --resume, replace it "
                                f"with --overwrite, start in a new sub-folder with --fresh-subdir, or set another "
                                f"OUTPUT_DIR.")
+            if not eval_only:
+                cleared = run_dir.remove_failed_attempt(out)
+                if cleared:
+                    notes.append(f"Removed {', '.join(os.path.basename(p) for p in cleared)} of an earlier training "
+                                 f"in {out} that stopped before its first checkpoint.")
             run_dir.remove_leftovers(out)
         except ConfigError as e:
             problem = str(e)
@@ -208,6 +214,8 @@ def default_setup(cfg: CfgNode, args) -> CfgNode:
         run_dir.record_torchrun_job(cfg.OUTPUT_DIR)
     rank = comm.get_rank()
     logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    for text in take_captured_output():  # C++ noise of a torchrun restart: the log file only
+        logger.info(text, extra=FILE_ONLY)
     for note in notes:
         logger.warning(note)
     logger.info(f"Rank {rank} of {comm.get_world_size()} processes; torch {torch.__version__}; "
@@ -447,11 +455,22 @@ class DefaultTrainer(TrainerBase):
         Returns:
             The last evaluation results (``{dataset: metrics}``) on the main process.
         """
-        super().train(self.start_epoch, self.max_epochs)
+        try:
+            super().train(self.start_epoch, self.max_epochs)
+        except TrainingDivergedError as e:
+            raise TrainingDivergedError(f"{e} {self._last_good_state()}") from None
         for h in self.hooks:
             if isinstance(h, hooks.EvalHook):
                 return h.last_results
         return {}
+
+    def _last_good_state(self) -> str:
+        last = self.checkpointer.get_checkpoint_file()
+        if last:
+            return (f"The last good state is {os.path.basename(last)} in {self.cfg.OUTPUT_DIR}: continue from it with "
+                    f"--resume once the cause is fixed.")
+        return (f"No checkpoint had been written, so {self.cfg.OUTPUT_DIR} holds no run: run the same command again "
+                f"once the cause is fixed.")
 
     def run_epoch(self):
         seed_all_rng(_epoch_seed(self.cfg.SOLVER.SEED, self.epoch, comm.get_rank()))
@@ -468,12 +487,12 @@ class DefaultTrainer(TrainerBase):
 
     def state_dict(self):
         sd = super().state_dict()
-        sd.update(self._trainer.optimization_step.state_dict())
+        sd.update(self._trainer.step_state())
         return sd
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self._trainer.optimization_step.load_state_dict(state)
+        self._trainer.load_step_state(state)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> "OrderedDict[str, Dict]":

@@ -264,8 +264,8 @@ class PhaseHook(HookBase):
             start_epoch: first epoch to run (non-zero when resuming inside the phase).
             hooks: extra hooks of the inner loop (e.g. periodic checkpoints), run after the LR
                 scheduler and before the writers.
-            step_state: a saved :meth:`OptimizationStep.state_dict` (grad scaler) to continue
-                from when resuming inside the phase.
+            step_state: a saved :meth:`SimpleTrainer.step_state` (grad scaler, loss baseline)
+                of the phase's loop, to continue from when resuming inside the phase.
 
         Returns:
             The inner trainer, after training.
@@ -274,7 +274,7 @@ class PhaseHook(HookBase):
         cfg = outer.cfg
         loop = SimpleTrainer(model, data_loader, optimizer, cfg.SOLVER.CLIP_GRAD_NORM, outer.amp_dtype,
                              phase=self.phase_name, log_period=cfg.SOLVER.LOG_PERIOD_ITERS)
-        loop.optimization_step.load_state_dict(step_state or {})
+        loop.load_step_state(step_state or {})
         inner = [IterationTimer(), LRScheduler(optimizer, scheduler)] + list(hooks or [])
         if comm.is_main_process():
             writers = outer.build_writers(self.num_epochs * len(data_loader), len(data_loader), self.phase_name)

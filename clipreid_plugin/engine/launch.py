@@ -4,13 +4,16 @@ NCCL is used when CUDA devices are available, gloo otherwise (CPU processes), so
 command runs multi-process on a laptop, in CI, and on a GPU cluster.
 """
 
+import contextlib
 import datetime
 import importlib
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -19,7 +22,7 @@ import torch.multiprocessing as mp
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.errors import ConfigError, ToolkitError
 
-__all__ = ["launch", "find_free_port", "running_under_torchrun"]
+__all__ = ["launch", "find_free_port", "running_under_torchrun", "take_captured_output"]
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 
@@ -76,6 +79,46 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
         )
     except mp.ProcessRaisedException as e:
         raise _toolkit_error_of(e) or e from None
+
+
+# What the C++ side printed while this process waited for a restarted job's store (see
+# _stderr_captured); default_setup writes it to the run's log file once that file is open.
+_CAPTURED: List[str] = []
+
+
+def take_captured_output() -> List[str]:
+    """Returns (and forgets): the C++ diagnostics captured before the log file existed."""
+    out = list(_CAPTURED)
+    _CAPTURED.clear()
+    return out
+
+
+@contextlib.contextmanager
+def _stderr_captured(what: str):
+    """Send what is written to file descriptor 2 (where c10d's C++ code logs) to a temporary file
+    while the block runs, and keep it for the log file (:func:`take_captured_output`). Python's
+    ``sys.stderr`` is flushed first so nothing of it is mixed in. If the block fails, the captured
+    text goes back to the console: an error keeps its diagnostics."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace").strip()
+            if text and failed:
+                print(text, file=sys.stderr)
+            elif text:
+                _CAPTURED.append(f"{what}:\n{text}")
 
 
 def _toolkit_error_of(error: Exception) -> Optional[ToolkitError]:
@@ -139,18 +182,21 @@ def _attempt_store(rank: int, world_size: int) -> dist.Store:
         agent_store.set(key, f"{addr}:{store.port}")
         return store
     deadline = time.monotonic() + DEFAULT_TIMEOUT.total_seconds()
-    while True:
-        host, port = agent_store.get(key).decode().rsplit(":", 1)
-        try:
-            store = dist.TCPStore(host, int(port), world_size, is_master=False,
-                                  timeout=datetime.timedelta(seconds=5))
-        except RuntimeError:  # DistStoreError: the previous attempt's address: nobody listens
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-            continue
-        store.set_timeout(DEFAULT_TIMEOUT)
-        return store
+    # each failed try prints ~20 lines of C++ socket-timeout trace: expected while the job
+    # restarts, so they go to the log file, not the user's console
+    with _stderr_captured("c10d while waiting for the store of this torchrun attempt"):
+        while True:
+            host, port = agent_store.get(key).decode().rsplit(":", 1)
+            try:
+                store = dist.TCPStore(host, int(port), world_size, is_master=False,
+                                      timeout=datetime.timedelta(seconds=5))
+            except RuntimeError:  # DistStoreError: the previous attempt's address: nobody listens
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            store.set_timeout(DEFAULT_TIMEOUT)
+            return store
 
 
 def _init_from_env() -> None:

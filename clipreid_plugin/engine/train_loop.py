@@ -27,7 +27,7 @@ import torch
 
 from clipreid_plugin.utils import comm
 from clipreid_plugin.utils.env import autocast
-from clipreid_plugin.utils.errors import TrainingDivergedError
+from clipreid_plugin.utils.errors import ToolkitError, TrainingDivergedError
 from clipreid_plugin.utils.events import EventStorage, get_event_storage
 
 from .protocol import TrainerProtocol
@@ -148,6 +148,8 @@ class TrainerBase:
                     self.after_epoch()
                 # the final epoch is done: point past it, as a resumed run would see it
                 self.epoch = max_epochs
+            except ToolkitError:
+                raise  # a message for the user (the tool prints it as one line), not a bug
             except Exception:
                 logger.exception("Exception during training:")
                 raise
@@ -312,17 +314,33 @@ class LossMonitor:
     The non-finite stop still names the exact iteration it happened at; training after that
     step never reaches a checkpoint, because :meth:`flush` runs before the epoch's checkpoint.
 
+    Divergence is judged against the run's **early baseline**: the smallest total loss of its
+    first :attr:`BASELINE_STEPS` steps (the first is taken before any update, so a learning rate
+    that explodes the loss within the first logging period is still caught), at least
+    :attr:`BASELINE_FLOOR` (a loss that starts near 0 does not make every later value an
+    "explosion"). A logging period whose mean total loss exceeds the baseline ``warn_factor``
+    times is warned (again at every further factor of 10); past ``stop_factor`` times training
+    stops with :class:`TrainingDivergedError` before the epoch's checkpoint, so the last
+    checkpoint stays the last good state. The baseline is part of :meth:`state_dict` (saved
+    in checkpoints): a resumed run judges against the same one.
+
     Args:
         phase: the loop's phase name, for messages ("" for the main loop).
-        explosion_factor: warn when the period's mean total loss exceeds the first period's by
-            this factor (and again at every further factor of 10).
+        warn_factor: warn above this multiple of the baseline.
+        stop_factor: stop above this multiple of the baseline.
     """
 
-    def __init__(self, phase: str = "", explosion_factor: float = 100.0):
+    BASELINE_STEPS = 5
+    BASELINE_FLOOR = 1.0
+
+    def __init__(self, phase: str = "", warn_factor: float = 100.0, stop_factor: float = 1e4):
         self.phase = phase
-        self.explosion_factor = float(explosion_factor)
-        self._reference: Optional[float] = None
-        self._warned_at = 0.0
+        self.warn_factor = float(warn_factor)
+        self.stop_factor = float(stop_factor)
+        self._baseline: Optional[float] = None  # min total loss of the steps seen so far (<= BASELINE_STEPS)
+        self._baseline_steps = 0
+        self._early: List[torch.Tensor] = []  # total losses of early steps not yet flushed
+        self._warned_at = self.warn_factor
         self._reset()
 
     def _reset(self) -> None:
@@ -339,6 +357,8 @@ class LossMonitor:
         for k, v in loss_dict.items():
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        if isinstance(total, torch.Tensor) and self._baseline_steps + len(self._early) < self.BASELINE_STEPS:
+            self._early.append(total.detach())
         # Python scalars, not new device tensors: creating a CUDA tensor from a number is a
         # blocking host-to-device copy, which would wait for the step's kernels.
         bad = torch.where(finite, -1, iteration)
@@ -360,42 +380,70 @@ class LossMonitor:
             ``{name: mean}`` plus ``total_loss`` (empty when no step was added).
 
         Raises:
-            TrainingDivergedError: a loss or the gradient norm was NaN/inf at some step; the
-                message names the first such iteration.
+            TrainingDivergedError: a loss or the gradient norm was NaN/inf at some step (the
+                message names the first such iteration), or the mean total loss exceeds the
+                early baseline ``stop_factor`` times.
         """
         if not self._count:
             return {}
         local = {k: v.item() for k, v in self._sums.items()}
         local["__count"] = float(self._count)
         local["__first_bad"] = float(self._first_bad.item())
+        local["__early"] = [float(t.item()) for t in self._early]
+        self._early = []
         self._reset()
         gathered = comm.all_gather(local)  # every rank sees the same values: all stop together
         bad = [int(d["__first_bad"]) for d in gathered if d["__first_bad"] >= 0]
         count = sum(d["__count"] for d in gathered)
         mean = {k: sum(d[k] for d in gathered) / count for k in local if not k.startswith("__")}
         if bad:
-            phase = f" of {self.phase}" if self.phase else ""
             raise TrainingDivergedError(
-                f"The loss or the gradient norm became infinite or NaN at iteration {min(bad)}{phase} (mean losses "
-                f"of the steps since the last log: " + ", ".join(f"{k}={v:.4g}" for k, v in mean.items())
-                + "). Training stopped; the last checkpoint in OUTPUT_DIR is the last good state. Lower the "
-                  "learning rate, enable SOLVER.CLIP_GRAD_NORM, or check the data.")
+                f"The loss or the gradient norm became infinite or NaN at iteration {min(bad)}{self._of_phase()} "
+                f"(mean losses of the steps since the last log: " + ", ".join(f"{k}={v:.4g}" for k, v in mean.items())
+                + "). Training stopped before saving anything from it. Lower the learning rate, enable "
+                  "SOLVER.CLIP_GRAD_NORM, or check the data.")
         mean["total_loss"] = sum(v for k, v in mean.items() if k.startswith("loss"))
+        early = [v for d in gathered for v in d["__early"]]
+        if early:
+            low = min(early)
+            self._baseline = low if self._baseline is None else min(self._baseline, low)
+            self._baseline_steps += len(gathered[0]["__early"])
         self._check_explosion(mean["total_loss"], iteration)
         return mean
 
+    def _of_phase(self) -> str:
+        return f" of {self.phase}" if self.phase else ""
+
     def _check_explosion(self, total: float, iteration: int) -> None:
-        if self._reference is None:
-            self._reference = max(abs(total), 1e-12)
-            self._warned_at = self.explosion_factor
+        if self._baseline is None:
             return
-        if total > self._reference * self._warned_at:
+        reference = max(self._baseline, self.BASELINE_FLOOR)
+        ratio = total / reference
+        if ratio > self.stop_factor:
+            raise TrainingDivergedError(
+                f"The loss{self._of_phase()} rose from {self._baseline:.4g} (its smallest value in the first "
+                f"steps) to {total:.4g} (x{ratio:.3g}, more than the x{self.stop_factor:g} at which training stops) "
+                f"by iteration {iteration}: training diverged. Training stopped before saving anything from it. "
+                f"Lower the learning rate or enable SOLVER.CLIP_GRAD_NORM.")
+        if ratio > self._warned_at:
             logging.getLogger(__name__).warning(
-                f"The loss{' of ' + self.phase if self.phase else ''} rose from {self._reference:.4g} to {total:.4g} "
-                f"(x{total / self._reference:.3g}) by iteration {iteration}: training is probably diverging. Lower "
-                f"the learning rate or enable SOLVER.CLIP_GRAD_NORM.")
-            while total > self._reference * self._warned_at:
+                f"The loss{self._of_phase()} rose from {self._baseline:.4g} (its smallest value in the first steps) "
+                f"to {total:.4g} (x{ratio:.3g}) by iteration {iteration}: training is probably diverging; it stops "
+                f"past x{self.stop_factor:g}. Lower the learning rate or enable SOLVER.CLIP_GRAD_NORM.")
+            while ratio > self._warned_at:
                 self._warned_at *= 10
+
+    def state_dict(self) -> Dict:
+        """Returns: the early baseline and warning level (host floats; called at checkpoints,
+        which follow a flush, so no step is pending)."""
+        return {"baseline": self._baseline, "baseline_steps": self._baseline_steps, "warned_at": self._warned_at}
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        if state:
+            self._baseline = state["baseline"]
+            self._baseline_steps = int(state["baseline_steps"])
+            self._warned_at = float(state["warned_at"])
 
 
 class SimpleTrainer(TrainerBase):
@@ -439,20 +487,31 @@ class SimpleTrainer(TrainerBase):
         if in_epoch % self.log_period == 0 or in_epoch >= storage.iters_this_epoch:
             mean = self.monitor.flush(self.iter)
             if comm.is_main_process():
-                storage.put_scalars(**mean)
+                # already the mean over the logging window: written as it is, never smoothed again
+                storage.put_scalars(**mean, smoothing_hint=False)
 
     def check_weights_finite(self) -> None:
         """Raise TrainingDivergedError when a parameter holds NaN/inf (one host sync)."""
         check_weights_finite(self.model, self.iter, self.phase)
 
+    def step_state(self) -> Dict:
+        """Returns: what continuing this loop's steps needs besides the model, optimizer and
+        scheduler: the grad scaler and the loss monitor's early baseline."""
+        return {**self.optimization_step.state_dict(), "loss_monitor": self.monitor.state_dict()}
+
+    def load_step_state(self, state: Dict) -> None:
+        """Restore :meth:`step_state`'s output (keys it lacks keep their fresh values)."""
+        self.optimization_step.load_state_dict(state)
+        self.monitor.load_state_dict(state.get("loss_monitor", {}))
+
     def state_dict(self):
         sd = super().state_dict()
-        sd.update(self.optimization_step.state_dict())
+        sd.update(self.step_state())
         return sd
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.optimization_step.load_state_dict(state)
+        self.load_step_state(state)
 
 
 def check_weights_finite(model: torch.nn.Module, iteration: int, phase: str = "") -> None:
@@ -472,5 +531,5 @@ def check_weights_finite(model: torch.nn.Module, iteration: int, phase: str = ""
     bad = [n for (n, _), ok in zip(params, flags.tolist()) if not ok]
     raise TrainingDivergedError(
         f"Weights became infinite or NaN by iteration {iteration}{' of ' + phase if phase else ''} "
-        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}). No checkpoint was written from them; the last "
-        f"checkpoint in OUTPUT_DIR is the last good state. Lower the learning rate or enable SOLVER.CLIP_GRAD_NORM.")
+        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}). No checkpoint was written from them. Lower the "
+        f"learning rate or enable SOLVER.CLIP_GRAD_NORM.")

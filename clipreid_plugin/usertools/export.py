@@ -12,7 +12,6 @@ extra; :func:`require_onnx` says which is missing before any work).
 """
 
 import logging
-import os
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from clipreid_plugin.evaluation.evaluator import flip_images
 from clipreid_plugin.utils.checkpoint import unwrap_model
+from clipreid_plugin.utils.file_io import atomic_write
 from clipreid_plugin.utils.optional import import_optional
 
 __all__ = ["EmbeddingModel", "export_onnx", "check_onnx", "require_onnx", "DEFAULT_OPSET"]
@@ -103,7 +103,6 @@ def export_onnx(model: nn.Module, path: str, image_size: Sequence[int], opset: i
     args = wrapper.example_inputs(image_size)
     names = wrapper.input_names
     dynamic_axes = {n: {0: "batch"} for n in names + ["embedding"]} if dynamic_batch else None
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention, taken in
     # eval mode without grad) has no ONNX symbolic: trace the ordinary composite path instead.
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -116,8 +115,9 @@ def export_onnx(model: nn.Module, path: str, image_size: Sequence[int], opset: i
             # shape / id-range checks in the model's forward become constants of the trace: the
             # graph is built for ``image_size`` only, as documented, so these are expected
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(wrapper, args, path, input_names=names, output_names=["embedding"],
-                              dynamic_axes=dynamic_axes, opset_version=int(opset), dynamo=False)
+            atomic_write(path, lambda f: torch.onnx.export(
+                wrapper, args, f, input_names=names, output_names=["embedding"], dynamic_axes=dynamic_axes,
+                opset_version=int(opset), dynamo=False))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     logger.info(f"Exported {type(wrapper.model).__name__} to {path} (opset {opset}, inputs {names}).")

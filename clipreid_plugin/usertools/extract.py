@@ -294,6 +294,9 @@ def load_features(path: str) -> Tuple[torch.Tensor, List[str]]:
         if missing:
             raise InvalidInputError(f"{path} is not a feature file: missing array(s) {missing} (found {data.files}); "
                                     f"create it with tools/extract.py.")
+        if data["feats"].shape[0] == 0:
+            raise InvalidInputError(f"Feature file {path} holds no features (0 images): extract it again from "
+                                    f"images with tools/extract.py.")
         return torch.from_numpy(data["feats"].astype(np.float32)), [str(p) for p in data["paths"]]
 
 

@@ -25,8 +25,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipreid_plugin.data.decode import read_image, upright_size
 from clipreid_plugin.evaluation.results import NPZ_KEYS
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
+from clipreid_plugin.utils.file_io import atomic_write
 from clipreid_plugin.utils.plotting import fit_text, pil_font, require_pyplot, save_figure, text_size
 
 __all__ = ["MATCH_COLOUR", "MISMATCH_COLOUR", "QUERY_COLOUR", "UNKNOWN_COLOUR", "LETTERBOX_COLOUR", "StripLayout",
@@ -123,8 +125,7 @@ def _missing_image(path: str) -> InputFileError:
 def _image_size(path: str) -> Tuple[int, int]:
     if not os.path.isfile(path):
         raise _missing_image(path)
-    with Image.open(path) as img:
-        return img.size
+    return upright_size(path)
 
 
 def _open_thumbnail(path: str, layout: StripLayout) -> Image.Image:
@@ -132,11 +133,10 @@ def _open_thumbnail(path: str, layout: StripLayout) -> Image.Image:
     if not os.path.isfile(path):
         raise _missing_image(path)
     box_w, box_h = layout.thumb_width, layout.thumb_height
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        scale = min(box_w / img.width, box_h / img.height)
-        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-        crop = img.resize((w, h), Image.BILINEAR)
+    img = read_image(path)
+    scale = min(box_w / img.width, box_h / img.height)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    crop = img.resize((w, h), Image.BILINEAR)
     thumb = Image.new("RGB", (box_w, box_h), LETTERBOX_COLOUR)
     thumb.paste(crop, ((box_w - w) // 2, (box_h - h) // 2))
     return thumb
@@ -321,10 +321,12 @@ def visualize_ranking(results_path: str, output_path: str, num_queries: int = 10
 
 
 def save_png(picture: Image.Image, path: str) -> None:
-    """Write ``picture`` as a PNG at ``path``, creating its folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    picture.save(path, format="PNG", optimize=True)
+    """Atomically write ``picture`` as a PNG at ``path``, creating its folder.
+
+    Raises:
+        OutputWriteError: the file cannot be written (naming ``path`` and the cause).
+    """
+    atomic_write(path, lambda f: picture.save(f, format="PNG", optimize=True))
 
 
 # ------------------------------------------------------------------------------------------

@@ -23,12 +23,12 @@ from tabulate import tabulate
 from torch import nn
 
 from clipreid_plugin.utils import comm
-from clipreid_plugin.utils.errors import ToolkitError
+from clipreid_plugin.utils.errors import OutputWriteError, ToolkitError
 from clipreid_plugin.utils.file_io import atomic_write, atomic_write_text
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_CONVERTERS", "load_model_weights", "unwrap_model",
-           "strip_module_prefix", "read_checkpoint_metadata", "read_state_dict", "checkpoint_family"]
+           "strip_module_prefix", "read_checkpoint_metadata", "read_state_dict", "checkpoint_family", "summarise_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +128,37 @@ def _extract_state_dict(data: Dict[str, Any], model: nn.Module) -> Tuple[Dict[st
     return sd, fmt
 
 
-def _format_problems(report: Dict[str, List[str]], limit: int = 8) -> str:
-    parts = []
-    for kind in ("missing", "mismatched", "unexpected"):
-        keys = report[kind]
-        if keys:
-            shown = ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-            parts.append(f"{kind}: {shown}")
-    return "; ".join(parts)
+def summarise_keys(keys: List[str], modules: int = 3, examples: int = 2) -> str:
+    """A short account of many state-dict keys: their count, and per module (the first two
+    name parts, ``backbone.layer4``) how many and the first few.
+
+    Example: ``"48 keys in 2 modules: backbone.layer3 (36: 2.conv1.weight, 2.bn1.weight, ...);
+    backbone.layer4 (12: ...)"``. A key may carry a note after ``": "`` (a shape mismatch).
+    """
+    groups: Dict[str, List[str]] = {}
+    for key in keys:
+        parts = key.split(": ", 1)[0].split(".")
+        module = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        groups.setdefault(module, []).append(key[len(module) + 1:] if key.startswith(module + ".") else key)
+    shown = []
+    for module, names in list(groups.items())[:modules]:
+        shown.append(f"{module} ({len(names)}: {', '.join(names[:examples])}{', ...' if len(names) > examples else ''})")
+    rest = len(groups) - len(shown)
+    return (f"{len(keys)} key{'s' if len(keys) != 1 else ''} in {len(groups)} module{'s' if len(groups) != 1 else ''}: "
+            + "; ".join(shown) + (f"; and {rest} more module{'s' if rest != 1 else ''}" if rest else ""))
+
+
+def _format_problems(report: Dict[str, List[str]]) -> str:
+    return "; ".join(f"{kind} {summarise_keys(report[kind])}" for kind in ("missing", "mismatched", "unexpected")
+                     if report[kind])
+
+
+def _key_report(model_sd: Dict[str, torch.Tensor], file_sd: Dict[str, torch.Tensor]) -> Dict[str, List[str]]:
+    """Returns: ``{"missing", "unexpected", "mismatched"}`` keys of ``file_sd`` against the model's."""
+    return {"missing": [k for k in model_sd if k not in file_sd],
+            "unexpected": [k for k in file_sd if k not in model_sd],
+            "mismatched": [f"{k}: {tuple(v.shape)} in file vs {tuple(model_sd[k].shape)} in model"
+                           for k, v in file_sd.items() if k in model_sd and model_sd[k].shape != v.shape]}
 
 
 def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False,
@@ -165,23 +188,16 @@ def load_model_weights(model: nn.Module, path: str, strict_shapes: bool = False,
     data = _read_file(path)
     sd, fmt = _extract_state_dict(data, model)
     own = model.state_dict()
-    mismatched, loadable = [], {}
-    for k, v in sd.items():
-        if k in own:
-            if own[k].shape != v.shape:
-                mismatched.append(f"{k}: {tuple(v.shape)} in file vs {tuple(own[k].shape)} in model")
-            else:
-                loadable[k] = v
+    report = _key_report(own, sd)
+    loadable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if own and not loadable:
         raise CheckpointError(
             f"No parameter of {path} fits {type(model).__name__}: it was saved from a different "
             f"architecture ({len(sd)} keys in the file, e.g. {list(sd)[:3]}; model keys e.g. "
             f"{list(own)[:3]}). Check MODEL.META_ARCHITECTURE / MODEL.BACKBONE.* against the checkpoint."
         )
-    if mismatched and strict_shapes:
-        raise CheckpointError(f"Shape mismatch loading {path}:\n  " + "\n  ".join(mismatched))
-    report = {"missing": [k for k in own if k not in sd],  # a mismatched key is in sd: reported once
-              "unexpected": [k for k in sd if k not in own], "mismatched": mismatched}
+    if report["mismatched"] and strict_shapes:
+        raise CheckpointError(f"Shape mismatch loading {path}: {summarise_keys(report['mismatched'])}.")
     if not allow_partial and (report["missing"] or report["mismatched"]):
         raise CheckpointError(
             f"{path} fills only {len(loadable)} of the {len(own)} tensors of {type(model).__name__} "
@@ -297,12 +313,16 @@ class Checkpointer:
         path = os.path.join(self.save_dir, f"{name}.pth")
         try:
             atomic_write(path, lambda f: torch.save(data, f))
-            # the pointer is written only after the checkpoint itself is complete
-            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), os.path.basename(path))
-        except (OSError, RuntimeError) as e:
-            raise CheckpointError(f"Could not write checkpoint {path}: {e}. The previous checkpoints in "
+        except OutputWriteError as e:
+            raise CheckpointError(f"Could not write checkpoint {path}: {e.cause}. The previous checkpoints in "
                                   f"{self.save_dir} are intact; free disk space (or fix permissions) and resume "
-                                  f"with --resume.") from e
+                                  f"with --resume.") from None
+        try:  # the pointer is written only after the checkpoint itself is complete
+            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), os.path.basename(path))
+        except OutputWriteError as e:
+            raise CheckpointError(f"Wrote checkpoint {path}, but not its pointer last_checkpoint: {e.cause}. Free "
+                                  f"disk space (or fix permissions) and resume with --resume: it finds "
+                                  f"{os.path.basename(path)} without the pointer.") from None
         logger.info(f"Saved checkpoint to {path}")
         self.prune(os.path.basename(path))
         return path
@@ -391,18 +411,18 @@ class Checkpointer:
                                   f"folder's model_*.pth files to start over, or give another OUTPUT_DIR.")
         name = os.path.basename(path)
         if name != pointer:
-            why = "missing" if pointer is None else (
+            why = "is missing" if pointer is None else (
                 f"names {pointer}, which " + ("cannot be read" if os.path.isfile(os.path.join(self.save_dir, pointer))
                                               else "does not exist"))
-            logger.warning(f"last_checkpoint is {why}: resuming from the newest readable checkpoint, {name}.")
-        try:
-            self.model.load_state_dict(data.pop("model"), strict=True)
-        except RuntimeError as e:
-            first = str(e).splitlines()[1:3]
+            logger.warning(f"last_checkpoint {why}: resuming from the newest readable checkpoint, {name}.")
+        weights = data.pop("model")
+        report = _key_report(self.model.state_dict(), weights)
+        if any(report.values()):
             raise CheckpointError(
                 f"Cannot resume from {path}: it was saved from a different model than this config builds "
-                f"({' '.join(s.strip() for s in first)} ...). Resume with the run's own config "
-                f"(--config-file {os.path.join(self.save_dir, 'config.yaml')}) or use another OUTPUT_DIR.") from None
+                f"({_format_problems(report)}). Resume with the run's own config "
+                f"(--config-file {os.path.join(self.save_dir, 'config.yaml')}) or use another OUTPUT_DIR.")
+        self.model.load_state_dict(weights, strict=True)
         for key, obj in self.checkpointables.items():
             if key in data:
                 obj.load_state_dict(data.pop(key))

@@ -1,11 +1,12 @@
 """What every command-line tool in ``tools/`` shares: logging setup and one-line error messages."""
 
+import logging
 import os
 import sys
 from typing import Callable
 
 from .errors import ToolkitError
-from .logger import setup_logger
+from .logger import FILE_ONLY, setup_logger
 
 __all__ = ["run_tool", "one_line"]
 
@@ -31,6 +32,8 @@ def run_tool(main: Callable[[], object]) -> int:
     except ToolkitError as e:
         if os.environ.get("CLIPREID_DEBUG"):
             raise
+        # the run's log file (when the tool opened one) says why it stopped; the console gets the line once
+        logging.getLogger("clipreid_plugin").error(f"error: {one_line(e)}", extra=FILE_ONLY)
         print(f"error: {one_line(e)}\n(set CLIPREID_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0

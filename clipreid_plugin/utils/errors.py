@@ -7,7 +7,7 @@ built-in exception a caller would expect (``ValueError`` for a bad value, ...), 
 """
 
 __all__ = ["ToolkitError", "ConfigError", "UnknownComponentError", "PluginError", "MissingDependencyError",
-           "InputFileError", "InvalidInputError", "TrainingDivergedError"]
+           "InputFileError", "InvalidInputError", "TrainingDivergedError", "OutputWriteError"]
 
 
 class ToolkitError(Exception):
@@ -44,3 +44,16 @@ class InvalidInputError(ToolkitError, ValueError):
 
 class TrainingDivergedError(ToolkitError, FloatingPointError):
     """The loss, a gradient or a weight became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputWriteError(ToolkitError, OSError):
+    """A file the user asked for (or a run's file) cannot be written: the folder is read-only,
+    the disk is full, ... The message names the destination (never a temporary file) and the
+    cause; :attr:`path` and :attr:`cause` hold them for callers that add their own context."""
+
+    def __init__(self, path: str, cause: str, message: str = ""):
+        super().__init__(message or f"Could not write {path}: {cause}.")
+        self.path, self.cause = path, cause
+
+    def __str__(self) -> str:  # OSError would format its own args
+        return str(self.args[0])

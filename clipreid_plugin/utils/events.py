@@ -137,12 +137,13 @@ class EventWriter:
 
 
 class CommonMetricPrinter(EventWriter):
-    """Console line: epoch, iteration, ETA, losses, timing, learning rate, memory.
+    """Console line: epoch, iteration, ETA, losses (the mean over the logging window, which the
+    line names), timing (medians of the last ``window`` steps), learning rate, memory.
 
     Args:
         max_iter: total iterations of the run (for the ETA).
         iters_per_epoch: iterations in one epoch.
-        window: smoothing window for the losses.
+        window: median window of the per-step timings.
         phase: name of a training phase printed first ("" for the main loop).
     """
 
@@ -166,14 +167,31 @@ class CommonMetricPrinter(EventWriter):
             self._last_write = (it, now)
             return eta
 
+    @staticmethod
+    def _losses(storage: EventStorage) -> str:
+        """The latest losses and the steps they average: the training loop logs each loss once
+        per logging window as the mean of that window's steps (``LossMonitor``); a window ends
+        at every ``SOLVER.LOG_PERIOD_ITERS`` steps and at the end of an epoch."""
+        latest = {k: storage.history(k).values[-1] for k in storage.histories()
+                  if k.startswith("loss") or k == "total_loss"}
+        if not latest:
+            return ""
+        name = "total_loss" if "total_loss" in latest else next(iter(latest))
+        history = storage.history(name).values
+        it = history[-1][1]
+        previous = history[-2][1] if len(history) > 1 else -1
+        first = max(previous + 1, storage.epoch_start_iter)  # windows never span epochs
+        steps = f"iter {it - storage.epoch_start_iter + 1}" if first == it else \
+            f"iters {first - storage.epoch_start_iter + 1}-{it - storage.epoch_start_iter + 1}"
+        return "  ".join(f"{k}: {v:.4g}" for k, (v, _) in latest.items()) + f" (mean of {steps})"
+
     def write(self) -> None:
         storage = get_event_storage()
         it = storage.iter
         if it >= self._max_iter:
             return
-        losses = "  ".join(f"{k}: {h.median(self._window):.4g}" for k, h in storage.histories().items()
-                           if k.startswith("loss") or k == "total_loss")
         ipe = storage.iters_this_epoch or self._ipe
+        losses = self._losses(storage)
         parts = [f"epoch: {storage.epoch + 1}", f"iter: {it - storage.epoch_start_iter + 1}/{ipe}"]
         eta = self._eta(storage)
         if eta:

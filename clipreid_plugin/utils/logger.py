@@ -8,7 +8,15 @@ from typing import Optional
 
 from termcolor import colored
 
-__all__ = ["setup_logger", "log_every_n_seconds", "log_once"]
+__all__ = ["setup_logger", "log_every_n_seconds", "FILE_ONLY", "log_once"]
+
+# ``logger.error(msg, extra=FILE_ONLY)``: a record for the log file, kept off the console (a
+# one-line error the tool prints itself, diagnostics the user does not need to read)
+FILE_ONLY = {"file_only": True}
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
 
 
 class _ColorfulFormatter(logging.Formatter):
@@ -63,6 +71,7 @@ def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, col
     if distributed_rank == 0:
         ch = _StdoutHandler()
         ch.setLevel(logging.INFO)
+        ch.addFilter(_not_file_only)
         use_color = color and sys.stdout.isatty()
         ch.setFormatter(
             _ColorfulFormatter(colored("[%(asctime)s %(name)s]: ", "green") + "%(message)s",

@@ -11,6 +11,7 @@ from typing import Tuple
 
 from PIL import ImageDraw, ImageFont
 
+from .file_io import atomic_write
 from .optional import import_optional
 
 __all__ = ["require_pyplot", "save_figure", "pil_font", "text_size", "fit_text"]
@@ -36,17 +37,21 @@ def require_pyplot(what: str = "This chart"):
 
 
 def save_figure(fig, path: str, **savefig_kw) -> None:
-    """Write a matplotlib figure to ``path`` (its folder is created), then close the figure,
-    also when writing fails.
+    """Atomically write a matplotlib figure to ``path`` (its folder is created), then close the
+    figure, also when writing fails.
 
     Args:
         fig: the figure.
         path: the file to write.
-        savefig_kw: passed to ``fig.savefig`` (``format``, ``dpi``, ``bbox_inches``, ...).
+        savefig_kw: passed to ``fig.savefig`` (``format``, ``dpi``, ``bbox_inches``, ...); the
+            format defaults to the file's extension.
+
+    Raises:
+        OutputWriteError: the file cannot be written (naming ``path`` and the cause).
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    savefig_kw.setdefault("format", os.path.splitext(path)[1].lstrip(".").lower() or "png")
     try:
-        fig.savefig(path, **savefig_kw)
+        atomic_write(path, lambda f: fig.savefig(f, **savefig_kw))
     finally:
         require_pyplot().close(fig)
 

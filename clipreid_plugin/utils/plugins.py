@@ -138,7 +138,7 @@ def load_entry_point_plugins() -> List[str]:
             dist = getattr(ep, "dist", None)
             owner = f" of the installed package {dist.name!r}" if dist is not None else ""
             raise PluginError(f"Cannot load the plugin entry point {ep.name!r} ({ep.value}){owner}: "
-                              f"{type(e).__name__}: {e}. Fix or uninstall it, or set "
+                              f"{_cause(e)}. Fix or uninstall it, or set "
                               f"{DISABLE_AUTOLOAD_ENV}=1 to skip installed plugins.") from e
         root = getattr(module, "__name__", ep.value.split(":")[0])
         _ROOTS.add(root)
@@ -228,10 +228,15 @@ def import_plugin(spec: str, base_dir: Optional[str] = None, source: str = "PLUG
         if e.name and target.startswith(e.name):
             raise PluginError(f"Plugin module {target!r} (listed in {source}) is not importable: install it, "
                               f"put its folder on PYTHONPATH, or give a path to its .py file.") from e
-        raise PluginError(f"Plugin {target!r} (listed in {source}) failed to import: {e}.") from e
+        raise PluginError(f"Plugin {target!r} (listed in {source}) failed to import: {str(e).rstrip('.')}.") from e
     except Exception as e:  # noqa: BLE001 - the plugin's own error, reported with its origin
-        raise PluginError(f"Plugin {target!r} (listed in {source}) failed to import: {type(e).__name__}: {e}. "
-                          f"Set CLIPREID_DEBUG=1 for the traceback.") from e
+        # the tools add "(set CLIPREID_DEBUG=1 for the full traceback)" to every one-line error
+        raise PluginError(f"Plugin {target!r} (listed in {source}) failed to import: {_cause(e)}.") from e
+
+
+def _cause(error: BaseException) -> str:
+    """``Type: message`` of a plugin's own error, without a final period (the caller ends the sentence)."""
+    return f"{type(error).__name__}: {str(error).rstrip('.')}"
 
 
 def import_plugins(specs: Sequence[str], base_dir: Optional[str] = None, source: str = "PLUGINS") -> List[ModuleType]:

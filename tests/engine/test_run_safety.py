@@ -17,6 +17,7 @@ import train_net  # tools/train_net.py (tools/ is on the test path)
 from clipreid_plugin.config import load_cfg
 from clipreid_plugin.engine import validate_config
 from clipreid_plugin.utils.checkpoint import Checkpointer
+from disk_full import full_disk
 from training_checks import assert_trained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -127,6 +128,10 @@ def test_resume_continues_from_the_newest_good_checkpoint(finished_run, data_roo
     assert train(run, data_root, "--resume") == 0
     log = (run / "log.txt").read_text()
     assert "resuming from the newest readable checkpoint, model_0002.pth" in log
+    why = {"pointer_missing": "last_checkpoint is missing:", "pointer_dangling": "last_checkpoint names "
+           "model_0009.pth, which does not exist:", "last_truncated": "last_checkpoint names model_final.pth, "
+           "which cannot be read:"}[damage]
+    assert why in log and "is names" not in log
     assert "2 of 3 epochs done" in log
     # the third epoch again, from the second epoch's state: the very same final weights
     assert _equal(_weights(run / "model_final.pth"), _weights(finished_run / "model_final.pth"))
@@ -150,6 +155,13 @@ def test_a_failed_resume_leaves_the_run_config_alone(finished_run, data_root, tm
     err = capsys.readouterr().err
     assert "Cannot resume from" in err and "different model" in err and "Traceback" not in err
     assert (run / "config.yaml").read_text() == config and "DEPTH: 18x" in config
+    # the keys are summarised (counts, a few per module), not listed one by one (was 3,031 characters)
+    # ResNet-34 has 1, 2, 4 and 1 more BasicBlocks than ResNet-18 in layer1-4; 12 tensors each
+    # (2 convolutions, 2 batch norms of 5 entries)
+    line = err.strip().splitlines()[0]
+    assert len(line) < 800 and ("missing 96 keys in 4 modules: backbone.layer1 (12: 2.conv1.weight, 2.bn1.weight, "
+                                "...); backbone.layer2 (24: 2.conv1.weight, 2.bn1.weight, ...); backbone.layer3 (48: "
+                                "2.conv1.weight, 2.bn1.weight, ...); and 1 more module)") in line
 
 
 def test_leftovers_of_a_killed_write_are_removed(finished_run, data_root, tmp_path):
@@ -225,7 +237,7 @@ def test_schedules_that_do_not_fit_are_warned_and_workers_capped(caplog):
 
 
 # ----------------------------------------------------------------------------------------- divergence
-def test_a_diverging_run_stops_with_the_exact_iteration_and_keeps_good_checkpoints(data_root, tmp_path, capsys):
+def test_a_nan_loss_stops_in_one_line_and_the_folder_stays_free(data_root, tmp_path, capsys):
     out = tmp_path / "out"
     assert train(out, data_root, "SOLVER.OPTIMIZER_NAME", "SGD", "SOLVER.BASE_LR", "1e30",
                  "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 100) == 2
@@ -234,14 +246,55 @@ def test_a_diverging_run_stops_with_the_exact_iteration_and_keeps_good_checkpoin
     iteration = int(err.split("at iteration ")[1].split(" ")[0].rstrip(")"))
     assert iteration < 3  # found at the step it happened, not at a later log line
     assert not list(out.glob("model_*.pth"))  # nothing diverged was saved
-
-
-def test_an_exploding_loss_is_warned(data_root, tmp_path):
-    out = tmp_path / "out"
-    code = train(out, data_root, "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.LOG_PERIOD_ITERS", 1)
+    # no checkpoint: the message does not claim one, and the same folder takes a new run
+    assert "No checkpoint had been written" in err and "last good state" not in err
     log = (out / "log.txt").read_text()
-    assert "training is probably diverging" in log and "rose from" in log
-    assert code == 0 or "became infinite or NaN" in log
+    assert "Exception during training" not in log and "Traceback" not in log
+    assert "error: The loss or the gradient norm became infinite or NaN" in log  # why it stopped, in the file
+    assert train(out, data_root, "SOLVER.MAX_EPOCHS", 1) == 0
+
+
+def test_an_exploding_loss_is_warned_then_stopped_keeping_the_last_good_checkpoint(data_root, tmp_path, capsys):
+    """Adam at LR 1e6 explodes within the first logging period: judged against the loss of the
+    first steps, it is warned and stopped. A LR multiplied by 1e9 after epoch 1 diverges in
+    epoch 2: stopped with model_0001.pth kept and named."""
+    out = tmp_path / "adam"
+    assert train(out, data_root, "SOLVER.OPTIMIZER_NAME", "Adam", "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_EPOCHS", 0,
+                 "SOLVER.LOG_PERIOD_ITERS", 20) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "its smallest value in the first steps" in err and "Traceback" not in err
+    assert "No checkpoint had been written" in err and not list(out.glob("model_*.pth"))
+
+    out = tmp_path / "late"
+    assert train(out, data_root, "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.STEPS_EPOCHS", "[2]", "SOLVER.GAMMA", "1e9",
+                 "SOLVER.LOG_PERIOD_ITERS", 1) == 2
+    err = capsys.readouterr().err
+    assert "The last good state is model_0001.pth" in err and "--resume" in err
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0001.pth"]
+    log = (out / "log.txt").read_text()
+    assert "training is probably diverging" in log or "training diverged" in log
+
+
+# ----------------------------------------------------------------------------------------- loss logs
+def test_a_resumed_run_logs_the_same_metrics_as_an_uninterrupted_one(finished_run, data_root, tmp_path):
+    """The run is killed right after model_0002.pth: its metrics.json has the first two epochs'
+    records. --resume appends the third epoch's: the file then equals the uninterrupted run's
+    (losses are window means, not medians over a history a resumed process does not have)."""
+    run = _copy(finished_run, tmp_path)
+    for name in ("model_final.pth", "last_checkpoint", "results.json", "results.csv", "results.md",
+                 "evaluations.json"):
+        (run / name).unlink()
+    records = [json.loads(line) for line in open(finished_run / "metrics.json")]
+    (run / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records if r["epoch"] < 2))
+    assert train(run, data_root, "--resume") == 0
+
+    def comparable(path):  # wall-clock timings differ between any two runs
+        return [{k: v for k, v in json.loads(line).items() if k not in ("time", "data_time")} for line in open(path)]
+
+    assert comparable(run / "metrics.json") == comparable(finished_run / "metrics.json")
+    assert sum(1 for r in records if "loss_cls" in r) == 3  # one window per epoch, each logged
+    log = (finished_run / "log.txt").read_text()
+    assert "(mean of iters 1-2)" in log  # the console names the window its losses average
 
 
 # ----------------------------------------------------------------------------------------- self-contained checkpoints
@@ -296,21 +349,33 @@ def test_unwritable_output_dir_is_one_line(data_root, tmp_path, capsys):
 
 
 def test_disk_full_during_a_save_is_one_line_and_keeps_earlier_checkpoints(data_root, tmp_path, capsys, monkeypatch):
-    real_save, calls = torch.save, []
-
-    def save(obj, f, *args, **kwargs):  # the second checkpoint (model_0002) finds the disk full
-        calls.append(1)
-        if len(calls) == 2:
-            f.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
+    full_disk(monkeypatch, after_files=1, only="model_*.pth", free_bytes=64)  # model_0002.pth does not fit
     out = tmp_path / "out"
     assert train(out, data_root) == 2
-    err = capsys.readouterr().err
-    assert "Could not write checkpoint" in err and "No space left on device" in err and "Traceback" not in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == (f"error: Could not write checkpoint {out / 'model_0002.pth'}: No space left on device. The "
+                      f"previous checkpoints in {out} are intact; free disk space (or fix permissions) and resume "
+                      f"with --resume.")
     assert _weights(out / "model_0001.pth") and not list(out.glob("*.tmp"))
+
+
+def test_disk_full_at_the_pointer_says_the_checkpoint_was_written(data_root, tmp_path, capsys, monkeypatch):
+    full_disk(monkeypatch, after_files=0, only="last_checkpoint", free_bytes=4)  # model_0001.pth fits, its pointer not
+    out = tmp_path / "out"
+    assert train(out, data_root) == 2
+    err = capsys.readouterr().err.strip().splitlines()[0]
+    assert err.startswith(f"error: Wrote checkpoint {out / 'model_0001.pth'}, but not its pointer last_checkpoint: No "
+                          f"space left on device.")
+    assert _weights(out / "model_0001.pth") and not (out / "last_checkpoint").exists()
+
+
+def test_disk_full_at_the_results_is_one_line(finished_run, data_root, tmp_path, capsys, monkeypatch):
+    run = _copy(finished_run, tmp_path)
+    (run / "results.json").unlink()
+    full_disk(monkeypatch, after_files=0, only="results.json")
+    assert train(run, data_root, "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: Could not write {run / 'results.json'}: No space left on device." and len(err) == 2
 
 
 def test_flags_are_accepted_after_the_overrides(finished_run, data_root, tmp_path):
@@ -386,3 +451,48 @@ def run_tool_exit(main, argv):
     from clipreid_plugin.utils.cli import run_tool
 
     return run_tool(lambda: main(argv))
+
+
+PLAIN_TENSOR_BACKBONE = '''
+from torch import nn
+from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY, Backbone
+
+
+class PlainTensorCNN(Backbone):
+    """Forgets the contract: returns the feature map itself, not a BackboneOutput."""
+
+    def __init__(self):
+        super().__init__()
+        self.out_features = 8
+        self.body = nn.Conv2d(3, 8, 3, 2, 1)
+
+    def forward(self, images, camids=None, viewids=None):
+        return self.body(images)
+
+
+@BACKBONE_REGISTRY.register()
+def build_plain_tensor_backbone(cfg):
+    return PlainTensorCNN()
+'''
+
+
+def test_a_backbone_that_breaks_the_output_contract_is_named_when_the_model_is_built(data_root, tmp_path, capsys):
+    plugin = tmp_path / "plain_backbone.py"
+    plugin.write_text(PLAIN_TENSOR_BACKBONE)
+    out = tmp_path / "out"
+    assert train(out, data_root, "PLUGINS", f"['{plugin}']", "MODEL.BACKBONE.NAME", "build_plain_tensor_backbone") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == ("error: MODEL.BACKBONE.NAME 'build_plain_tensor_backbone': PlainTensorCNN.forward returned a "
+                      "Tensor, not a BackboneOutput: every backbone returns BackboneOutput(feature, ...) "
+                      "(clipreid_plugin/modeling/backbones/base.py).") and len(err) == 2
+    assert "Starting the main loop" not in (out / "log.txt").read_text()  # found at build, before any step
+
+
+def test_a_plugin_that_fails_to_import_is_one_sentence_and_one_debug_hint(data_root, tmp_path, capsys):
+    plugin = tmp_path / "clash.py"
+    plugin.write_text("from clipreid_plugin.modeling.backbones import BACKBONE_REGISTRY\n\n\n"
+                      "@BACKBONE_REGISTRY.register()\ndef build_resnet_backbone(cfg):\n    return None\n")
+    assert train(tmp_path / "out", data_root, "PLUGINS", f"['{plugin}']") == 2
+    err = capsys.readouterr().err
+    assert err.count("CLIPREID_DEBUG") == 1 and ".." not in err.splitlines()[0]
+    assert err.splitlines()[0].endswith("Rename one of them.")

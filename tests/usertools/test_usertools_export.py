@@ -10,7 +10,7 @@ from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools.export import check_onnx, export_onnx
 
 from usertools_cfg import SIZE, tiny_cfg
-from test_usertools_extract import load_tool
+from tool_cli import load_tool
 
 
 def ort_or_skip():

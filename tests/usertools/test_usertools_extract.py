@@ -1,6 +1,5 @@
 """FeatureExtractor, feature files and search (clipreid_plugin.usertools.extract, tools/extract.py, tools/search.py)."""
 
-import importlib.util
 import json
 import os
 
@@ -14,15 +13,9 @@ from clipreid_plugin.modeling import build_model
 from clipreid_plugin.usertools import FeatureExtractor, list_images, load_features, save_features, search
 from clipreid_plugin.utils.cli import run_tool
 
+from image_files import png_header_only
+from tool_cli import load_tool, run_cli
 from usertools_cfg import REPO, SIZE
-
-
-def load_tool(name):
-    """Import tools/<name>.py as a module (its main(argv) runs in-process, which is fast)."""
-    spec = importlib.util.spec_from_file_location(f"usertools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def expected_features(cfg, weights, paths, flip=False):
@@ -134,3 +127,28 @@ def test_search_command_line_error_is_one_line(tmp_path, capsys):
                                               str(tmp_path / "q.npz")]))
     err = capsys.readouterr().err
     assert code == 2 and "missing.npz not found" in err and "Traceback" not in err
+
+
+def test_extract_sees_a_phone_photo_upright_and_rejects_a_bomb_in_one_line(checkpoint, tmp_path, capsys):
+    cfg, weights = checkpoint
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(cfg.dump())
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    upright = np.random.RandomState(1).randint(0, 256, (64, 32, 3), dtype=np.uint8)
+    Image.fromarray(upright).save(folder / "a_upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees counter-clockwise; "rotate clockwise to display"
+    Image.fromarray(np.rot90(upright, k=1).copy()).save(folder / "b_sideways.png", exif=exif)
+    out = tmp_path / "f.npz"
+    assert run_cli("extract", ["--config-file", cfg_file, "--weights", weights, "--input", folder,
+                               "--output", out, "--num-workers", 0]) == 0
+    feats, _ = load_features(str(out))
+    assert torch.equal(feats[0], feats[1])
+
+    png_header_only(folder / "c_bomb.png", 50000, 50000)
+    assert run_cli("extract", ["--config-file", cfg_file, "--weights", weights, "--input", folder,
+                               "--output", out, "--num-workers", 0]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "c_bomb.png" in err[0] and "decompression bomb" in err[0]
+    assert "SKIP_BAD_IMAGES" not in err[0] and err[0].endswith("Fix or remove the file.")

@@ -15,7 +15,7 @@ from clipreid_plugin.usertools.visualize import (LETTERBOX_COLOUR, MATCH_COLOUR,
                                                  read_metrics, visualize_ranking)
 from clipreid_plugin.utils.errors import MissingDependencyError
 
-from test_usertools_extract import load_tool
+from tool_cli import load_tool
 
 # small geometry, so expected sizes are easy to compute by hand
 LAYOUT = dict(thumb_height=32, thumb_width=16, border=3, gap=4, label_height=12)

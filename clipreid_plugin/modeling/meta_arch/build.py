@@ -8,6 +8,8 @@ from clipreid_plugin.utils.env import resolve_device
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 
+from ..backbones import check_backbone_contract
+
 __all__ = ["META_ARCH_REGISTRY", "build_model", "weights_replace_pretrained"]
 
 META_ARCH_REGISTRY = Registry("META_ARCH", config_keys=["MODEL.META_ARCHITECTURE"])
@@ -53,6 +55,8 @@ def build_model(cfg) -> torch.nn.Module:
     device = resolve_device(cfg.MODEL.DEVICE)
     model = model.to(device)
     backbone = getattr(model, "backbone", None)
+    if backbone is not None:  # a backbone that breaks the output contract stops here, not at the first step
+        check_backbone_contract(backbone, cfg)
     mode = cfg.MODEL.CHANNELS_LAST
     if mode not in ("auto", "on", "off"):
         raise ConfigError(f"MODEL.CHANNELS_LAST must be 'auto', 'on' or 'off', got {mode!r}.")

@@ -218,7 +218,7 @@ class CLIPReIDStage1Hook(PhaseHook):
         state = {"done": self.done, "epochs_done": self.epochs_done}
         if self._loop is not None and not self.done:
             state["optimizer"] = self._loop.optimizer.state_dict()
-            state.update(self._loop.optimization_step.state_dict())
+            state.update(self._loop.step_state())
         return state
 
     def load_state_dict(self, state: Dict) -> None:
