@@ -43,9 +43,10 @@ from bench_common import machine_line, sync, write_json  # noqa: E402
 
 from clipreid_plugin.config import get_cfg  # noqa: E402
 from clipreid_plugin.data import build_reid_train_loader, build_train_samples, build_transforms  # noqa: E402
-from clipreid_plugin.data.common import ReIDImageDataset, collate_batch, read_image  # noqa: E402
+from clipreid_plugin.data.decode import read_image
+from clipreid_plugin.data.image_dataset import ReIDImageDataset, collate_batch  # noqa: E402
 from clipreid_plugin.data.device_augment import DeviceTransform  # noqa: E402
-from clipreid_plugin.utils.env import resolve_device  # noqa: E402
+from clipreid_plugin.utils.device import resolve_device  # noqa: E402
 
 CONFIGS = (  # name, DECODE_CACHE, DEVICE_AUGMENT, PIN_MEMORY
     ("reference-style", "", False, False),

@@ -63,11 +63,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine_line, rate, write_json  # noqa: E402
 
 from clipreid_plugin.config import DataInfo, fill_data_dependent_keys, get_cfg, load_cfg  # noqa: E402
-from clipreid_plugin.engine.defaults import maybe_compile  # noqa: E402
+from clipreid_plugin.engine.trainer import maybe_compile  # noqa: E402
 from clipreid_plugin.engine.train_loop import LossMonitor, OptimizationStep  # noqa: E402
 from clipreid_plugin.modeling import build_backbone, build_model  # noqa: E402
 from clipreid_plugin.solver import build_optimizer  # noqa: E402
-from clipreid_plugin.utils.env import autocast, resolve_amp_dtype, resolve_device, resolve_dtype  # noqa: E402
+from clipreid_plugin.utils.device import autocast, resolve_amp_dtype, resolve_device, resolve_dtype  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "projects", "CLIPReID", "configs", "market1501")

@@ -27,8 +27,8 @@ set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (to
 import clipreid_plugin  # noqa: E402,F401  (registers components)
 from clipreid_plugin.comparison import (MethodSpec, compare_and_report, run_benchmark, table_text,  # noqa: E402
                                        write_outputs)
-from clipreid_plugin.usertools.visualize import (StripLayout, load_ranking, plot_training_curves, read_metrics,  # noqa: E402
-                                                 visualize_ranking)
+from clipreid_plugin.usertools.rank_strips import StripLayout, load_ranking, visualize_ranking  # noqa: E402
+from clipreid_plugin.usertools.training_curves import plot_training_curves, read_metrics  # noqa: E402
 from clipreid_plugin.utils.cli import run_tool  # noqa: E402
 from clipreid_plugin.utils.errors import MissingDependencyError  # noqa: E402
 from clipreid_plugin.utils.optional import extra_hint  # noqa: E402

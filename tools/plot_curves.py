@@ -17,7 +17,7 @@ from cli_defaults import set_cli_defaults
 set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 from clipreid_plugin.utils.cli import run_tool
-from clipreid_plugin.usertools.visualize import plot_training_curves
+from clipreid_plugin.usertools.training_curves import plot_training_curves
 from clipreid_plugin.utils.file_io import check_writable
 
 

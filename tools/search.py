@@ -31,7 +31,7 @@ from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.utils.cli import run_tool
 from clipreid_plugin.usertools.extract import FeatureExtractor, load_features, search
 from clipreid_plugin.usertools.index import INDEX_KINDS, NLIST_RULE, GalleryIndex
-from clipreid_plugin.usertools.visualize import StripLayout, draw_rank_strips, save_png
+from clipreid_plugin.usertools.rank_strips import StripLayout, draw_rank_strips, save_png
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 from clipreid_plugin.utils.file_io import atomic_write_text, check_writable
 

@@ -20,7 +20,7 @@ from cli_defaults import set_cli_defaults
 set_cli_defaults()  # before torch loads: OMP_WAIT_POLICY=PASSIVE unless set (tools/cli_defaults.py)
 
 from clipreid_plugin.utils.cli import run_tool
-from clipreid_plugin.usertools.visualize import ORDERS, StripLayout, visualize_ranking
+from clipreid_plugin.usertools.rank_strips import ORDERS, StripLayout, visualize_ranking
 
 
 def build_parser() -> argparse.ArgumentParser:

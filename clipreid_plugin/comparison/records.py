@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 # the files every train_net run writes, named where they are written
-from clipreid_plugin.engine.defaults import CONFIG_FILE, RUN_INFO_FILE
+from clipreid_plugin.engine.trainer import CONFIG_FILE, RUN_INFO_FILE
 from clipreid_plugin.evaluation.results import RESULTS_FILE, save_results_json
 from clipreid_plugin.utils.errors import InvalidInputError
 

@@ -11,7 +11,7 @@ no script, so the file can be mailed or opened from any folder. Sections:
 6. for each comparison, the queries where the two methods disagree most: the query and each
    method's top-k side by side (green border = same identity, red = another), from the first
    seed's run of each (``TEST.PER_QUERY.TOPK``, which benchmark runs set);
-7. the training curves of every run (``metrics.json``; :func:`~clipreid_plugin.usertools.visualize.curves_figure`).
+7. the training curves of every run (``metrics.json``; :func:`~clipreid_plugin.usertools.training_curves.curves_figure`).
 
 Pictures need matplotlib (the ``[plots]`` extra) for charts and curves; without it those
 sections say so and the rest is written.
@@ -25,7 +25,8 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from clipreid_plugin.usertools.visualize import curves_figure, draw_rank_strips
+from clipreid_plugin.usertools.rank_strips import draw_rank_strips
+from clipreid_plugin.usertools.training_curves import curves_figure
 from clipreid_plugin.utils.errors import ToolkitError
 from clipreid_plugin.utils.file_io import atomic_write_text
 from clipreid_plugin.utils.plotting import require_pyplot

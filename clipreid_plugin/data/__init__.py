@@ -7,7 +7,7 @@ by its registered name.
 
 from .build import (TrainLoader, build_inference_loader, build_reid_test_loader, build_reid_train_loader,
                     build_train_samples, train_data_info)
-from .common import ReIDImageDataset, collate_batch
+from .image_dataset import ReIDImageDataset, collate_batch
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
 from .datasets.bases import Sample, list_images, relabel, test_splits_only
 from .samplers import SAMPLER_REGISTRY, PKSampler, RandomSampler, ReIDSampler, SamplerError

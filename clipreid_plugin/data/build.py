@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader
 
 from clipreid_plugin.config import DataInfo, as_name_list
 from clipreid_plugin.utils import comm
-from clipreid_plugin.utils.env import resolve_device
+from clipreid_plugin.utils.device import resolve_device
 
-from .common import SKIP_ADVICE, ReIDImageDataset, collate_batch, drop_unreadable
+from .image_dataset import SKIP_ADVICE, ReIDImageDataset, collate_batch, drop_unreadable
 from .datasets import DATASET_REGISTRY, DatasetError, ReIDDataset
 from .datasets.bases import Sample, test_splits_only
 from .decode_cache import build_decode_cache

@@ -39,8 +39,8 @@ class DeviceTransform:
     """The device half of a transform: uint8 (B, H, W, 3) batches in, normalised float32
     (B, 3, H, W) batches on ``device`` out.
 
-    Call it on a batch of :func:`~clipreid_plugin.data.common.collate_batch` from a
-    device-augmented :class:`~clipreid_plugin.data.common.ReIDImageDataset`. No step waits for
+    Call it on a batch of :func:`~clipreid_plugin.data.image_dataset.collate_batch` from a
+    device-augmented :class:`~clipreid_plugin.data.image_dataset.ReIDImageDataset`. No step waits for
     the device: every decision is read from host tensors, every copy is non-blocking.
 
     Args:
@@ -92,7 +92,7 @@ class DeviceTransform:
 
         Args:
             batch: ``images`` uint8 (B, H, W, 3) and, for a training batch, the ``aug_*``
-                entries of :func:`~clipreid_plugin.data.common.collate_batch`.
+                entries of :func:`~clipreid_plugin.data.image_dataset.collate_batch`.
 
         Returns:
             The batch with ``images`` float32 (B, 3, H, W) normalised on the device and without

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from clipreid_plugin.utils import comm
-from clipreid_plugin.utils.env import autocast
+from clipreid_plugin.utils.device import autocast
 from clipreid_plugin.utils.errors import ToolkitError, TrainingDivergedError
 from clipreid_plugin.utils.events import EventStorage, get_event_storage
 

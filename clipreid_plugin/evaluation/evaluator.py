@@ -8,7 +8,7 @@ from typing import Iterable, Mapping, Optional
 
 import torch
 
-from clipreid_plugin.utils.env import autocast
+from clipreid_plugin.utils.device import autocast
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset", "flip_images"]
 

@@ -7,8 +7,8 @@ see docs/TOOLS.md.
 from .export import EmbeddingModel, check_onnx, export_onnx
 from .extract import FeatureExtractor, list_images, load_config, load_features, save_features, search
 from .index import INDEX_KINDS, GalleryIndex
-from .visualize import (StripLayout, curves_figure, draw_rank_strips, load_ranking, plot_training_curves, query_scores,
-                        read_metrics, save_png, visualize_ranking)
+from .rank_strips import StripLayout, draw_rank_strips, load_ranking, query_scores, save_png, visualize_ranking
+from .training_curves import curves_figure, plot_training_curves, read_metrics
 
 __all__ = ["EmbeddingModel", "check_onnx", "export_onnx", "FeatureExtractor", "list_images", "load_config",
            "load_features", "save_features", "search", "INDEX_KINDS", "GalleryIndex", "StripLayout",

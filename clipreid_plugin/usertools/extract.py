@@ -27,7 +27,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from clipreid_plugin.config import CfgNode
-from clipreid_plugin.data.common import collate_batch, read_image
+from clipreid_plugin.data.decode import read_image
+from clipreid_plugin.data.image_dataset import collate_batch
 from clipreid_plugin.data.transforms import build_transforms
 from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
 from clipreid_plugin.evaluation.distance import (as_tensor, check_features, choose_device, normalize_features,

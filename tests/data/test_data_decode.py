@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipreid_plugin.data.common import ReIDImageDataset, SKIP_ADVICE, drop_unreadable
+from clipreid_plugin.data.image_dataset import ReIDImageDataset, SKIP_ADVICE, drop_unreadable
 from clipreid_plugin.data.datasets.bases import DatasetError
 from clipreid_plugin.data.decode import read_image, to_rgb, upright_size
 from clipreid_plugin.data.transforms import ReIDTransform

@@ -14,7 +14,7 @@ from PIL import Image
 
 from clipreid_plugin.config import get_cfg
 from clipreid_plugin.data import build_reid_test_loader, build_reid_train_loader, build_transforms
-from clipreid_plugin.data.common import ReIDImageDataset, collate_batch
+from clipreid_plugin.data.image_dataset import ReIDImageDataset, collate_batch
 from clipreid_plugin.data.device_augment import DeviceTransform
 from clipreid_plugin.data.transforms import normalize_uint8
 

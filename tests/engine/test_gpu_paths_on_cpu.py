@@ -179,7 +179,7 @@ class _BatchModel(torch.nn.Module):
 
 
 def test_determinism_switch_sets_the_backend_flags():
-    from clipreid_plugin.utils.env import set_determinism
+    from clipreid_plugin.utils.seeding import set_determinism
 
     try:
         set_determinism(True, True)

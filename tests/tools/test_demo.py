@@ -34,7 +34,7 @@ def test_demo_draws_curves_from_the_untrained_model_and_a_rank_strip_and_lists_i
     with open(out / "demo_results.csv") as f:
         row = next(csv.DictReader(f))
     # the curves' evaluation panel: the untrained mAP at epoch 0, then one point per trained epoch
-    from clipreid_plugin.usertools.visualize import curves_figure, read_metrics
+    from clipreid_plugin.usertools.training_curves import curves_figure, read_metrics
 
     record = {"untrained": {"SyntheticReID": {"mAP": float(row["mAP_untrained"])}}}
     fig, titles = curves_figure([demo.untrained_record(record)] + read_metrics(str(run / "metrics.json")))

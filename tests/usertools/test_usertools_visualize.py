@@ -1,4 +1,4 @@
-"""Rank strips and training curves (clipreid_plugin.usertools.visualize, tools/visualize_ranks.py, tools/plot_curves.py)."""
+"""Rank strips and training curves (clipreid_plugin.usertools.rank_strips and .training_curves, tools/visualize_ranks.py, tools/plot_curves.py)."""
 
 import json
 import math
@@ -9,10 +9,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from clipreid_plugin.evaluation import save_ranking_npz
-from clipreid_plugin.usertools.visualize import (LETTERBOX_COLOUR, MATCH_COLOUR, MISMATCH_COLOUR, QUERY_COLOUR,
-                                                 UNKNOWN_COLOUR, StripLayout, curves_figure, draw_rank_strips,
-                                                 epoch_positions, load_ranking, plot_training_curves, query_scores,
-                                                 read_metrics, visualize_ranking)
+from clipreid_plugin.usertools.rank_strips import (LETTERBOX_COLOUR, MATCH_COLOUR, MISMATCH_COLOUR, QUERY_COLOUR,
+                                                   UNKNOWN_COLOUR, StripLayout, draw_rank_strips, load_ranking,
+                                                   query_scores, visualize_ranking)
+from clipreid_plugin.usertools.training_curves import curves_figure, epoch_positions, plot_training_curves, read_metrics
 from clipreid_plugin.utils.errors import MissingDependencyError
 
 from tool_cli import load_tool

@@ -111,7 +111,7 @@ def test_plot_curves_checks_before_and_writes_atomically(tmp_path, capsys, monke
     out = tmp_path / "curves.png"
     drawn = []
     real = load_tool("plot_curves").plot_training_curves
-    monkeypatch.setattr("clipreid_plugin.usertools.visualize.plot_training_curves",
+    monkeypatch.setattr("clipreid_plugin.usertools.training_curves.plot_training_curves",
                         lambda *a, **k: drawn.append(1) or real(*a, **k))
     full_disk(monkeypatch, only="curves.png")
     assert run_cli("plot_curves", ["--metrics", metrics, "--output", out]) == 2

@@ -27,10 +27,9 @@ Tolerances (the case README): floating values ``|ours - ref| <= 1e-9 * max(1, |r
 elementwise (digests included); names, counts and strings exact.
 """
 
-import math
 import os
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn

@@ -1,7 +1,7 @@
 """Base class of every ReID dataset: three sample lists, statistics, readable parse errors.
 
 A dataset object only *lists* images; reading and transforming them is the loader's job
-(:mod:`clipreid_plugin.data.common`). Each split is a list of ``(img_path, pid, camid, viewid)``
+(:mod:`clipreid_plugin.data.image_dataset`). Each split is a list of ``(img_path, pid, camid, viewid)``
 tuples with an absolute path, the raw identity, a 0-based camera id and a view id.
 """
 

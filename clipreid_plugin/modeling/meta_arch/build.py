@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from clipreid_plugin.utils.env import resolve_device
+from clipreid_plugin.utils.device import resolve_device
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.registry import Registry
 

@@ -35,7 +35,7 @@ from clipreid_plugin.data import build_inference_loader
 from clipreid_plugin.engine import HOOK_REGISTRY, HookBase, PhaseHook
 from clipreid_plugin.solver import WarmupCosineLR, build_optimizer
 from clipreid_plugin.utils.checkpoint import unwrap_model
-from clipreid_plugin.utils.env import autocast
+from clipreid_plugin.utils.device import autocast
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.logger import log_every_n_seconds
 

@@ -1,17 +1,15 @@
-"""Environment helpers: device resolution, seeding, mixed precision."""
+"""Where and in which precision a run computes: the device (``MODEL.DEVICE``), the autocast dtype of
+training (``SOLVER.AMP``) and of extraction (``TEST.PRECISION``), and the autocast context."""
 
 import contextlib
 import logging
-import os
-import random
 from typing import Optional
 
-import numpy as np
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "seed_all_rng", "resolve_amp_dtype", "autocast", "set_determinism", "resolve_dtype"]
+__all__ = ["resolve_device", "resolve_dtype", "resolve_amp_dtype", "autocast"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,33 +29,6 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
-
-
-def seed_all_rng(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) random generators.
-
-    Args:
-        seed: the seed.
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
-
-
-def set_determinism(deterministic: bool, benchmark: bool) -> None:
-    """Choose between reproducibility and speed (``DETERMINISTIC``, ``CUDNN_BENCHMARK``).
-
-    Args:
-        deterministic: deterministic algorithms everywhere (``torch.use_deterministic_algorithms``
-            with warnings only for ops that have none, cuDNN deterministic, no benchmarking).
-        benchmark: let cuDNN time the convolution algorithms (ignored when deterministic).
-    """
-    torch.backends.cudnn.deterministic = bool(deterministic)
-    torch.backends.cudnn.benchmark = bool(benchmark) and not deterministic
-    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def resolve_dtype(name: str, device: torch.device, key: str) -> Optional[torch.dtype]:
