@@ -15,6 +15,7 @@ Built on fvcore's :class:`~fvcore.common.config.CfgNode`. What this module adds:
 
 import ast
 import difflib
+import logging
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -27,6 +28,7 @@ from clipreid_plugin.utils.file_io import atomic_write_text
 from clipreid_plugin.utils.plugins import active_roots, import_plugins, is_path_spec, plugin_root, resolve_plugin_spec
 
 from .extensions import apply_config_extensions, lookup_key, plugin_providing_group
+from .upgrade import upgrade_stored_config
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "flatten_keys", "read_config_chain",
            "config_text_of_checkpoint", "as_name_list"]
@@ -378,6 +380,10 @@ def _merge_checkpoint_config(cfg: CfgNode, path: str, opts: Sequence[str]) -> No
     not replaced is a one-line error saying so.
     """
     data = yaml.safe_load(config_text_of_checkpoint(path)) or {}
+    notes = upgrade_stored_config(data)
+    if notes:
+        logging.getLogger(__name__).info(f"{path} was written by an earlier version; its config is read with today's "
+                                         f"keys: {'; '.join(notes)}.")
     stored = as_name_list(data.pop(PLUGINS_KEY, None))
     override = _plugins_override(opts) or []
     replaced = {plugin_root(s) for s in override}
@@ -389,6 +395,10 @@ def _merge_checkpoint_config(cfg: CfgNode, path: str, opts: Sequence[str]) -> No
     specs = list(dict.fromkeys(kept + override))
     cfg._load_plugins(specs, None, f"the checkpoint {path}")
     cfg.PLUGINS = tuple(specs)
+    # Earlier versions stored the keys of every installed plugin, active or not: a group of a
+    # plugin this run did not use holds only defaults and is left out.
+    for group in [g for g in data if g not in cfg and plugin_providing_group(g)]:
+        data.pop(group)
     try:
         cfg.merge_from_other_cfg(type(cfg)(data))
     except ConfigError as e:

@@ -10,6 +10,7 @@ from .heads import HEAD_REGISTRY, BNNeck, build_head, build_heads
 from .losses import LOSS_REGISTRY, build_losses, cross_entropy_label_smooth, full_precision
 from .meta_arch import META_ARCH_REGISTRY, apply_losses, backbone_inputs, build_model, weights_replace_pretrained
 from . import fastreid_checkpoint  # noqa: F401  registers the fast-reid checkpoint converter
+from . import legacy_checkpoint  # noqa: F401  registers the converter of this toolkit's earlier head names
 from . import torchreid_checkpoint  # noqa: F401  registers the torchreid OSNet checkpoint converter
 
 __all__ = [
