@@ -84,7 +84,7 @@ def test_throughput_ratio_is_ours_over_reference_style(monkeypatch, tmp_path, ca
 
     monkeypatch.setattr(throughput, "run_setting", fake_run_setting)
     out_json = tmp_path / "rows.json"
-    code = throughput.main(["--models", "rn50", "--parts", "stage2,extract", "--device", "cpu",
+    code = throughput.main(["--models", "rn50", "--parts", "stage2,extract", "--backbones", "", "--device", "cpu",
                             "--json", str(out_json)])
     assert code == 1
     rows = json.loads(out_json.read_text())
