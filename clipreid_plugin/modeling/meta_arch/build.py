@@ -55,7 +55,9 @@ def build_model(cfg) -> torch.nn.Module:
     device = resolve_device(cfg.MODEL.DEVICE)
     model = model.to(device)
     backbone = getattr(model, "backbone", None)
-    if backbone is not None:  # a backbone that breaks the output contract stops here, not at the first step
+    # A registered backbone (it declares out_features) that breaks the output contract stops here,
+    # not at the first step; MGN keeps only the stem of one under `backbone`, which is no backbone.
+    if backbone is not None and hasattr(backbone, "out_features"):
         check_backbone_contract(backbone, cfg)
     mode = cfg.MODEL.CHANNELS_LAST
     if mode not in ("auto", "on", "off"):
