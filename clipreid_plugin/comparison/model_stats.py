@@ -38,7 +38,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     Returns:
         The flop count.
     """
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import get_shape  # noqa: PLC0415 - see count_gflops: fvcore.nn only when counting
 
     q, k, v = (get_shape(x) for x in inputs[:3])
     batch = 1
@@ -76,7 +76,7 @@ def gflops_per_image(model: nn.Module, image_size: Sequence[int]) -> float:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore.nn imports torch.jit.script (PITFALLS 10); tracer warnings
-        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn import FlopCountAnalysis  # noqa: PLC0415 - fvcore.nn is slow to import and warns; only GFLOPs need it
 
         model = unwrap_model(model)
         was_training = model.training

@@ -21,10 +21,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from clipreid_plugin.config import CfgNode, load_cfg
 from clipreid_plugin.config.extensions import plugin_providing_group
+from clipreid_plugin.engine import DefaultTrainer, default_setup, describe_model, run_training
 from clipreid_plugin.engine.run_dir import holds_run
 from clipreid_plugin.evaluation.results import load_per_query
 from clipreid_plugin.utils.errors import InputFileError
 
+from . import model_stats
 from .comparisons import camera_pair_table, find_per_query
 from .records import collect_run, failed_record, failure_status, new_record, write_record
 from .seeds import aggregate_seeds, collect_seeded, seed_dir, seed_folders
@@ -263,10 +265,6 @@ def run_method(spec: MethodSpec, opts: Sequence[str], output_dir: str, dataset: 
 def _train_and_measure(spec: MethodSpec, cfg: CfgNode, record: Dict, evaluate_untrained: bool, rerank: bool,
                        measure: bool) -> None:
     """Fill ``record`` step by step (so a late failure keeps the earlier numbers)."""
-    from clipreid_plugin.engine import DefaultTrainer, default_setup, describe_model, run_training
-
-    from . import model_stats
-
     resume = holds_run(cfg.OUTPUT_DIR)  # an interrupted run of this benchmark: continue it
     cfg = default_setup(cfg, argparse.Namespace(config_file=spec.config, opts=[], resume=resume))
     start = {}
@@ -348,7 +346,7 @@ def run_benchmark(methods: Sequence[MethodSpec], output_root: str, opts: Sequenc
             rec["seed"] = plan.seed
             records.append(rec)
     elif jobs > 1 and len(plans) > 1:
-        from .parallel import run_parallel
+        from .parallel import run_parallel  # noqa: PLC0415 - parallel.py imports this module (its workers run execute_run)
 
         records = run_parallel(plans, opts, jobs, evaluate_untrained, rerank, measure)
     else:

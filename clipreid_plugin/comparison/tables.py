@@ -196,7 +196,7 @@ def chart_figure(records: Sequence[Dict], title: str = "mAP and Rank-1 (%) per m
         MissingDependencyError: matplotlib is not installed.
     """
     plt = require_pyplot("The benchmark chart")
-    from matplotlib.ticker import MultipleLocator
+    from matplotlib.ticker import MultipleLocator  # noqa: PLC0415 - the [plots] extra, checked by require_pyplot first
 
     rows = _flatten(records)
     untrained = any(r["untrained"] for r in rows)

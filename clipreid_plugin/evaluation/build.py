@@ -2,6 +2,7 @@
 
 from typing import Optional
 
+from clipreid_plugin.data import DATASET_REGISTRY
 from clipreid_plugin.utils.registry import Registry
 
 __all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "dataset_uses_random_gallery"]
@@ -18,7 +19,6 @@ def dataset_uses_random_gallery(dataset_name: str) -> bool:
     the data package) counts as a fixed query/gallery split.
     """
     try:
-        from clipreid_plugin.data import DATASET_REGISTRY
         cls = DATASET_REGISTRY.get(dataset_name)
     except (ImportError, KeyError):
         return False

@@ -76,7 +76,7 @@ def inference_on_dataset(model: torch.nn.Module, data_loader: Iterable, evaluato
     use_bar = sys.stderr.isatty()
     iterator = data_loader
     if use_bar:
-        from tqdm import tqdm
+        from tqdm import tqdm  # noqa: PLC0415 - optional (not a dependency): a progress bar where it is installed
 
         iterator = tqdm(data_loader, total=total, desc="inference", leave=False)
     was_training = model.training

@@ -31,15 +31,25 @@ from clipreid_plugin.data.decode import read_image
 from clipreid_plugin.data.image_dataset import collate_batch
 from clipreid_plugin.data.transforms import build_transforms
 from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
-from clipreid_plugin.evaluation.distance import (as_tensor, check_features, choose_device, normalize_features,
-                                                 pairwise_distance_chunks)
+from clipreid_plugin.evaluation.distance import (
+    as_tensor,
+    check_features,
+    choose_device,
+    normalize_features,
+    pairwise_distance_chunks,
+)
 from clipreid_plugin.evaluation.rank import distance_keys
-from clipreid_plugin.utils.errors import InputFileError
+from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
 from clipreid_plugin.utils.file_io import atomic_write
-from clipreid_plugin.utils.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .index import GalleryIndex
+
+from clipreid_plugin.config import load_cfg
+from clipreid_plugin.engine import build_evaluation_model
+from clipreid_plugin.modeling import build_model
+
+from .index import GalleryIndex
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_config", "FeatureExtractor", "save_features",
            "load_features", "search"]
@@ -84,8 +94,6 @@ def load_config(cfg_or_file: Union[CfgNode, str], opts: Optional[Sequence[str]] 
     """Returns: a frozen config from a CfgNode, a YAML file (e.g. a run's ``config.yaml``) or a
     checkpoint of this toolkit (its stored config), with ``opts`` (``["KEY", "VALUE", ...]``)
     applied, exactly as ``tools/train_net.py`` builds it."""
-    from clipreid_plugin.config import load_cfg
-
     if isinstance(cfg_or_file, CfgNode):
         cfg = cfg_or_file.clone()
         cfg.defrost()
@@ -194,8 +202,6 @@ class FeatureExtractor:
 
     def __init__(self, cfg_or_file: Union[CfgNode, str, None] = None, weights: Optional[str] = None,
                  opts: Optional[Sequence[str]] = None, device: Optional[str] = None):
-        from clipreid_plugin.engine import build_evaluation_model
-        from clipreid_plugin.modeling import build_model
 
         opts = list(opts or []) + (["MODEL.DEVICE", device] if device else [])
         if cfg_or_file is None and not weights:
@@ -331,8 +337,6 @@ def search(query_feats, gallery_feats, topk: int = 10, metric: str = "euclidean"
     Returns:
         (indices, distances): (Q, k) int64 gallery indices and (Q, k) float32 distances, on the CPU.
     """
-    from .index import GalleryIndex
-
     if index is not None and index != "exact":
         if isinstance(index, str):
             dev = str(device) if device is not None else "auto"

@@ -24,7 +24,9 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 
+from clipreid_plugin import modeling
 from clipreid_plugin.config import as_name_list, get_cfg
+from clipreid_plugin.data import DATASET_REGISTRY, SAMPLER_REGISTRY
 from clipreid_plugin.modeling.backbones.resnet import RESNET_ARCHS
 from clipreid_plugin.modeling.backbones.torchvision_weights import torchvision_weights_file_name
 from clipreid_plugin.utils.errors import InputFileError, InvalidInputError
@@ -69,8 +71,6 @@ def _names(table: Dict[str, str], what: str) -> Callable[[Any], Any]:
 def _registered(registry_name: str, what: str) -> Callable[[Any], Any]:
     """A converter that keeps the name when this build registers it (fast-reid's names are ours)."""
     def convert(value):
-        from clipreid_plugin import modeling
-
         registry = getattr(modeling, registry_name)
         names = as_name_list(value)
         missing = [n for n in names if n not in registry.names()]
@@ -86,8 +86,6 @@ def _per_255(value) -> List[float]:
 
 
 def _sampler(value) -> str:
-    from clipreid_plugin.data import SAMPLER_REGISTRY
-
     ours = SAMPLERS.get(value, value)
     if ours not in SAMPLER_REGISTRY.names():
         raise ValueError(f"no sampler {value!r} here (registered: {', '.join(SAMPLER_REGISTRY.names())})")
@@ -95,8 +93,6 @@ def _sampler(value) -> str:
 
 
 def _dataset_names(value) -> List[str]:
-    from clipreid_plugin.data import DATASET_REGISTRY
-
     names = []
     for n in as_name_list(value):
         n = VEHICLEID_TESTS.get(n, n)

@@ -225,7 +225,7 @@ def curves_figure(metrics: Union[str, Sequence[Dict]], panel_size: Tuple[int, in
         raise InvalidInputError(f"No plottable scalar in {metrics if isinstance(metrics, str) else 'the records'}: "
                                 f"expected keys like loss_*, total_loss, lr or <dataset>/mAP.")
     plt = require_pyplot("The training-curves picture")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - the [plots] extra, checked by require_pyplot first
 
     width, height = panel_size
     fig, axes = plt.subplots(len(panels), 1, figsize=(width / dpi, height * len(panels) / dpi), dpi=dpi,

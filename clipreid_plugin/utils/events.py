@@ -265,7 +265,7 @@ class TensorboardWriter(EventWriter):
     """
 
     def __init__(self, log_dir: str, window: int = 20, phase: str = ""):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - the [tensorboard] extra
 
         self._writer = SummaryWriter(log_dir)
         self._window = window

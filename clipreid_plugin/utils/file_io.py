@@ -12,6 +12,7 @@ the file object it writes to records the first OSError.
 """
 
 import errno
+import io
 import os
 import tempfile
 from typing import Callable, Optional
@@ -112,8 +113,6 @@ def atomic_write(path: str, write_fn: Callable[[object], None], mode: str = "wb"
 
 
 def _text(raw):
-    import io
-
     return io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
 
 

@@ -31,7 +31,7 @@ def require_pyplot(what: str = "This chart"):
     """
     matplotlib = import_optional("matplotlib", f"{what} (drawn with matplotlib)", "plots", "matplotlib")
     matplotlib.use("Agg", force=False)  # no display needed; keeps an explicitly chosen backend
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after the backend choice above (the [plots] extra)
 
     return plt
 
@@ -71,7 +71,7 @@ def pil_font(size: int) -> ImageFont.ImageFont:
     except OSError:
         pass
     try:  # matplotlib's copy, when the system has none
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - the [plots] extra, optional here (a fallback font)
 
         return ImageFont.truetype(f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf", size)
     except (ImportError, OSError):

@@ -24,12 +24,20 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from clipreid_plugin.config import configurable
-from clipreid_plugin.modeling import (BACKBONE_REGISTRY, Backbone, BackboneOutput, check_ids_in_range, patch_grid,
-                                      resize_pos_embed)
+from clipreid_plugin.modeling import (
+    BACKBONE_REGISTRY,
+    Backbone,
+    BackboneOutput,
+    check_ids_in_range,
+    patch_grid,
+    resize_pos_embed,
+)
 from clipreid_plugin.utils.errors import ConfigError
 
 from .clip_weights import infer_model_config_from_reid_checkpoint, load_clip
@@ -141,8 +149,6 @@ class CLIPImageEncoder(Backbone):
                  sie_camera: bool = False, sie_view: bool = False, num_cameras: int = 0, num_views: int = 0,
                  sie_coe: float = 3.0, grad_checkpointing: bool = False):
         super().__init__()
-        from open_clip.modified_resnet import ModifiedResNet
-        from open_clip.transformer import VisionTransformer
 
         self.visual = visual
         self.image_size = tuple(int(s) for s in image_size)

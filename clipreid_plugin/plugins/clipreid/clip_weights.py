@@ -29,9 +29,13 @@ import warnings
 import zipfile
 from typing import Dict, Optional, Tuple
 
+import open_clip
 import torch
+from open_clip import tokenizer as clip_tokenizer
+from open_clip.convert import convert_state_dict
+from open_clip.model import CLIP, convert_to_custom_text_state_dict
 
-from clipreid_plugin.utils.checkpoint import CheckpointError
+from clipreid_plugin.utils.checkpoint import CheckpointError, read_state_dict
 from clipreid_plugin.utils.errors import ConfigError
 from clipreid_plugin.utils.file_io import atomic_write
 
@@ -53,8 +57,6 @@ MODEL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mod
 
 def register_toolkit_model_configs() -> None:
     """Add this plugin's ``model_configs/*.json`` (``ReID-Tiny-RN``, ``ReID-Tiny-ViT-16``) to open_clip."""
-    import open_clip
-
     if open_clip.get_model_config("ReID-Tiny-RN") is None:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
 
@@ -101,7 +103,7 @@ def read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
         )
     is_ts = False
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # noqa: PLC0415 - only for .safetensors files (safetensors comes with open_clip)
 
         obj = load_file(path, device="cpu")
     elif _is_torchscript_archive(path):
@@ -230,10 +232,6 @@ def infer_model_config_from_reid_checkpoint(path: str) -> dict:
     Raises:
         CheckpointError: the file holds no CLIP image tower.
     """
-    from open_clip import tokenizer as clip_tokenizer
-
-    from clipreid_plugin.utils.checkpoint import read_state_dict
-
     sd = read_state_dict(path, mmap=True)  # only shapes are read: the weights stay on disk
     mapped: Dict[str, torch.Tensor] = {}
     for key, value in sd.items():
@@ -295,8 +293,6 @@ def _clean_name(model_name: str) -> str:
 
 def _model_config(model_name: str) -> dict:
     """The open_clip config of ``model_name``, or a ValueError naming the closest valid names."""
-    import open_clip
-
     register_toolkit_model_configs()
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
@@ -351,8 +347,6 @@ class _NoRandomInitWarning(logging.Filter):
 
 def _create(model_name: str, quick_gelu: bool, pretrained: Optional[str] = None):
     """open_clip.create_model in fp32 with the activation set either way (force_* only turns it on)."""
-    import open_clip
-
     extra = {} if quick_gelu else {"quick_gelu": False}
     quiet = _NoRandomInitWarning()
     logging.getLogger().addFilter(quiet)
@@ -404,8 +398,6 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             or the pretrained tag could not be fetched.
         ConfigError: unknown model name or tag.
     """
-    import open_clip
-    from open_clip.model import CLIP
 
     model_name = _clean_name(model_name or "")
     if weights:
@@ -435,8 +427,6 @@ def load_clip(model_name: str = "", weights: str = "", pretrained_tag: str = "",
             cfg = _model_config(model_name)
             qg = _resolve_quick_gelu(quick_gelu, bool(cfg.get("quick_gelu", False)), f"{model_name} checkpoint")
             model = _create(model_name, qg)
-            from open_clip.convert import convert_state_dict
-            from open_clip.model import convert_to_custom_text_state_dict
 
             sd = convert_state_dict(model, sd)
             if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
