@@ -39,7 +39,7 @@ def _brute_force(dist, q_pids, g_pids, q_cams, g_cams, gallery_mask=None):
 
 
 def _evaluate(cfg, data, out_dir, name="toy"):
-    ev = ReidEvaluator(cfg, data["num_query"], name, str(out_dir))
+    ev = ReidEvaluator(cfg, num_query=data["num_query"], dataset_name=name, output_dir=str(out_dir))
     feats, pids, camids = data["feats"], data["pids"], data["camids"]
     for s in range(0, len(feats), 64):
         e = min(s + 64, len(feats))
