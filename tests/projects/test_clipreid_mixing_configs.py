@@ -26,7 +26,7 @@ MIXING = {
         ["MODEL.BACKBONE.DEPTH", "18x"],
         # fast-reid's configs/Market1501/sbs_R50-ibn.yml (Base-SBS.yml)
         [("MODEL.BACKBONE.NAME", "build_resnet_backbone"), ("MODEL.BACKBONE.WITH_IBN", True),
-         ("MODEL.BACKBONE.WITH_NL", True), ("INPUT.SIZE_TRAIN", [384, 128]), ("INPUT.AUTOAUG.ENABLED", True),
+         ("MODEL.BACKBONE.WITH_NL", True), ("INPUT.SIZE_TRAIN", [384, 128]), ("INPUT.TRANSFORMS", ["AutoAugment"]),
          ("SOLVER.SCHED.NAME", "CosineAnnealingLR"), ("SOLVER.DELAY_EPOCHS", 30), ("SOLVER.FREEZE_ITERS", 1000),
          ("MODEL.LOSSES.TRI.MARGIN", 0.0), ("DATALOADER.NUM_INSTANCE", 16)]),
     "osnet_x1_0_clipreid.yml": (
