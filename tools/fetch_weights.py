@@ -40,10 +40,18 @@ CLIP_URL = "https://openaipublic.azureedge.net/clip/models/{sha256}/{file}"
 TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
 CLIP_DIR = "~/.cache/clip"
 TORCHVISION_DIR = "~/.cache/torch/hub/checkpoints"
+IBN_URL = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/{file}"
+RESNEST_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-resnest/{file}"
 
 
 def _clip(file: str, sha256: str) -> Dict[str, str]:
     return {"url": CLIP_URL.format(sha256=sha256, file=file), "sha256": sha256, "path": f"{CLIP_DIR}/{file}"}
+
+
+def _released(url: str, file: str) -> Dict[str, str]:
+    # release files named like torchvision's: the name ends in the first 8 hex digits of the sha256
+    return {"url": url.format(file=file), "sha256": file.rsplit("-", 1)[1].split(".")[0],
+            "path": f"{TORCHVISION_DIR}/{file}"}
 
 
 def _torchvision(file: str) -> Dict[str, str]:
@@ -65,9 +73,20 @@ WEIGHTS: Dict[str, Dict[str, str]] = {
     "resnext50_32x4d": _torchvision("resnext50_32x4d-7cdf4587.pth"),
     "resnext101_32x8d": _torchvision("resnext101_32x8d-8ba56ff5.pth"),
     "vit_b_16": _torchvision("vit_b_16-c867db91.pth"),
+    # fast-reid's IBN-a and ResNeSt ImageNet files (the URLs fast-reid and timm name; hash prefix in the name)
+    "resnet50_ibn_a": _released(IBN_URL, "resnet50_ibn_a-d9d0bb7b.pth"),
+    "resnet101_ibn_a": _released(IBN_URL, "resnet101_ibn_a-59ea0ac6.pth"),
+    "resnest50": _released(RESNEST_URL, "resnest50-528c19ca.pth"),
+}
+
+# Files the configs name that have no stable URL with a checksum: where to get them by hand.
+MANUAL_WEIGHTS: Dict[str, str] = {
+    "~/.cache/torch/checkpoints/osnet_x1_0_imagenet.pth": "torchreid's MODEL_ZOO.md (a Google Drive link)",
+    "~/.cache/torch/checkpoints/osnet_ain_x1_0_imagenet.pth": "torchreid's MODEL_ZOO.md (a Google Drive link)",
 }
 # what the configs in configs/ and projects/CLIPReID/configs name (the default of a plain run)
-CONFIG_WEIGHTS = ("clip-rn50", "clip-vit-b-16", "resnet50", "resnet101", "resnext50_32x4d", "vit_b_16")
+CONFIG_WEIGHTS = ("clip-rn50", "clip-vit-b-16", "resnet50", "resnet101", "resnext50_32x4d", "vit_b_16",
+                  "resnet50_ibn_a", "resnet101_ibn_a", "resnest50")
 
 CHUNK = 1 << 20
 
