@@ -15,12 +15,11 @@ random_gallery=...)`` (the configurable convention, :mod:`clipreid_plugin.config
 def dataset_uses_random_gallery(dataset_name: str) -> bool:
     """Whether the registered dataset class asks for the random-gallery protocol (VehicleID).
 
-    The data package is imported lazily; a dataset that is not registered (or a build without
-    the data package) counts as a fixed query/gallery split.
+    A dataset that is not registered counts as a fixed query/gallery split.
     """
     try:
         cls = DATASET_REGISTRY.get(dataset_name)
-    except (ImportError, KeyError):
+    except KeyError:
         return False
     return bool(getattr(cls, "random_gallery", False))
 

@@ -2,8 +2,6 @@
 
 import json
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -156,9 +154,7 @@ def test_build_evaluator_reads_dataset_flag(monkeypatch):
     class FakeMarket:
         pass
 
-    fake = types.ModuleType("clipreid_plugin.data")
-    fake.DATASET_REGISTRY = reg
-    monkeypatch.setitem(sys.modules, "clipreid_plugin.data", fake)
+    monkeypatch.setattr("clipreid_plugin.evaluation.build.DATASET_REGISTRY", reg)
     cfg = get_cfg()
     ev = build_evaluator(cfg, "FakeVehicleID", num_query=123, output_dir=None)
     assert isinstance(ev, ReidEvaluator) and ev.random_gallery and ev.num_query == 0
