@@ -15,7 +15,7 @@ from clipreid_plugin.config import configurable
 from .build import LOSS_REGISTRY
 from .precision import full_precision
 
-__all__ = ["pair_masks", "pairwise_circle_loss", "CircleLoss"]
+__all__ = ["pair_masks", "pairwise_circle_loss", "PairwiseMetricLoss", "CircleLoss"]
 
 # logit given to the pairs a row leaves out (fast-reid's constant): exp() of it is 0
 _EXCLUDED = -99999999.0
@@ -43,14 +43,20 @@ def pairwise_circle_loss(feats: torch.Tensor, targets: torch.Tensor, margin: flo
         return F.softplus(torch.logsumexp(logit_p, dim=1) + torch.logsumexp(logit_n, dim=1)).mean()
 
 
-@LOSS_REGISTRY.register()
-class CircleLoss(nn.Module):
-    """Pairwise circle loss summed over ``outputs["triplet_features"]``, times ``SCALE``.
+class PairwiseMetricLoss(nn.Module):
+    """A pairwise loss of fast-reid's summed over ``outputs["triplet_features"]``, times ``SCALE``.
 
-    Config: ``MODEL.LOSSES.CIRCLE.{MARGIN, GAMMA, SCALE}``.
+    A subclass names its config group (``MODEL.LOSSES.<CONFIG_GROUP>.{MARGIN, GAMMA, SCALE}``),
+    the key of its loss and its ``pairwise(feats, targets, margin, gamma)`` function.
     """
 
     reads = "triplet_features"
+    CONFIG_GROUP = ""
+    LOSS_KEY = ""
+
+    @staticmethod
+    def pairwise(feats: torch.Tensor, targets: torch.Tensor, margin: float, gamma: float) -> torch.Tensor:
+        raise NotImplementedError
 
     @configurable
     def __init__(self, *, margin: float = 0.25, gamma: float = 128.0, scale: float = 1.0):
@@ -59,10 +65,19 @@ class CircleLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        c = cfg.MODEL.LOSSES.CIRCLE
+        c = cfg.MODEL.LOSSES[cls.CONFIG_GROUP]
         return {"margin": c.MARGIN, "gamma": c.GAMMA, "scale": c.SCALE}
 
     def forward(self, outputs, targets):
-        """Returns: {"loss_circle": scale * sum over feature lists}."""
-        total = sum(pairwise_circle_loss(f, targets, self.margin, self.gamma) for f in outputs["triplet_features"])
-        return {"loss_circle": total * self.scale}
+        """Returns: {LOSS_KEY: scale * sum over feature lists}."""
+        total = sum(self.pairwise(f, targets, self.margin, self.gamma) for f in outputs["triplet_features"])
+        return {self.LOSS_KEY: total * self.scale}
+
+
+@LOSS_REGISTRY.register()
+class CircleLoss(PairwiseMetricLoss):
+    """Pairwise circle loss (:func:`pairwise_circle_loss`); config ``MODEL.LOSSES.CIRCLE.*``."""
+
+    CONFIG_GROUP = "CIRCLE"
+    LOSS_KEY = "loss_circle"
+    pairwise = staticmethod(pairwise_circle_loss)

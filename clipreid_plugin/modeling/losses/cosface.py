@@ -7,12 +7,9 @@ Similarities ``s = cos(f_i, f_j)``; per anchor, over its positives (self exclude
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from clipreid_plugin.config import configurable
 
 from .build import LOSS_REGISTRY
-from .circle import _EXCLUDED, pair_masks
+from .circle import _EXCLUDED, PairwiseMetricLoss, pair_masks
 from .precision import full_precision
 
 __all__ = ["pairwise_cosface_loss", "Cosface"]
@@ -31,25 +28,9 @@ def pairwise_cosface_loss(feats: torch.Tensor, targets: torch.Tensor, margin: fl
 
 
 @LOSS_REGISTRY.register()
-class Cosface(nn.Module):
-    """Pairwise CosFace loss summed over ``outputs["triplet_features"]``, times ``SCALE``.
+class Cosface(PairwiseMetricLoss):
+    """Pairwise CosFace loss (:func:`pairwise_cosface_loss`); config ``MODEL.LOSSES.COSFACE.*``."""
 
-    Config: ``MODEL.LOSSES.COSFACE.{MARGIN, GAMMA, SCALE}``.
-    """
-
-    reads = "triplet_features"
-
-    @configurable
-    def __init__(self, *, margin: float = 0.25, gamma: float = 128.0, scale: float = 1.0):
-        super().__init__()
-        self.margin, self.gamma, self.scale = margin, gamma, scale
-
-    @classmethod
-    def from_config(cls, cfg):
-        c = cfg.MODEL.LOSSES.COSFACE
-        return {"margin": c.MARGIN, "gamma": c.GAMMA, "scale": c.SCALE}
-
-    def forward(self, outputs, targets):
-        """Returns: {"loss_cosface": scale * sum over feature lists}."""
-        total = sum(pairwise_cosface_loss(f, targets, self.margin, self.gamma) for f in outputs["triplet_features"])
-        return {"loss_cosface": total * self.scale}
+    CONFIG_GROUP = "COSFACE"
+    LOSS_KEY = "loss_cosface"
+    pairwise = staticmethod(pairwise_cosface_loss)
