@@ -22,7 +22,6 @@ names and strings exactly. Collections (every gradient, every BN buffer, ...) ar
 whose error is the worst over the collection and whose note names the worst tensor.
 """
 
-import importlib.util
 import math
 import os
 from types import SimpleNamespace
@@ -42,6 +41,7 @@ from clipreid_plugin.solver import build_lr_scheduler, build_optimizer
 from clipreid_plugin.utils.errors import ConfigError
 
 from .case_replay import CaseFormatError, ParityRow
+from .fastreid_replay import load_peer_weights_module
 
 __all__ = ["REPO", "FLOAT64_RTOL", "FLOAT32_RTOL", "FLOAT32_TRAIN_RTOL", "check_torchreid_case", "torchreid_to_cfg",
            "TorchreidReplay", "replay", "compare", "run_peer_case"]
@@ -70,16 +70,11 @@ def check_torchreid_case(case: Any, path: str) -> Dict[str, Any]:
 
 
 def _peer_weights(case_path: str):
-    """The case's ``peer_weights.py`` module (beside the case file or in its parent folder)."""
-    here = os.path.dirname(os.path.abspath(case_path))
-    for folder in (here, os.path.dirname(here)):
-        path = os.path.join(folder, "peer_weights.py")
-        if os.path.isfile(path):
-            spec = importlib.util.spec_from_file_location("peer_weights", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise CaseFormatError(f"{case_path}: peer_weights.py not found beside the case or in its parent folder.")
+    """The case's ``peer_weights.py`` module (:func:`.fastreid_replay.load_peer_weights_module`)."""
+    try:
+        return load_peer_weights_module(case_path)
+    except FileNotFoundError as e:
+        raise CaseFormatError(str(e)) from None
 
 
 def torchreid_to_cfg(torchreid_cfg: Dict[str, Any], num_classes: int) -> CfgNode:
