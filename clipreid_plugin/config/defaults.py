@@ -178,11 +178,16 @@ _C.INPUT.PADDING = CN()
 _C.INPUT.PADDING.ENABLED = True
 _C.INPUT.PADDING.SIZE = 10
 _C.INPUT.PADDING.MODE = "constant"  # zeros, as the reference
-_C.INPUT.REA = CN()  # random erasing, after normalisation, per-pixel N(0,1) fill
+_C.INPUT.REA = CN()  # random erasing of one rectangle (timm's draws), after normalisation
 _C.INPUT.REA.ENABLED = True
 _C.INPUT.REA.PROB = 0.5
-_C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]
-_C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, 1/ASPECT], sampled log-uniformly
+_C.INPUT.REA.AREA = [0.02, 1.0 / 3.0]  # erased fraction of the image (fast-reid / torchvision: [0.02, 0.33])
+_C.INPUT.REA.ASPECT = 0.3  # aspect ratio range [ASPECT, ASPECT_MAX], sampled log-uniformly
+_C.INPUT.REA.ASPECT_MAX = 0.0  # 0: 1 / ASPECT (timm's, the reference's); fast-reid (torchvision): 3.3
+# The fill: [] = per-pixel N(0, 1) noise in the normalised image (timm's mode 'pixel', the CLIP-ReID
+# reference); else one value per channel in 0..255 pixel units (fast-reid's INPUT.REA.VALUE, whose default
+# is the ImageNet mean: erased pixels become 0 after normalisation).
+_C.INPUT.REA.VALUE = []
 # Registered train augmentations (TRANSFORM_REGISTRY, clipreid_plugin.data) of the resized image, in
 # order, before flip / pad / crop: e.g. ["AutoAugment"]. A plugin's augmentation is one file plus its name here.
 _C.INPUT.TRANSFORMS = ()

@@ -9,12 +9,13 @@ fewer bytes than float32), pinned by the DataLoader (``DATALOADER.PIN_MEMORY``) 
 device without blocking; :class:`DeviceTransform` then applies every draw to the whole batch
 at once. Test and inference loaders only normalise on the device.
 
-Determinism: the erasing fill (per-pixel N(0, 1), as timm's ``mode='pixel'``) is drawn on the
-device from a generator seeded by the batch's ``aug_seed`` values, themselves drawn from the
-samples' generators. An epoch therefore stays a function of (seed, epoch, rank, world size)
-whatever the number of workers. The fill values are not the host path's (they come from the
-device's generator, for the whole batch at once), only their distribution is; everything else
-is bit-identical to the host path on the same device type.
+Determinism: a constant erasing fill (fast-reid's ``INPUT.REA.VALUE``) is the host path's. The
+per-pixel N(0, 1) fill (timm's ``mode='pixel'``) is drawn on the device from a generator seeded
+by the batch's ``aug_seed`` values, themselves drawn from the samples' generators. An epoch
+therefore stays a function of (seed, epoch, rank, world size) whatever the number of workers.
+Those noise values are not the host path's (they come from the device's generator, for the
+whole batch at once), only their distribution is; everything else is bit-identical to the host
+path on the same device type.
 """
 
 from typing import Dict, Iterable, Iterator, Optional
@@ -54,6 +55,9 @@ class DeviceTransform:
         self.padding = transform.padding
         self.mean = transform.mean.to(self.device)
         self.std = transform.std.to(self.device)
+        # a constant erasing fill (fast-reid's INPUT.REA.VALUE), else None: N(0, 1) noise
+        value = transform.erasing.value if transform.erasing is not None else None
+        self.erase_value = None if value is None else value.view(1, -1, 1, 1).to(self.device)
         self._generator: Optional[torch.Generator] = None
 
     def _flip_pad_crop(self, x: torch.Tensor, flip: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
@@ -74,18 +78,21 @@ class DeviceTransform:
         return torch.gather(x, 2, cols.view(b, 1, w, 1).expand(b, h, w, ch))
 
     def _erase(self, x: torch.Tensor, erase: torch.Tensor, seed: int) -> torch.Tensor:
-        """Replace each sample's (top, left, h, w) rectangle by N(0, 1) noise."""
-        if self._generator is None:
-            self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(seed)
-        noise = torch.randn(x.shape, generator=self._generator, device=self.device, dtype=x.dtype)
+        """Replace each sample's (top, left, h, w) rectangle by N(0, 1) noise or the constant fill."""
+        if self.erase_value is not None:
+            fill = self.erase_value.to(x.dtype)
+        else:
+            if self._generator is None:
+                self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(seed)
+            fill = torch.randn(x.shape, generator=self._generator, device=self.device, dtype=x.dtype)
         rect = erase.to(self.device, non_blocking=True)
         top, left, h, w = (rect[:, i].view(-1, 1) for i in range(4))
         ys = torch.arange(x.shape[2], device=self.device)
         xs = torch.arange(x.shape[3], device=self.device)
         inside = (((ys >= top) & (ys < top + h))[:, None, :, None]
                   & ((xs >= left) & (xs < left + w))[:, None, None, :])
-        return torch.where(inside, noise, x)
+        return torch.where(inside, fill, x)
 
     def __call__(self, batch: Dict) -> Dict:
         """Apply the batch's draws on the device.

@@ -2,7 +2,8 @@
 
 Train: Resize(SIZE_TRAIN, bicubic) -> [the registered augmentations named in INPUT.TRANSFORMS, e.g.
 fast-reid's AutoAugment] -> RandomHorizontalFlip(p)
--> Pad(10, zeros) -> RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing (timm, mode 'pixel').
+-> Pad(10, zeros) -> RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing (timm's draws; mode 'pixel', or
+fast-reid's constant ``INPUT.REA.VALUE``).
 Test: Resize(SIZE_TEST, bilinear) -> ToTensor -> Normalize.
 
 Every transform is split in two steps so that images can be cached after the deterministic
@@ -54,24 +55,29 @@ _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": Interpolati
 
 
 class RandomErasing:
-    """timm's ``RandomErasing(mode='pixel', max_count=1)`` with explicit random sources.
+    """One erased rectangle per image, drawn as timm's ``RandomErasing(max_count=1)``, with explicit random sources.
 
     With probability ``prob`` erase one rectangle: up to 10 attempts of area fraction
-    ~ U(area[0], area[1]), aspect ratio = exp(U(log aspect, log 1/aspect)),
+    ~ U(area[0], area[1]), aspect ratio = exp(U(log aspect, log aspect_max)),
     h = round(sqrt(A*r)), w = round(sqrt(A/r)), accepted when h < H and w < W; top/left
-    uniform (inclusive); filled with per-pixel N(0, 1) values.
+    uniform (inclusive). The fill is per-pixel N(0, 1) noise (timm's mode 'pixel', the CLIP-ReID
+    reference) or one constant per channel (torchvision's ``value``, as fast-reid erases).
     """
 
-    def __init__(self, prob: float = 0.5, area: Sequence[float] = (0.02, 1 / 3), aspect: float = 0.3):
+    def __init__(self, prob: float = 0.5, area: Sequence[float] = (0.02, 1 / 3), aspect: float = 0.3,
+                 aspect_max: Optional[float] = None, value: Optional[torch.Tensor] = None):
         """
         Args:
             prob: probability of erasing.
             area: (min, max) erased area as a fraction of the image.
-            aspect: minimal aspect ratio (the maximum is 1/aspect).
+            aspect: minimal aspect ratio.
+            aspect_max: maximal aspect ratio (None: 1 / ``aspect``, timm's).
+            value: (C,) fill of the normalised image, one constant per channel; None: N(0, 1) noise.
         """
         self.prob = prob
         self.area = (float(area[0]), float(area[1]))
-        self.log_aspect = (math.log(aspect), math.log(1.0 / aspect))
+        self.log_aspect = (math.log(aspect), math.log(aspect_max if aspect_max else 1.0 / aspect))
+        self.value = None if value is None else torch.as_tensor(value, dtype=torch.float32).view(-1, 1, 1)
 
     def sample_rect(self, rng: random.Random, img_h: int, img_w: int) -> Optional[Tuple[int, int, int, int]]:
         """Draw the erasing decisions of one image (no fill).
@@ -98,22 +104,26 @@ class RandomErasing:
                 return top, left, h, w
         return None
 
-    @staticmethod
-    def fill(img: torch.Tensor, rect: Optional[Tuple[int, int, int, int]], generator: torch.Generator) -> torch.Tensor:
-        """Fill ``rect`` of ``img`` in place with per-pixel N(0, 1) values drawn from ``generator``.
+    def fill(self, img: torch.Tensor, rect: Optional[Tuple[int, int, int, int]],
+             generator: torch.Generator) -> torch.Tensor:
+        """Fill ``rect`` of ``img`` in place: the constant ``value``, or per-pixel N(0, 1) values
+        drawn from ``generator``.
 
         Args:
             img: (C, H, W) float tensor.
             rect: ``(top, left, h, w)`` from :meth:`sample_rect`, or None (nothing to do).
-            generator: torch generator of the fill.
+            generator: torch generator of the noise fill (unused with a constant ``value``).
 
         Returns:
             ``img``.
         """
         if rect is not None:
             top, left, h, w = rect
-            img[:, top:top + h, left:left + w] = torch.empty(
-                (img.shape[0], h, w), dtype=img.dtype).normal_(generator=generator).to(img.device)
+            if self.value is not None:
+                img[:, top:top + h, left:left + w] = self.value.to(img.device, img.dtype)
+            else:
+                img[:, top:top + h, left:left + w] = torch.empty(
+                    (img.shape[0], h, w), dtype=img.dtype).normal_(generator=generator).to(img.device)
         return img
 
     def __call__(self, img: torch.Tensor, rng: random.Random, generator: torch.Generator) -> torch.Tensor:
@@ -275,13 +285,27 @@ class ReIDTransform:
             x = torch.nn.functional.pad(x, [self.padding] * 4)[:, p.top:p.top + h, p.left:p.left + w]
         x = normalize_uint8(x, self.mean, self.std)
         if p.erase is not None:
-            RandomErasing.fill(x, p.erase, generator if generator is not None else torch.default_generator)
+            self.erasing.fill(x, p.erase, generator if generator is not None else torch.default_generator)
         return x
 
     def __call__(self, img: Image.Image, rng: Optional[random.Random] = None,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Returns: ``augment(prepare(img), rng, generator)``."""
         return self.augment(self.prepare(img), rng, generator)
+
+
+def _build_erasing(i) -> RandomErasing:
+    """The random erasing of the ``INPUT`` node (``REA.*``). A ``REA.VALUE`` (0..255 pixel units,
+    fast-reid's) is normalised as the image is, so erasing before or after the normalisation agree."""
+    value = None
+    if len(i.REA.VALUE):
+        if len(i.REA.VALUE) != len(i.PIXEL_MEAN):
+            raise ConfigError(f"INPUT.REA.VALUE needs one value per channel ({len(i.PIXEL_MEAN)}, 0..255) or [] "
+                              f"for N(0, 1) noise, got {list(i.REA.VALUE)}.")
+        value = normalize_uint8(torch.tensor(i.REA.VALUE, dtype=torch.float64).view(-1, 1, 1),
+                                torch.tensor(i.PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1),
+                                torch.tensor(i.PIXEL_STD, dtype=torch.float32).view(-1, 1, 1)).view(-1)
+    return RandomErasing(i.REA.PROB, i.REA.AREA, i.REA.ASPECT, i.REA.ASPECT_MAX or None, value)
 
 
 def build_transforms(cfg, is_train: bool) -> ReIDTransform:
@@ -300,7 +324,7 @@ def build_transforms(cfg, is_train: bool) -> ReIDTransform:
                           f"(zero padding, as the reference).")
     if not is_train:
         return ReIDTransform(i.SIZE_TEST, i.INTERPOLATION_TEST, i.PIXEL_MEAN, i.PIXEL_STD)
-    erasing = RandomErasing(i.REA.PROB, i.REA.AREA, i.REA.ASPECT) if i.REA.ENABLED else None
+    erasing = _build_erasing(i) if i.REA.ENABLED else None
     return ReIDTransform(
         i.SIZE_TRAIN, i.INTERPOLATION_TRAIN, i.PIXEL_MEAN, i.PIXEL_STD,
         flip_prob=i.FLIP.PROB if i.FLIP.ENABLED else 0.0,

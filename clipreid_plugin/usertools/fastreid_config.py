@@ -164,8 +164,14 @@ KEY_MAP: List[Mapping] = [
     Mapping("INPUT.PADDING.ENABLED", "INPUT.PADDING.ENABLED"),
     Mapping("INPUT.PADDING.SIZE", "INPUT.PADDING.SIZE"),
     Mapping("INPUT.PADDING.MODE", "INPUT.PADDING.MODE"),
-    Mapping("INPUT.REA.ENABLED", "INPUT.REA.ENABLED", note="erased pixels: N(0, 1) noise here, not `INPUT.REA.VALUE`"),
+    Mapping("INPUT.REA.ENABLED", "INPUT.REA.ENABLED",
+            note="torchvision's rectangle ranges (`INPUT.REA.AREA [0.02, 0.33]`, `ASPECT 0.3`, `ASPECT_MAX 3.3`) and "
+                 "fast-reid's bicubic resizes (`INPUT.INTERPOLATION_TRAIN/TEST bicubic`), written by the converter; "
+                 "the rectangle draws are timm's"),
     Mapping("INPUT.REA.PROB", "INPUT.REA.PROB"),
+    Mapping("INPUT.REA.VALUE", "INPUT.REA.VALUE", lambda v: [float(x) for x in v],
+            note="the same 0..255 fill (default: the ImageNet mean, 0 after normalisation); `[]` here fills with "
+                 "N(0, 1) noise (the CLIP-ReID reference's)"),
     Mapping("INPUT.AUTOAUG.ENABLED", "INPUT.TRANSFORMS", lambda on: ["AutoAugment"] if on else [],
             "`INPUT.TRANSFORMS: [AutoAugment]` (a registered train augmentation), applied after the resize here"),
     Mapping("INPUT.AUTOAUG.PROB", "INPUT.AUTOAUG.PROB"),
@@ -249,7 +255,8 @@ FASTREID_DEFAULTS: Dict[str, Any] = {
     "MODEL.LOSSES.COSFACE.MARGIN": 0.25, "MODEL.LOSSES.COSFACE.GAMMA": 128, "MODEL.LOSSES.COSFACE.SCALE": 1.0,
     "INPUT.SIZE_TRAIN": [256, 128], "INPUT.SIZE_TEST": [256, 128], "INPUT.FLIP.ENABLED": False,
     "INPUT.FLIP.PROB": 0.5, "INPUT.PADDING.ENABLED": False, "INPUT.PADDING.MODE": "constant",
-    "INPUT.PADDING.SIZE": 10, "INPUT.REA.ENABLED": False, "INPUT.REA.PROB": 0.5, "INPUT.AUTOAUG.ENABLED": False,
+    "INPUT.PADDING.SIZE": 10, "INPUT.REA.ENABLED": False, "INPUT.REA.PROB": 0.5,
+    "INPUT.REA.VALUE": [0.485 * 255, 0.456 * 255, 0.406 * 255], "INPUT.AUTOAUG.ENABLED": False,
     "INPUT.AUTOAUG.PROB": 0.0,
     "DATALOADER.SAMPLER_TRAIN": "TrainingSampler", "DATALOADER.NUM_INSTANCE": 4,
     "SOLVER.OPT": "Adam", "SOLVER.MAX_EPOCH": 120, "SOLVER.BASE_LR": 3e-4, "SOLVER.BIAS_LR_FACTOR": 1.0,
@@ -265,7 +272,6 @@ FASTREID_DEFAULTS: Dict[str, Any] = {
 
 # reasons for fast-reid keys without an equivalent (others: "no such key here")
 REASONS: Dict[str, str] = {
-    "INPUT.REA.VALUE": "erased pixels are per-pixel N(0, 1) noise here (the reference's random erasing)",
     "MODEL.BACKBONE.ATT_DROP_RATE": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
     "MODEL.BACKBONE.DROP_PATH_RATIO": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
     "MODEL.BACKBONE.DROP_RATIO": "fast-reid's ViT options: use configs/<Dataset>/transreid_vit_b16.yml",
@@ -412,6 +418,9 @@ def _complete(ours: Dict[str, Any], theirs: Dict[str, Any], defaults, notes: Lis
     """Keys that follow from fast-reid's meaning of the mapped ones."""
     ours["SOLVER.WARMUP_EPOCHS"] = 0  # fast-reid warms up over SOLVER.WARMUP_ITERS iterations
     notes.append("SOLVER.WARMUP_EPOCHS 0: fast-reid's warmup is SOLVER.WARMUP_ITERS iterations")
+    if _has_key(defaults, "INPUT.REA.ASPECT_MAX"):  # fast-reid's transforms: bicubic resizes, torchvision's erasing
+        ours.update({"INPUT.INTERPOLATION_TRAIN": "bicubic", "INPUT.INTERPOLATION_TEST": "bicubic",
+                     "INPUT.REA.AREA": [0.02, 0.33], "INPUT.REA.ASPECT": 0.3, "INPUT.REA.ASPECT_MAX": 3.3})
     if _has_key(defaults, "MODEL.HEADS.EVAL_FEAT"):  # fast-reid evaluates on the post-neck feature
         ours["MODEL.HEADS.EVAL_FEAT"] = "after"
     if _has_key(defaults, "MODEL.LOSSES.CE.CONVENTION"):  # fast-reid's label smoothing and normalisation

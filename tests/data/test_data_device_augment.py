@@ -117,6 +117,24 @@ def _ks_normal(x):
     return max((i / len(x) - cdf).max(), (cdf - (i - 1) / len(x)).max())
 
 
+def test_constant_erasing_fill_is_bit_identical_to_the_host_path():
+    """fast-reid's constant fill (INPUT.REA.VALUE) has no random values: with the same per-sample
+    seeds the device batch equals the host path's images bit for bit, erased rectangles included."""
+    cfg = _cfg(rea_prob=0.7)
+    cfg.INPUT.REA.VALUE = [255.0, 0.0, 128.0]
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (32, 16, 3), dtype=np.uint8) for _ in range(16)]
+    tf = build_transforms(cfg, is_train=True)
+    host = ReIDImageDataset([(f"{i}.png", 0, 0, 0) for i in range(16)], tf, cache=_Arrays(arrays))
+    dev = ReIDImageDataset([(f"{i}.png", 0, 0, 0) for i in range(16)], tf, cache=_Arrays(arrays),
+                           device_augment=True)
+    keys = [(i, 500 + i) for i in range(16)]
+    expected = torch.stack([host[k]["images"] for k in keys])
+    got = _device_batch(dev, keys, DeviceTransform(tf, "cpu"))
+    erased = sum(tf.draw(random.Random(s), torch.Generator().manual_seed(s)).erase is not None for _, s in keys)
+    assert 0 < erased < 16 and torch.equal(got, expected)
+
+
 def test_device_path_statistics_match_the_host_path_and_the_known_distributions():
     """1000 samples per path, disjoint seeds. Flip rate: Binomial(n, 0.5). Erased-image rate:
     Binomial(n, 0.5) (an attempt at this size almost never fails ten times). Erased-area

@@ -110,3 +110,59 @@ def test_padding_mode_other_than_constant_is_rejected():
     cfg.INPUT.PADDING.MODE = "reflect"
     with pytest.raises(ValueError, match="INPUT.PADDING.MODE"):
         build_transforms(cfg, True)
+
+
+class _RecordingRandom(_ScriptedRandom):
+    """A _ScriptedRandom that also records the bounds each uniform() was asked for."""
+
+    def __init__(self, uniforms):
+        super().__init__(uniforms)
+        self.bounds = []
+
+    def uniform(self, a, b):
+        self.bounds.append((a, b))
+        return super().uniform(a, b)
+
+
+@pytest.mark.parametrize("value", [[0.5 * 255, 0.4 * 255, 0.3 * 255], [255.0, 0.0, 128.0]])
+def test_fastreid_erasing_fill_equals_torchvision_erase_before_the_models_normalisation(value):
+    """fast-reid erases the 0..255 tensor with torchvision's constant ``value`` (its ToTensor keeps
+    0..255) and its model normalises with ``PIXEL_MEAN * 255`` / ``PIXEL_STD * 255``. Here the
+    constant is normalised as the image: same rectangle, same result (the ImageNet-mean default
+    erases to 0)."""
+    cfg = _cfg(rea_prob=1.0)
+    cfg.INPUT.FLIP.ENABLED = cfg.INPUT.PADDING.ENABLED = False
+    cfg.INPUT.REA.VALUE = value
+    cfg.INPUT.REA.AREA, cfg.INPUT.REA.ASPECT_MAX = [0.02, 0.33], 3.3  # torchvision's scale and ratio
+    ours = build_transforms(cfg, is_train=True)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1) * 255
+    std = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1) * 255
+    for seed in range(6):
+        img = _image(seed)
+        rect = ours.erasing.sample_rect(random.Random(seed), 32, 16)
+        assert rect is not None
+        x = torch.from_numpy(np.array(T.Resize([32, 16], interpolation=T.InterpolationMode.BICUBIC)(img)))
+        x = x.permute(2, 0, 1).float()  # fast-reid's ToTensor: 0..255
+        expected = (T.functional.erase(x, *rect, torch.tensor(value).view(3, 1, 1)) - mean) / std
+        got = ours(img, random.Random(seed), torch.Generator().manual_seed(seed))
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0), f"seed {seed}"
+        top, left, h, w = rect
+        assert torch.allclose(got[:, top:top + h, left:left + w],
+                              ((torch.tensor(value) / 255 - torch.tensor([0.5, 0.4, 0.3])) /
+                               torch.tensor([0.2, 0.25, 0.3])).view(3, 1, 1).expand(3, h, w), atol=1e-6)
+
+
+def test_erasing_aspect_range_and_value_length():
+    """ASPECT_MAX bounds the log-uniform aspect draw (torchvision's ratio (0.3, 3.3)); 0 keeps timm's 1/ASPECT."""
+    cfg = _cfg(rea_prob=1.0)
+    cfg.INPUT.REA.ASPECT_MAX = 3.3
+    rng = _RecordingRandom([0.1, 0.0])
+    build_transforms(cfg, is_train=True).erasing.sample_rect(rng, 20, 10)
+    assert rng.bounds[1] == (pytest.approx(np.log(0.3)), pytest.approx(np.log(3.3)))
+    cfg.INPUT.REA.ASPECT_MAX = 0.0
+    rng = _RecordingRandom([0.1, 0.0])
+    build_transforms(cfg, is_train=True).erasing.sample_rect(rng, 20, 10)
+    assert rng.bounds[1] == (pytest.approx(np.log(0.3)), pytest.approx(np.log(1 / 0.3)))
+    cfg.INPUT.REA.VALUE = [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"INPUT.REA.VALUE needs one value per channel \(3"):
+        build_transforms(cfg, is_train=True)
