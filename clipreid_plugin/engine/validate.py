@@ -104,11 +104,21 @@ def _schedule_warnings(cfg: CfgNode) -> List[str]:
         notes.append(f"SOLVER.WARMUP_EPOCHS ({s.WARMUP_EPOCHS}) is not shorter than SOLVER.MAX_EPOCHS "
                      f"({s.MAX_EPOCHS}): the whole run trains inside the warmup, starting at "
                      f"{s.WARMUP_FACTOR} x SOLVER.BASE_LR. Shorten the warmup for a short run.")
-    if s.SCHED.NAME == "WarmupMultiStepLR":
+    if s.SCHED.NAME == "WarmupMultiStepLR" and s.MAX_EPOCHS > 0:
         late = [e for e in s.STEPS_EPOCHS if e >= s.MAX_EPOCHS]
-        if late and s.MAX_EPOCHS > 0:
+        if late:
             notes.append(f"SOLVER.STEPS_EPOCHS {list(s.STEPS_EPOCHS)}: the step(s) at {late} fall at or after "
                          f"SOLVER.MAX_EPOCHS ({s.MAX_EPOCHS}) and never happen.")
+    if s.SCHED.NAME == "MultiStepLR" and s.MAX_EPOCHS > 0:
+        # fast-reid counts its milestones from the first epoch end after the warmup and DELAY_EPOCHS
+        # (lr_scheduler.fastreid_epoch_steps); without iterations per epoch, WARMUP_ITERS counts as >= 1 epoch
+        warmup_epochs = int(s.WARMUP_EPOCHS) if int(s.WARMUP_ITERS) == 0 else 1
+        first = max(warmup_epochs, int(s.DELAY_EPOCHS) + 1)
+        late = [m for m in s.STEPS_EPOCHS if m > s.MAX_EPOCHS - first]
+        if late:
+            notes.append(f"SOLVER.STEPS_EPOCHS {list(s.STEPS_EPOCHS)}: the step(s) at {late}, counted (as fast-reid "
+                         f"counts them) from epoch {first} on, fall at or after SOLVER.MAX_EPOCHS ({s.MAX_EPOCHS}) "
+                         f"and never happen.")
     return notes
 
 

@@ -1,4 +1,5 @@
-"""The bag-of-tricks configs resolve to the recipe of Luo et al. 2019 and build their models."""
+"""The bag-of-tricks configs resolve to fast-reid's BoT recipe (its configs/Base-bagtricks.yml at c9bc3ce) and build
+their models."""
 
 import os
 
@@ -31,7 +32,10 @@ def test_recipe_values(rel):
     assert m.LOSSES.NAMES == ("CrossEntropyLoss", "TripletLoss")
     assert m.LOSSES.CE.EPSILON == 0.1 and m.LOSSES.TRI.MARGIN == 0.3
     assert cfg.INPUT.REA.ENABLED and cfg.INPUT.FLIP.ENABLED and cfg.DATALOADER.NUM_INSTANCE == 4
-    assert s.OPTIMIZER_NAME == "Adam" and s.SCHED.NAME == "WarmupMultiStepLR" and s.WARMUP_METHOD == "linear"
+    assert m.HEADS.POOL_LAYER == "GlobalAvgPool" and m.HEADS.CLS_LAYER == "Linear" and m.HEADS.WITH_BNNECK
+    assert m.LOSSES.CE.CONVENTION == "fastreid" and m.LOSSES.TRI.HARD_MINING and not m.LOSSES.TRI.NORM_FEAT
+    # fast-reid's schedule: per-iteration linear warmup, then milestones counted after the warmup
+    assert s.OPTIMIZER_NAME == "Adam" and s.SCHED.NAME == "MultiStepLR" and s.WARMUP_METHOD == "linear"
     assert isinstance(s.BASE_LR, float) and isinstance(s.WEIGHT_DECAY, float)
     assert s.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0
     assert list(s.STEPS_EPOCHS) == sorted(s.STEPS_EPOCHS) and s.STEPS_EPOCHS[-1] < s.MAX_EPOCHS
@@ -39,10 +43,13 @@ def test_recipe_values(rel):
         assert cfg.DATASETS.NAMES == ("Market1501",) and m.BACKBONE.DEPTH == "50x" and m.BACKBONE.PRETRAIN
         assert m.BACKBONE.PRETRAIN_PATH.endswith("resnet50-0676ba61.pth")
         assert cfg.INPUT.SIZE_TRAIN == [256, 128] and s.IMS_PER_BATCH == 64
-        assert (s.BASE_LR, s.WEIGHT_DECAY, s.MAX_EPOCHS, tuple(s.STEPS_EPOCHS)) == (3.5e-4, 5e-4, 120, (40, 70))
-        assert (s.WARMUP_EPOCHS, s.WARMUP_FACTOR, s.GAMMA) == (10, 0.01, 0.1)
+        assert (s.BASE_LR, s.WEIGHT_DECAY, s.MAX_EPOCHS, tuple(s.STEPS_EPOCHS)) == (3.5e-4, 5e-4, 120, (40, 90))
+        assert (s.WARMUP_ITERS, s.WARMUP_EPOCHS, s.WARMUP_FACTOR, s.GAMMA) == (2000, 0, 0.1, 0.1)
+        assert s.AMP.ENABLED and cfg.TEST.METRIC == "cosine" and s.WEIGHT_DECAY_NORM == 5e-4
     else:
         assert cfg.DATASETS.NAMES == ("SyntheticReID",) and not m.BACKBONE.PRETRAIN
+        # the demo's short run warms up over one epoch (not 2000 iterations) and trains in float32
+        assert (s.WARMUP_ITERS, s.WARMUP_EPOCHS, s.MAX_EPOCHS) == (0, 1, 12) and not s.AMP.ENABLED
 
 
 def test_synthetic_demo_model_trains_one_step():

@@ -1,5 +1,5 @@
 """configs/<Dataset>/{bagtricks,AGW,sbs,mgn}_*.yml: fast-reid's methods for the six datasets, in this toolkit's
-keys. Each loads and validates; each one fast-reid ships is, key by key, what the converter makes of
+keys (bagtricks_R50 is fast-reid's BoT R50; bagtricks_R101 / _X50 the same recipe on two more backbones). Each loads and validates; each one fast-reid ships is, key by key, what the converter makes of
 fast-reid's own file (tests/data/fastreid_configs): two independent paths to the same config."""
 
 import os
@@ -13,9 +13,11 @@ from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FASTREID = os.path.join(REPO, "tests", "data", "fastreid_configs")
 DATASETS = ["Market1501", "DukeMTMC", "MSMT17", "OccludedDuke", "VeRi", "VehicleID"]
-FILES = ["bagtricks_R50-ibn", "bagtricks_R101-ibn", "bagtricks_S50"] + \
+FILES = ["bagtricks_R50", "bagtricks_R50-ibn", "bagtricks_R101-ibn", "bagtricks_S50"] + \
     [f"{m}_{b}" for m in ("AGW", "sbs") for b in ("R50", "R50-ibn", "R101-ibn", "S50")] + ["mgn_R50-ibn"]
-ALL = [f"{d}/{f}.yml" for d in DATASETS for f in FILES]
+# the same recipe on backbones fast-reid's zoo lacks (plain ResNet-101, ResNeXt-50)
+EXTRA = ["bagtricks_R101", "bagtricks_X50"]
+ALL = [f"{d}/{f}.yml" for d in DATASETS for f in FILES + EXTRA]
 SHIPPED = [rel for rel in ALL if os.path.isfile(os.path.join(FASTREID, rel))]
 # where the files differ by design: paths, machine settings, and the ImageNet file (fast-reid downloads it)
 NOT_COMPARED = ("OUTPUT_DIR", "MODEL.BACKBONE.PRETRAIN_PATH", "DATALOADER.NUM_WORKERS")
@@ -29,8 +31,8 @@ def _get(cfg, key):
 
 def test_every_method_and_backbone_exists_for_the_six_datasets():
     missing = [rel for rel in ALL if not os.path.isfile(os.path.join(REPO, "configs", rel))]
-    assert not missing and len(ALL) == 72
-    assert len(SHIPPED) == 38  # fast-reid ships 12 per person dataset but Occluded-Duke, one per vehicle dataset
+    assert not missing and len(ALL) == 90
+    assert len(SHIPPED) == 41  # fast-reid ships 13 per person dataset but Occluded-Duke, one per vehicle dataset
 
 
 @pytest.mark.parametrize("rel", ALL)

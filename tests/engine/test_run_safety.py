@@ -229,11 +229,17 @@ def test_the_prompt_phase_needs_positive_epochs(tmp_path, capsys):
 
 def test_schedules_that_do_not_fit_are_warned_and_workers_capped(caplog):
     cfg = load_cfg(CONFIG, ["SOLVER.MAX_EPOCHS", "4", "SOLVER.WARMUP_EPOCHS", "10", "SOLVER.STEPS_EPOCHS", "[2, 6]",
-                            "DATALOADER.NUM_WORKERS", "512", "DATASETS.TESTS", "()"])
+                            "DATALOADER.NUM_WORKERS", "512", "DATASETS.TESTS", "()",
+                            "SOLVER.SCHED.NAME", "WarmupMultiStepLR"])
     checked = validate_config(cfg)
     assert "SOLVER.WARMUP_EPOCHS (10) is not shorter than SOLVER.MAX_EPOCHS (4)" in caplog.text
     assert "the step(s) at [6] fall at or after SOLVER.MAX_EPOCHS (4)" in caplog.text
     assert checked.DATALOADER.NUM_WORKERS == len(os.sched_getaffinity(0)) < 512
+    # fast-reid's MultiStepLR counts from the first epoch end after a one-epoch warmup (the demo's): of
+    # 4 epochs, steps 1..3 happen (after epochs 1, 2, 3), a step at 4 never does
+    caplog.clear()
+    validate_config(load_cfg(CONFIG, ["SOLVER.MAX_EPOCHS", "4", "SOLVER.STEPS_EPOCHS", "[3, 4]", "DATASETS.TESTS", "()"]))
+    assert "the step(s) at [4], counted (as fast-reid counts them) from epoch 1 on, fall at or after" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------- divergence
@@ -266,7 +272,8 @@ def test_an_exploding_loss_is_warned_then_stopped_keeping_the_last_good_checkpoi
     assert "No checkpoint had been written" in err and not list(out.glob("model_*.pth"))
 
     out = tmp_path / "late"
-    assert train(out, data_root, "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.STEPS_EPOCHS", "[2]", "SOLVER.GAMMA", "1e9",
+    # fast-reid's MultiStepLR (the demo's): the first step, counted after epoch 1, multiplies the LR of epoch 2
+    assert train(out, data_root, "SOLVER.WARMUP_EPOCHS", 0, "SOLVER.STEPS_EPOCHS", "[1]", "SOLVER.GAMMA", "1e9",
                  "SOLVER.LOG_PERIOD_ITERS", 1) == 2
     err = capsys.readouterr().err
     assert "The last good state is model_0001.pth" in err and "--resume" in err

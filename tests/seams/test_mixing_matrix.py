@@ -32,7 +32,7 @@ NEW_BACKBONES = {
                             "MODEL.BACKBONE.WITH_IBN", "True"],
     "osnet": ["MODEL.BACKBONE.NAME", "build_osnet_backbone", "MODEL.BACKBONE.DEPTH", "x0_25"],
 }
-# fast-reid's SBS head (configs/fastreid/Base-SBS.yml): GeM with learnable p, CircleSoftmax, triplet after the BN
+# fast-reid's SBS head (configs/Base-SBS.yml): GeM with learnable p, CircleSoftmax, triplet after the BN
 SBS_HEAD = ["MODEL.HEADS.POOL_LAYER", "GeneralizedMeanPoolingP", "MODEL.HEADS.CLS_LAYER", "CircleSoftmax",
             "MODEL.HEADS.SCALE", "64.0", "MODEL.HEADS.MARGIN", "0.35", "MODEL.HEADS.NECK_FEAT", "after"]
 META_ARCHS = {
@@ -53,7 +53,7 @@ TINY = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBO
         "DATASETS.SYNTHETIC.IMAGES_PER_ID", "4", "DATASETS.SYNTHETIC.NUM_DISTRACTORS", "1",
         "DATASETS.SYNTHETIC.NUM_JUNK", "1", "DATASETS.SYNTHETIC.SIZE", "[32, 16]",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.NUM_INSTANCE", "2",
-        "SOLVER.MAX_EPOCHS", "2", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.WARMUP_EPOCHS", "0",
+        "SOLVER.MAX_EPOCHS", "2", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.WARMUP_EPOCHS", "0", "SOLVER.WARMUP_ITERS", "0",
         "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2", "TEST.IMS_PER_BATCH", "16",
         "SOLVER.AMP.ENABLED", "False"]
 

@@ -43,7 +43,7 @@ def test_array_pil_path_and_tensor_inputs_give_the_features_of_evaluation(checkp
     feats, names = ex.embed([Image.fromarray(arrays[1]), arrays[0], paths[1]])
     assert names == ["<PIL image 0>", "<array 1>", paths[1]]
     torch.testing.assert_close(feats, from_paths[[1, 0, 1]], rtol=1e-5, atol=1e-5)
-    tf = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode.BILINEAR), T.ToTensor(),
+    tf = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode(cfg.INPUT.INTERPOLATION_TEST)), T.ToTensor(),
                     T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)])
     batch = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
     torch.testing.assert_close(ex(batch), expected, rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ def expected_features(cfg, weights, paths, flip=False):
     model = build_model(cfg)
     model.load_state_dict(torch.load(weights, weights_only=True)["model"])
     model.eval()
-    tf = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode.BILINEAR), T.ToTensor(),
+    tf = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode(cfg.INPUT.INTERPOLATION_TEST)), T.ToTensor(),
                     T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)])
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
     with torch.no_grad():
