@@ -9,6 +9,8 @@ from clipreid_plugin.engine import OptimizationStep
 from clipreid_plugin.modeling.losses import triplet_loss, cross_entropy_label_smooth
 from clipreid_plugin.plugins.clipreid.losses import supcon_loss
 
+from collect_outputs import CollectOutputs
+
 HALF = [torch.float16, torch.bfloat16]
 
 
@@ -147,24 +149,14 @@ def test_channels_last_backbone_gives_the_same_features():
 
 
 def test_bfloat16_extraction_returns_fp32_embeddings_close_to_fp32():
-    from clipreid_plugin.evaluation import DatasetEvaluator, inference_on_dataset
-
-    class Keep(DatasetEvaluator):
-        def reset(self):
-            self.out = []
-
-        def process(self, inputs, outputs):
-            self.out.append(outputs)
-
-        def evaluate(self):
-            return torch.cat(self.out)
+    from clipreid_plugin.evaluation import inference_on_dataset
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8))
     wrapped = _BatchModel(model)
     loader = [{"images": torch.randn(4, 3, 2, 2)} for _ in range(3)]
-    fp32 = inference_on_dataset(wrapped, loader, Keep())
-    bf16 = inference_on_dataset(wrapped, loader, Keep(), amp_dtype=torch.bfloat16)
+    fp32 = inference_on_dataset(wrapped, loader, CollectOutputs())
+    bf16 = inference_on_dataset(wrapped, loader, CollectOutputs(), amp_dtype=torch.bfloat16)
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
     torch.testing.assert_close(bf16, fp32, rtol=2e-2, atol=2e-2)
 

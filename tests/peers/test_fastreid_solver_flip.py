@@ -13,19 +13,10 @@ import pytest
 import torch
 import yaml
 
-from clipreid_plugin.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+from clipreid_plugin.evaluation.evaluator import inference_on_dataset
 from parity_harness.fastreid_replay import build_peer_model, load_peer_weights_module, model_images
 
-
-class _Collect(DatasetEvaluator):
-    def reset(self):
-        self.out = []
-
-    def process(self, batch, outputs):
-        self.out.append(outputs)
-
-    def evaluate(self):
-        return torch.cat(self.out)
+from collect_outputs import CollectOutputs
 
 
 def test_flip_test_gives_the_intended_average(reference_dir):
@@ -35,7 +26,7 @@ def test_flip_test_gives_the_intended_average(reference_dir):
     case = torch.load(path, weights_only=True)
     model, *_ = build_peer_model(case, load_peer_weights_module(path), torch.float32)
     images = model_images(case, torch.float32)  # normalised once, as our loaders give them
-    ours = inference_on_dataset(model, [{"images": images.clone()}], _Collect(), flip_test=True)
+    ours = inference_on_dataset(model, [{"images": images.clone()}], CollectOutputs(), flip_test=True)
     cfg = yaml.safe_load(case["meta"]["config_yaml"])["MODEL"]
     mean = torch.tensor(cfg["PIXEL_MEAN"]).view(1, -1, 1, 1)
     std = torch.tensor(cfg["PIXEL_STD"]).view(1, -1, 1, 1)

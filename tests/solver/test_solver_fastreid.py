@@ -15,11 +15,13 @@ from torch import nn
 from clipreid_plugin.config import get_cfg
 from clipreid_plugin.engine.layer_freeze import LayerFreeze
 from clipreid_plugin.engine.train_loop import SimpleTrainer
-from clipreid_plugin.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+from clipreid_plugin.evaluation.evaluator import inference_on_dataset
 from clipreid_plugin.solver import (
     CosineAnnealingLR, MultiStepLR, build_lr_scheduler, build_optimizer, fastreid_cosine_t_max, freeze_steps_left,
 )
 from clipreid_plugin.utils.errors import ConfigError
+
+from collect_outputs import CollectOutputs
 
 
 class Tiny(nn.Module):
@@ -260,17 +262,6 @@ def test_layer_freeze_hook_keeps_the_backbone_in_eval_mode_and_untouched():
     assert _changed(model.backbone, backbone) and model.backbone.training
 
 
-class _Collect(DatasetEvaluator):
-    def reset(self):
-        self.out = []
-
-    def process(self, batch, outputs):
-        self.out.append(outputs)
-
-    def evaluate(self):
-        return torch.cat(self.out)
-
-
 class _NormalisesInPlace(nn.Module):
     """Like fast-reid's models: normalises its input tensor in place, then a linear map."""
 
@@ -292,7 +283,7 @@ def test_flip_test_normalises_the_flipped_copy_once():
     torch.manual_seed(0)
     model = _NormalisesInPlace()
     pixels = torch.randint(0, 256, (3, 3, 2, 4)).double().float()
-    got = inference_on_dataset(model, [{"images": pixels.clone()}], _Collect(), flip_test=True)
+    got = inference_on_dataset(model, [{"images": pixels.clone()}], CollectOutputs(), flip_test=True)
     with torch.no_grad():
         norm = (pixels - model.mean) / model.std
         intended = (model.proj(norm.flatten(1)) + model.proj(torch.flip(norm, dims=[3]).flatten(1))) / 2
