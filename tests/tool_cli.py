@@ -6,12 +6,12 @@ import os
 
 from clipreid_plugin.utils.cli import run_tool
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_tool(name):
     """Import tools/<name>.py as a module (its main(argv) runs in-process, which is fast)."""
-    spec = importlib.util.spec_from_file_location(f"usertools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -9,7 +9,6 @@ phase, tiny batches and images, and ResNet-18 for ResNet-50 appended (later ``KE
 win); nothing else is changed.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import torch
 import torchvision
 
 from mini_trees import make_generic, make_market, make_veri
+from tool_cli import load_tool
 
 from clipreid_plugin.config import load_cfg
 from clipreid_plugin.usertools.fastreid_config import (
@@ -53,13 +53,6 @@ def doc_commands():
             if line.strip() and not line.strip().startswith("#"):
                 commands.append(shlex.split(line))
     return commands
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"recipes_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def save_tiny_clip(model_name, path):
