@@ -30,7 +30,6 @@ one row each, with the worst tensor named.
 import importlib.util
 import math
 import os
-import tempfile
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -39,12 +38,10 @@ import torch
 import yaml
 from torch import nn
 
-from clipreid_plugin.config import get_cfg
 from clipreid_plugin.engine.layer_freeze import LayerFreeze
 from clipreid_plugin.evaluation.distance import normalize_features
 from clipreid_plugin.modeling import build_model
 from clipreid_plugin.modeling.fastreid_checkpoint import convert_fastreid_state_dict, fastreid_key_rules, to_model_key
-from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config
 
 from . import fastreid_solver_replay as solver_replay
 from .case_replay import ParityRow
@@ -71,20 +68,7 @@ def replay_cfg(case: dict):
     Returns:
         A frozen config (pretraining off, CPU, ``MODEL.HEADS.NUM_CLASSES`` = the case's).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "fastreid.yml")
-        with open(path, "w") as f:
-            f.write(case["meta"]["config_yaml"])
-        ours, _ = convert_fastreid_config(path)
-    cfg = get_cfg()
-    for key, value in ours.items():
-        *parents, leaf = key.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # a YAML `1` where the key is a float (fast-reid's SCALE: 1)
-        node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (tuple, list)) else value
+    cfg = solver_replay.converted_case_cfg(case)
     cfg.MODEL.BACKBONE.PRETRAIN = False
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"

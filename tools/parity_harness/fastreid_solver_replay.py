@@ -41,7 +41,7 @@ from clipreid_plugin.usertools.fastreid_config import convert_fastreid_config
 
 from .case_replay import ParityRow
 
-__all__ = ["FLOAT64_RTOL", "solver_cfg", "optimizer_rows", "schedule_rows", "step_rows", "expand_lr_changes"]
+__all__ = ["FLOAT64_RTOL", "converted_case_cfg", "solver_cfg", "optimizer_rows", "schedule_rows", "step_rows", "expand_lr_changes"]
 
 FLOAT64_RTOL = 1e-9
 _TOL = f"{FLOAT64_RTOL:.0e} x max(1,|ref|)"
@@ -49,6 +49,35 @@ _TOL = f"{FLOAT64_RTOL:.0e} x max(1,|ref|)"
 
 def _identity(name: str) -> str:
     return name
+
+
+def converted_case_cfg(case: dict, keep: Callable[[str], bool] = lambda key: True):
+    """A fresh config with the case's fast-reid config converted and applied (the keys ``keep`` accepts).
+
+    Args:
+        case: the loaded case file (its fast-reid YAML is ``meta.config_yaml``).
+        keep: which of the converted keys to apply (default: all).
+
+    Returns:
+        A (mutable) config.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "fastreid.yml")
+        with open(path, "w") as f:
+            f.write(case["meta"]["config_yaml"])
+        ours, _ = convert_fastreid_config(path)
+    cfg = get_cfg()
+    for key, value in ours.items():
+        if not keep(key):
+            continue
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        if isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # a YAML `1` where the key is a float (fast-reid's SCALE: 1)
+        node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (tuple, list)) else value
+    return cfg
 
 
 def solver_cfg(case: dict, iters_per_epoch: Optional[int] = None):
@@ -61,19 +90,7 @@ def solver_cfg(case: dict, iters_per_epoch: Optional[int] = None):
     Returns:
         A (mutable) config.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "fastreid.yml")
-        with open(path, "w") as f:
-            f.write(case["meta"]["config_yaml"])
-        ours, _ = convert_fastreid_config(path)
-    cfg = get_cfg()
-    for key, value in ours.items():
-        if key.startswith("SOLVER.") or key == "MODEL.FREEZE_LAYERS":
-            node = cfg
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], (tuple, list)) else value
+    cfg = converted_case_cfg(case, lambda key: key.startswith("SOLVER.") or key == "MODEL.FREEZE_LAYERS")
     cfg.SOLVER.FUSED_OPTIMIZER = "off"  # the peer's single-tensor kernels
     return cfg
 
