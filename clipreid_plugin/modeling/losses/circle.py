@@ -15,7 +15,7 @@ from clipreid_plugin.config import configurable
 from .build import LOSS_REGISTRY
 from .precision import full_precision
 
-__all__ = ["pair_masks", "pairwise_circle_loss", "PairwiseMetricLoss", "CircleLoss"]
+__all__ = ["pair_masks", "pairwise_softplus_loss", "pairwise_circle_loss", "PairwiseMetricLoss", "CircleLoss"]
 
 # logit given to the pairs a row leaves out (fast-reid's constant): exp() of it is 0
 _EXCLUDED = -99999999.0
@@ -29,18 +29,38 @@ def pair_masks(sim: torch.Tensor, targets: torch.Tensor):
     return is_pos, (~same).to(sim.dtype)
 
 
-def pairwise_circle_loss(feats: torch.Tensor, targets: torch.Tensor, margin: float, gamma: float) -> torch.Tensor:
-    """The pairwise circle loss of the module docstring. Returns: scalar, fp32 or wider."""
+def pairwise_softplus_loss(feats: torch.Tensor, targets: torch.Tensor, pair_logits) -> torch.Tensor:
+    """fast-reid's pairwise form: ``softplus(logsumexp_p(logit_p) + logsumexp_n(logit_n))`` per
+    anchor, averaged, on the cosine similarities of the L2-normalised features.
+
+    Args:
+        feats: (N, D) features.
+        targets: (N,) identities.
+        pair_logits: ``(s_p, s_n) -> (logit_p, logit_n)`` on the masked (N, N) similarities; the pairs
+            a row leaves out are then given :data:`_EXCLUDED`.
+
+    Returns:
+        scalar, fp32 or wider.
+    """
     with full_precision(feats) as (feats,):
         feats = F.normalize(feats, dim=1)
         sim = torch.matmul(feats, feats.t())
         is_pos, is_neg = pair_masks(sim, targets)
-        s_p, s_n = sim * is_pos, sim * is_neg
+        logit_p, logit_n = pair_logits(sim * is_pos, sim * is_neg)
+        logit_p = logit_p + _EXCLUDED * (1 - is_pos)
+        logit_n = logit_n + _EXCLUDED * (1 - is_neg)
+        return F.softplus(torch.logsumexp(logit_p, dim=1) + torch.logsumexp(logit_n, dim=1)).mean()
+
+
+def pairwise_circle_loss(feats: torch.Tensor, targets: torch.Tensor, margin: float, gamma: float) -> torch.Tensor:
+    """The pairwise circle loss of the module docstring. Returns: scalar, fp32 or wider."""
+
+    def circle_logits(s_p, s_n):
         alpha_p = (-s_p.detach() + 1 + margin).clamp(min=0.0)
         alpha_n = (s_n.detach() + margin).clamp(min=0.0)
-        logit_p = -gamma * alpha_p * (s_p - (1 - margin)) + _EXCLUDED * (1 - is_pos)
-        logit_n = gamma * alpha_n * (s_n - margin) + _EXCLUDED * (1 - is_neg)
-        return F.softplus(torch.logsumexp(logit_p, dim=1) + torch.logsumexp(logit_n, dim=1)).mean()
+        return -gamma * alpha_p * (s_p - (1 - margin)), gamma * alpha_n * (s_n - margin)
+
+    return pairwise_softplus_loss(feats, targets, circle_logits)
 
 
 class PairwiseMetricLoss(nn.Module):
