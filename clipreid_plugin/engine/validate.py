@@ -17,7 +17,7 @@ from clipreid_plugin.config import CfgNode, as_name_list, lookup_key, registered
 from clipreid_plugin.data import DATASET_REGISTRY, build_transforms, test_splits_only
 from clipreid_plugin.evaluation.distance import METRICS
 from clipreid_plugin.modeling.heads.bnneck import EVAL_FEATS, NECK_FEATS
-from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS
+from clipreid_plugin.solver.lr_scheduler import UNITS, WARMUP_METHODS, fastreid_first_stepping_epoch
 from clipreid_plugin.utils.errors import ConfigError, ToolkitError
 from clipreid_plugin.utils.plugins import active_roots
 from clipreid_plugin.utils.registry import all_registries
@@ -110,10 +110,10 @@ def _schedule_warnings(cfg: CfgNode) -> List[str]:
             notes.append(f"SOLVER.STEPS_EPOCHS {list(s.STEPS_EPOCHS)}: the step(s) at {late} fall at or after "
                          f"SOLVER.MAX_EPOCHS ({s.MAX_EPOCHS}) and never happen.")
     if s.SCHED.NAME == "MultiStepLR" and s.MAX_EPOCHS > 0:
-        # fast-reid counts its milestones from the first epoch end after the warmup and DELAY_EPOCHS
-        # (lr_scheduler.fastreid_epoch_steps); without iterations per epoch, WARMUP_ITERS counts as >= 1 epoch
+        # fast-reid counts its milestones from the first epoch end after the warmup and DELAY_EPOCHS;
+        # without iterations per epoch, WARMUP_ITERS counts as its lower bound, one epoch
         warmup_epochs = int(s.WARMUP_EPOCHS) if int(s.WARMUP_ITERS) == 0 else 1
-        first = max(warmup_epochs, int(s.DELAY_EPOCHS) + 1)
+        first = fastreid_first_stepping_epoch(warmup_epochs, int(s.DELAY_EPOCHS))
         late = [m for m in s.STEPS_EPOCHS if m > s.MAX_EPOCHS - first]
         if late:
             notes.append(f"SOLVER.STEPS_EPOCHS {list(s.STEPS_EPOCHS)}: the step(s) at {late}, counted (as fast-reid "

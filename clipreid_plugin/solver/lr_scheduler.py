@@ -61,6 +61,12 @@ WARMUP_METHODS = ("linear", "constant")
 UNITS = ("epoch", "iter")
 
 
+def check_warmup_method(method: str) -> None:
+    """Raises ConfigError naming ``SOLVER.WARMUP_METHOD`` unless ``method`` is one of :data:`WARMUP_METHODS`."""
+    if method not in WARMUP_METHODS:
+        raise ConfigError(f"Unknown warmup method {method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD).")
+
+
 def warmup_multiplier(position: float, warmup_length: float, warmup_factor: float, method: str) -> float:
     """Multiplier of the base LR during warmup (1 once warmup is over).
 
@@ -84,7 +90,7 @@ def warmup_multiplier(position: float, warmup_length: float, warmup_factor: floa
     if method == "linear":
         alpha = position / warmup_length
         return warmup_factor * (1 - alpha) + alpha
-    raise ConfigError(f"Unknown warmup method {method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD).")
+    check_warmup_method(method)  # raises: an unknown method
 
 
 def warmup_multistep_lr(position: float, base_lr: float, milestones: Sequence[float], gamma: float = 0.1,
@@ -205,10 +211,7 @@ class WarmupMultiStepLR(_PositionScheduler):
         milestones = [int(m) for m in milestones]
         if milestones != sorted(milestones):
             raise ConfigError(f"Milestones must be increasing, got {milestones} (SOLVER.STEPS_EPOCHS).")
-        if warmup_method not in WARMUP_METHODS:
-            raise ConfigError(
-                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
-            )
+        check_warmup_method(warmup_method)
         self.milestones = milestones
         self.gamma = float(gamma)
         self.warmup_factor = float(warmup_factor)
@@ -252,10 +255,7 @@ class WarmupCosineLR(_PositionScheduler):
                  unit: str = "epoch", last_epoch: int = -1):
         if total_length <= 0:
             raise ConfigError(f"The cosine period must be positive, got {total_length} (SOLVER.MAX_EPOCHS).")
-        if warmup_method not in WARMUP_METHODS:
-            raise ConfigError(
-                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
-            )
+        check_warmup_method(warmup_method)
         self.total_length = int(total_length)
         self.lr_min = float(lr_min)
         self.warmup_factor = float(warmup_factor)
@@ -302,8 +302,14 @@ def fastreid_epoch_steps(iteration: int, iters_per_epoch: int, warmup_iters: int
     Returns:
         The number of epoch-schedule steps (>= 0).
     """
-    first = max(math.ceil(warmup_iters / iters_per_epoch), delay_epochs + 1)  # first epoch end that steps (1-based)
+    first = fastreid_first_stepping_epoch(math.ceil(warmup_iters / iters_per_epoch), delay_epochs)
     return max(0, iteration // iters_per_epoch - first + 1)
+
+
+def fastreid_first_stepping_epoch(warmup_epochs: int, delay_epochs: int) -> int:
+    """The first epoch end (1-based) after which fast-reid steps its epoch schedule: once the warmup
+    (``warmup_epochs`` = ``ceil(WARMUP_ITERS / ipe)``) is over and past ``DELAY_EPOCHS``."""
+    return max(warmup_epochs, delay_epochs + 1)
 
 
 def fastreid_cosine_t_max(max_epochs: int, iters_per_epoch: int, warmup_iters: int, delay_epochs: int) -> int:
@@ -369,10 +375,7 @@ class _FastReIDScheduler(_PositionScheduler):
         if int(iters_per_epoch) < 1:
             raise ConfigError(f"fast-reid's schedules need at least one iteration per epoch, got {iters_per_epoch}: "
                               f"the train loader yields no full batch (fewer images than SOLVER.IMS_PER_BATCH?).")
-        if warmup_method not in WARMUP_METHODS:
-            raise ConfigError(
-                f"Unknown warmup method {warmup_method!r}; valid: {', '.join(WARMUP_METHODS)} (SOLVER.WARMUP_METHOD)."
-            )
+        check_warmup_method(warmup_method)
         self.iters_per_epoch = int(iters_per_epoch)
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)
